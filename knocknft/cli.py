@@ -1,0 +1,253 @@
+"""The `knocknft` command line. Commands are thin: they parse, call `operations`, and map
+knocknft's errors to a message on stderr and an exit code scripts can rely on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from knocknft import __version__
+from knocknft.config import DEFAULT_CONFIG_PATH, Config, Invalid, load_config, parse_duration
+from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
+from knocknft.grants import format_seconds, format_table
+from knocknft.nft import LibNft, Nft, read_grants
+from knocknft.operations import (
+    apply_config,
+    close_grants,
+    find_door,
+    open_grant,
+    parse_client_address,
+)
+from knocknft.ruleset import render_ruleset
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the kernel refused, or another runtime failure
+EXIT_INVALID = 2  # the config or a command-line argument is invalid; nothing was changed
+
+EXIT_CODES_HELP = (
+    "Exit status: 0 success; 1 the kernel (libnftables) refused or another runtime failure; "
+    "2 invalid config or arguments, nothing changed."
+)
+
+app = typer.Typer(
+    name="knocknft",
+    help=(
+        "Port knocking for nftables, the successor to knockd.\n\n"
+        "knocknft keeps services such as SSH dropped by its own nft table (inet knocknft) until a "
+        "client knocks the right sequence of ports; the client's address is then added to a "
+        "timed allowlist set, which the kernel expires by itself.\n\n" + EXIT_CODES_HELP
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The YAML config file.",
+        show_default=True,
+        metavar="FILE",
+    ),
+]
+
+# Tests swap this for a factory that targets a fake or a namespace.
+nft_factory: Callable[[], Nft] = LibNft
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"knocknft: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Map knocknft's error tree to messages and exit codes, in one place for every command."""
+    try:
+        yield
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        n = len(exc.problems)
+        _fail(EXIT_INVALID, f"{n} error{'s' if n != 1 else ''} in the config; nothing was changed")
+    except UsageError as exc:
+        _fail(EXIT_INVALID, str(exc))
+    except NftError as exc:
+        _fail(EXIT_FAILURE, f"nft: {exc}")
+    except KnocknftError as exc:
+        _fail(EXIT_FAILURE, str(exc))
+
+
+def _load(path: Path, show_warnings: bool = True) -> Config:
+    loaded = load_config(path)
+    if show_warnings:
+        for problem in loaded.warnings:
+            typer.echo(f"warning: {problem}", err=True)
+    return loaded.config
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"knocknft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+    """Validate the config without touching the kernel.
+
+    Prints every error with file, line and key, and how to fix it; warns about weak sequences
+    (fewer than 3 steps, ascending ports, a single protocol, a prefix of another door's).
+    Exits 0 if the config is valid (warnings included), 2 if not.
+    """
+    with _errors():
+        cfg = _load(config)
+    ports = sorted({str(p) for d in cfg.doors for p in d.knock_ports})
+    typer.echo(
+        f"{config}: OK: {len(cfg.doors)} door(s), knock ports {', '.join(ports)}; "
+        f"protected: {', '.join(map(str, sorted(cfg.protected))) or 'none'}"
+    )
+
+
+@app.command()
+def apply(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Print the nft script and load nothing.")
+    ] = False,
+) -> None:
+    """Install or replace knocknft's table (inet knocknft) in one transaction.
+
+    Only that table is touched. The allowlist sets and every open grant in them survive a
+    re-apply, with their remaining time. If anything fails, nothing changes.
+    """
+    with _errors():
+        cfg = _load(config)
+        if dry_run:
+            typer.echo(render_ruleset(cfg), nl=False)
+            return
+        result = apply_config(nft_factory(), cfg)
+    verb = "replaced" if result.replaced else "installed"
+    typer.echo(
+        f"{verb} table inet {cfg.options.table}: {len(cfg.doors)} door(s), "
+        f"{result.grants_kept} open grant(s) kept"
+    )
+
+
+@app.command()
+def status(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output (stable).")
+    ] = False,
+) -> None:
+    """List the open grants: address, door, service, time left.
+
+    Reads the kernel's sets, so it works with or without the daemon. The --json form is a
+    stable object {"table": ..., "grants": [{"address", "family", "door", "service", "port",
+    "protocol", "timeout", "expires_in"}]} with times in seconds.
+    """
+    with _errors():
+        table = _table_name(config)
+        grants = read_grants(nft_factory(), table)
+    if as_json:
+        typer.echo(json.dumps({"table": table, "grants": [g.to_json() for g in grants]}, indent=2))
+    else:
+        typer.echo(format_table(grants), nl=False)
+
+
+def _table_name(config: Path) -> str:
+    """The table to read: from the config when there is one; the default table otherwise."""
+    if config == DEFAULT_CONFIG_PATH and not config.exists():
+        return "knocknft"
+    return _load(config, show_warnings=False).options.table
+
+
+def _duration(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except Invalid as exc:
+        raise UsageError(f"--for: {exc.message} ({exc.hint})") from None
+
+
+@app.command("open")
+def open_(
+    address: Annotated[str, typer.Argument(help="The client's IPv4 or IPv6 address.")],
+    door: Annotated[str, typer.Option("--door", "-d", help="The door whose services to grant.")],
+    for_: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            "-t",
+            help="How long, e.g. 30s, 5m, 1h. Default: the door's open_for.",
+            metavar="DURATION",
+        ),
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+) -> None:
+    """Grant ADDRESS the services of a door by hand, as a completed knock would.
+
+    An existing grant is refreshed to the new duration. The kernel expires it by itself.
+    """
+    with _errors():
+        cfg = _load(config, show_warnings=False)
+        client = parse_client_address(address)
+        grants = open_grant(nft_factory(), cfg, client, find_door(cfg, door), _duration(for_))
+    for g in grants:
+        typer.echo(
+            f"opened {g.service} for {g.address} (door {g.door}) for {format_seconds(g.timeout)}"
+        )
+
+
+@app.command()
+def close(
+    address: Annotated[str, typer.Argument(help="The client's IPv4 or IPv6 address.")],
+    door: Annotated[
+        str | None, typer.Option("--door", "-d", help="Only this door's grants. Default: all.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+) -> None:
+    """Revoke ADDRESS's grants now. Existing connections are not cut (use close_sessions).
+
+    Exits 0 also when nothing was open, so it is safe in scripts.
+    """
+    with _errors():
+        table = _table_name(config)
+        client = parse_client_address(address)
+        revoked = close_grants(nft_factory(), table, client, door)
+    if not revoked:
+        typer.echo(f"nothing open for {client}" + (f" by door {door}" if door else ""))
+    for g in revoked:
+        typer.echo(f"closed {g.service} for {g.address} (door {g.door})")
+
+
+def main() -> None:
+    app(prog_name="knocknft")
+
+
+if __name__ == "__main__":
+    main()

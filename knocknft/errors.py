@@ -1,0 +1,55 @@
+"""The exception tree. Everything knocknft raises on purpose derives from KnocknftError:
+
+    KnocknftError
+    ├── ConfigError        the config is invalid; carries every problem found, with file and line
+    ├── NftError           libnftables refused a command or is missing
+    │   └── TableMissing   our table is not loaded (run `knocknft apply` first)
+    └── UsageError         a command-line argument is wrong (bad address, unknown door)
+
+Adapters map their backends' failures into this tree at the boundary (`raise ... from exc`), so the
+CLI can turn any of them into one clear message and an exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KnocknftError(Exception):
+    """Base of every error knocknft raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong (or doubtful) in a config file, located for the admin."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+
+class ConfigError(KnocknftError):
+    """The config is invalid. `problems` lists every error found, not only the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class NftError(KnocknftError):
+    """libnftables refused a command, or the binding is not installed."""
+
+
+class TableMissing(NftError):
+    """Our table is not in the kernel, so there is no set to read or write."""
+
+
+class UsageError(KnocknftError):
+    """A command-line argument is wrong in a way the parser cannot see (an address, a door)."""

@@ -1,0 +1,158 @@
+"""Grants: one allowlist element = (client address, service) with a timeout and the door's name.
+
+Pure: renders the nft commands that add, refresh and remove elements, and parses the kernel's JSON
+listing of the sets back into grants. Every element this module renders carries an explicit integer
+timeout; that is checked here, because libnftables 1.0.6 silently makes an element permanent when
+its JSON timeout is a string or a float.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from knocknft.config import IPAddress, PortSpec
+from knocknft.ruleset import ALLOW4, ALLOW6
+
+# A grant longer than a week is almost certainly a unit mistake (seconds vs. hours).
+MAX_GRANT_SECONDS = 7 * 86400
+
+
+@dataclass(frozen=True)
+class Grant:
+    """An (address, service) pair in the allowlist. `expires` is seconds left, as last read."""
+
+    address: IPAddress
+    service: PortSpec
+    door: str
+    timeout: int
+    expires: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": str(self.address),
+            "family": f"ipv{self.address.version}",
+            "door": self.door,
+            "service": str(self.service),
+            "port": self.service.port,
+            "protocol": self.service.protocol,
+            "timeout": self.timeout,
+            "expires_in": self.expires,
+        }
+
+
+def check_timeout(timeout: object) -> int:
+    """The only timeouts we let near the kernel: whole seconds, 1 .. MAX_GRANT_SECONDS."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int):
+        raise TypeError(f"an element timeout must be whole seconds (int), not {timeout!r}")
+    if not 1 <= timeout <= MAX_GRANT_SECONDS:
+        raise ValueError(f"an element timeout must be 1..{MAX_GRANT_SECONDS} s, not {timeout}")
+    return timeout
+
+
+def set_for(address: IPAddress) -> str:
+    return ALLOW4 if address.version == 4 else ALLOW6
+
+
+def _key(address: IPAddress, service: PortSpec) -> str:
+    return f"{address} . {service.protocol} . {service.port}"
+
+
+def _comment(door: str) -> str:
+    # Door names are validated against DOOR_NAME_RE, so they never need escaping; refuse anything
+    # that would break out of the quoted string rather than trust the caller.
+    if '"' in door or "\\" in door or "\n" in door:
+        raise ValueError(f"door name {door!r} cannot be used as an element comment")
+    return door
+
+
+def render_grant(table: str, grants: Iterable[Grant]) -> str:
+    """Add or refresh grants atomically: add (no-op if present), delete, add with the new timeout.
+
+    A plain `add element` leaves an existing element's timer untouched, so a refresh has to replace
+    it; the leading add makes the delete valid whether or not the element exists.
+    """
+    lines = []
+    for g in grants:
+        timeout = check_timeout(g.timeout)
+        elem = f"inet {table} {set_for(g.address)} {{ {_key(g.address, g.service)}"
+        lines += [
+            f"add element {elem} timeout {timeout}s }}",
+            f"delete element {elem} }}",
+            f'add element {elem} timeout {timeout}s comment "{_comment(g.door)}" }}',
+        ]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_revoke(table: str, keys: Iterable[tuple[IPAddress, PortSpec]]) -> str:
+    """Remove elements, whether or not they (still) exist: add a 1 s element, then delete it."""
+    lines = []
+    for address, service in keys:
+        elem = f"inet {table} {set_for(address)} {{ {_key(address, service)}"
+        lines += [f"add element {elem} timeout 1s }}", f"delete element {elem} }}"]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def parse_set_listing(listing: Mapping[str, Any]) -> list[Grant]:
+    """Grants from `nft -j list set ...` output (one or more sets), sorted by address."""
+    grants: list[Grant] = []
+    for item in listing.get("nftables", []):
+        nft_set = item.get("set") if isinstance(item, dict) else None
+        if not isinstance(nft_set, dict):
+            continue
+        for entry in nft_set.get("elem", []):
+            grant = _parse_elem(entry)
+            if grant is not None:
+                grants.append(grant)
+    return sorted(grants, key=lambda g: (g.address.version, g.address, g.service))
+
+
+def _parse_elem(entry: Any) -> Grant | None:
+    elem = entry.get("elem") if isinstance(entry, dict) else None
+    if not isinstance(elem, dict):
+        return None
+    concat = elem.get("val", {}).get("concat") if isinstance(elem.get("val"), dict) else None
+    if not isinstance(concat, list) or len(concat) != 3:
+        return None
+    address_text, proto, port = concat
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        return None
+    if proto not in ("tcp", "udp") or not isinstance(port, int):
+        return None
+    return Grant(
+        address=address,
+        service=PortSpec(port, proto),
+        door=str(elem.get("comment", "")),
+        timeout=int(elem.get("timeout", 0)),
+        expires=int(elem["expires"]) if "expires" in elem else None,
+    )
+
+
+def format_seconds(seconds: int | None) -> str:
+    """`1h02m03s`-style, short for humans; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(max(seconds, 0), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_table(grants: list[Grant]) -> str:
+    """The human form of `knocknft status`: one row per grant."""
+    if not grants:
+        return "no open grants\n"
+    rows = [("ADDRESS", "DOOR", "SERVICE", "EXPIRES IN")]
+    rows += [(str(g.address), g.door, str(g.service), format_seconds(g.expires)) for g in grants]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n"
+        for row in rows
+    )

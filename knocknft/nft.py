@@ -1,0 +1,79 @@
+"""The libnftables adapter: the one place that talks to the kernel's ruleset.
+
+`Nft` is the small interface the rest of knocknft uses: run an nft script as one transaction, and
+read a listing as JSON. `LibNft` implements it with the distribution's `nftables` binding (ctypes
+over libnftables.so.1). Errors are mapped into knocknft's tree here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from knocknft.errors import NftError, TableMissing
+from knocknft.grants import Grant, parse_set_listing
+from knocknft.ruleset import ALLOW4, ALLOW6
+
+
+class Nft(Protocol):
+    def run(self, script: str) -> None:
+        """Run an nft script as one transaction: every command or none."""
+
+    def list_json(self, command: str) -> dict[str, Any]:
+        """Run a list command and return the parsed JSON output."""
+
+
+class LibNft:
+    """`Nft` over libnftables. One handle per instance; not thread-safe, like libnftables."""
+
+    def __init__(self) -> None:
+        try:
+            import nftables
+        except ImportError as exc:
+            raise NftError(
+                "the nftables Python binding is missing: install python3-nftables "
+                "(Debian) and run knocknft from the virtual environment the Makefile builds"
+            ) from exc
+        self._nft = nftables.Nftables()
+        self._nft.set_json_output(False)
+
+    def run(self, script: str) -> None:
+        rc, _out, err = self._nft.cmd(script)
+        if rc != 0:
+            raise _classify(err, script)
+
+    def list_json(self, command: str) -> dict[str, Any]:
+        self._nft.set_json_output(True)
+        try:
+            rc, out, err = self._nft.cmd(command)
+        finally:
+            self._nft.set_json_output(False)
+        if rc != 0:
+            raise _classify(err, command)
+        parsed: dict[str, Any] = json.loads(out) if out.strip() else {"nftables": []}
+        return parsed
+
+
+def _classify(err: str, script: str) -> NftError:
+    text = err.strip() or "libnftables failed without a message"
+    if "No such file or directory" in text and ("table" in script or "set" in script):
+        return TableMissing(text)
+    if "Operation not permitted" in text:
+        return NftError(f"{text}\n(nft needs root, or CAP_NET_ADMIN)")
+    return NftError(text)
+
+
+def read_grants(nft: Nft, table: str) -> list[Grant]:
+    """Every grant in our two sets. Raises TableMissing if the table is not loaded."""
+    grants: list[Grant] = []
+    for name in (ALLOW4, ALLOW6):
+        grants += parse_set_listing(nft.list_json(f"list set inet {table} {name}"))
+    return sorted(grants, key=lambda g: (g.address.version, g.address, g.service))
+
+
+def table_exists(nft: Nft, table: str) -> bool:
+    try:
+        nft.list_json(f"list table inet {table}")
+    except TableMissing:
+        return False
+    return True

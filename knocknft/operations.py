@@ -1,0 +1,81 @@
+"""What the admin's commands do, independent of the command line: apply the table, grant, revoke,
+list. Each takes an `Nft` so tests can run it against the real kernel or a recording fake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from knocknft.config import Config, Door, IPAddress
+from knocknft.errors import TableMissing, UsageError
+from knocknft.grants import Grant, render_grant, render_revoke
+from knocknft.nft import Nft, read_grants, table_exists
+from knocknft.ruleset import render_ruleset
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    replaced: bool  # the table existed before
+    grants_kept: int
+
+
+def apply_config(nft: Nft, config: Config) -> ApplyResult:
+    """Install or replace our table in one transaction; grants in the sets are kept."""
+    table = config.options.table
+    existed = table_exists(nft, table)
+    nft.run(render_ruleset(config))
+    kept = len(read_grants(nft, table)) if existed else 0
+    return ApplyResult(existed, kept)
+
+
+def parse_client_address(text: str) -> IPAddress:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"{text!r} is not an IP address (e.g. 198.18.0.2 or 2001:db8::2)"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        raise UsageError(f"{address} cannot be a client address")
+    return address
+
+
+def find_door(config: Config, name: str) -> Door:
+    door = config.door(name)
+    if door is None:
+        known = ", ".join(d.name for d in config.doors) or "none"
+        raise UsageError(f"no door named {name!r} in {config.source} (doors: {known})")
+    return door
+
+
+def open_grant(
+    nft: Nft, config: Config, address: IPAddress, door: Door, seconds: int | None
+) -> list[Grant]:
+    """Grant (or refresh) every service of `door` to `address` for `seconds` (default open_for)."""
+    if not door.open:
+        raise UsageError(f"door {door.name!r} has no open: services; it only runs commands")
+    timeout = seconds if seconds is not None else door.open_for
+    if timeout is None:  # Door validation makes open imply open_for; keep mypy and readers sure.
+        raise UsageError(f"door {door.name!r} has no open_for; pass --for")
+    grants = [Grant(address, service, door.name, timeout) for service in door.open]
+    _require_table(nft, config.options.table)
+    nft.run(render_grant(config.options.table, grants))
+    return grants
+
+
+def close_grants(nft: Nft, table: str, address: IPAddress, door: str | None) -> list[Grant]:
+    """Revoke `address`'s grants (only those of `door` if given). Returns what was revoked."""
+    current = [
+        g
+        for g in read_grants(nft, table)
+        if g.address == address and (door is None or g.door == door)
+    ]
+    if current:
+        nft.run(render_revoke(table, [(g.address, g.service) for g in current]))
+    return current
+
+
+def _require_table(nft: Nft, table: str) -> None:
+    if not table_exists(nft, table):
+        raise TableMissing(f"table inet {table} is not loaded: run `knocknft apply` first")

@@ -1,0 +1,120 @@
+"""The ruleset renderer: config -> the nft script that installs our one table, as text.
+
+Pure. The script is one libnftables transaction and is written so that re-applying it keeps the
+allowlist sets and their elements: the sets are only ever `add`ed (a no-op for an existing set,
+which also updates its default timeout), while the chain is emptied, deleted and recreated, so its
+hook, priority and rules always match the config. Nothing outside our table is named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from knocknft import __version__
+from knocknft.config import Config, Door, IPAddress, PortSpec
+
+ALLOW4 = "allow4"
+ALLOW6 = "allow6"
+INPUT_CHAIN = "input"
+# Before the usual filter chains (priority 0), so knock packets are consumed first.
+INPUT_PRIORITY = "filter - 10"
+# Enough to hold IPv4/IPv6 headers, a few extension headers and the TCP/UDP header.
+NFLOG_SNAPLEN = 128
+# Bounds kernel memory for grants; each element is one (address, service) pair.
+ALLOW_SET_SIZE = 65536
+# A set-wide default timeout is the kernel-side guard behind our own rule that every element
+# carries a timeout: an element added without one (by a buggy writer) still expires.
+FALLBACK_TIMEOUT = 3600
+
+
+def services_expr(ports: Iterable[PortSpec]) -> str:
+    """An anonymous set of `proto . port` pairs, sorted so output is stable."""
+    items = ", ".join(f"{p.protocol} . {p.port}" for p in sorted(ports))
+    return f"{{ {items} }}"
+
+
+def _quoted_set(names: Iterable[str]) -> str:
+    return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
+
+
+def _daddr_match(target: IPAddress | None) -> str:
+    if target is None:
+        return ""
+    return f"ip daddr {target} " if target.version == 4 else f"ip6 daddr {target} "
+
+
+def set_default_timeout(config: Config) -> int:
+    longest = [d.open_for for d in config.doors if d.open_for is not None]
+    return max(longest, default=FALLBACK_TIMEOUT)
+
+
+def render_ruleset(config: Config) -> str:
+    """The whole table as an nft script: one atomic transaction."""
+    opts = config.options
+    t = f"inet {opts.table}"
+    iif = f"iifname {_quoted_set(opts.interfaces)} " if opts.interfaces else ""
+    timeout = set_default_timeout(config)
+    lines = [
+        f"# knocknft {__version__}: table {t}, rendered from {config.source}.",
+        "# Generated: edit the config and run `knocknft apply`, not this text.",
+        f"add table {t}",
+    ]
+    for name, addr_type in ((ALLOW4, "ipv4_addr"), (ALLOW6, "ipv6_addr")):
+        lines.append(
+            f"add set {t} {name} {{ type {addr_type} . inet_proto . inet_service; "
+            f"flags timeout; timeout {timeout}s; size {ALLOW_SET_SIZE}; }}"
+        )
+    chain_spec = f"{{ type filter hook input priority {INPUT_PRIORITY}; policy accept; }}"
+    lines += [
+        # add+flush+delete+add: works whether or not the chain exists, in one transaction.
+        f"add chain {t} {INPUT_CHAIN} {chain_spec}",
+        f"flush chain {t} {INPUT_CHAIN}",
+        f"delete chain {t} {INPUT_CHAIN}",
+        f"add chain {t} {INPUT_CHAIN} {chain_spec}",
+    ]
+    rule = f"add rule {t} {INPUT_CHAIN} "
+    lines += [
+        rule + 'iif "lo" accept',
+        rule + "ct state established,related accept",
+    ]
+    log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
+    for target, doors in _doors_by_target(config.doors):
+        ports = {p for d in doors for p in d.knock_ports}
+        if ports:
+            names = ",".join(d.name for d in doors)
+            lines.append(
+                rule + f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
+                f'{log} drop comment "knock: {names}"'
+            )
+    protected = config.protected
+    if protected:
+        services = services_expr(protected)
+        for family, network_set in _always_allow(config):
+            lines.append(
+                rule + f"{iif}{family} saddr {network_set} meta l4proto . th dport {services} "
+                'accept comment "always_allow"'
+            )
+        lines += [
+            rule + f"{iif}ip saddr . meta l4proto . th dport @{ALLOW4} accept",
+            rule + f"{iif}ip6 saddr . meta l4proto . th dport @{ALLOW6} accept",
+            rule + f'{iif}meta l4proto . th dport {services} drop comment "protected"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _doors_by_target(doors: Iterable[Door]) -> list[tuple[IPAddress | None, list[Door]]]:
+    """Doors grouped by `target`, so each distinct destination costs one rule."""
+    groups: dict[IPAddress | None, list[Door]] = {}
+    for door in doors:
+        groups.setdefault(door.target, []).append(door)
+    return sorted(groups.items(), key=lambda kv: (kv[0] is not None, str(kv[0])))
+
+
+def _always_allow(config: Config) -> list[tuple[str, str]]:
+    v4 = [n for n in config.options.always_allow if n.version == 4]
+    v6 = [n for n in config.options.always_allow if n.version == 6]
+    out = []
+    for family, nets in (("ip", v4), ("ip6", v6)):
+        if nets:
+            out.append((family, "{ " + ", ".join(str(n) for n in nets) + " }"))
+    return out
