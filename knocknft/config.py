@@ -324,6 +324,16 @@ class _Walker:
         if node.tag == "tag:yaml.org,2002:null":
             self.error(node, key, "has no value", "give it a value or remove the key")
             return None
+        if node.tag.startswith("!"):
+            # YAML reads a leading ! as a tag, which swallows knockd-style `!ack` flags.
+            self.error(
+                node,
+                key,
+                f"YAML read {node.tag!r} as a tag, not as part of the value",
+                f"quote the value, e.g. {key.rsplit('.', 1)[-1]}: "
+                f'"{" ".join(filter(None, [node.tag, str(node.value)]))}"',
+            )
+            return None
         try:
             return parse(str(node.value))
         except Invalid as exc:

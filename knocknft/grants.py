@@ -102,14 +102,16 @@ def parse_set_listing(listing: Mapping[str, Any]) -> list[Grant]:
         nft_set = item.get("set") if isinstance(item, dict) else None
         if not isinstance(nft_set, dict):
             continue
+        # nft omits an element's timeout when it equals the set's default.
+        default_timeout = int(nft_set.get("timeout", 0))
         for entry in nft_set.get("elem", []):
-            grant = _parse_elem(entry)
+            grant = _parse_elem(entry, default_timeout)
             if grant is not None:
                 grants.append(grant)
     return sorted(grants, key=lambda g: (g.address.version, g.address, g.service))
 
 
-def _parse_elem(entry: Any) -> Grant | None:
+def _parse_elem(entry: Any, default_timeout: int) -> Grant | None:
     elem = entry.get("elem") if isinstance(entry, dict) else None
     if not isinstance(elem, dict):
         return None
@@ -127,7 +129,7 @@ def _parse_elem(entry: Any) -> Grant | None:
         address=address,
         service=PortSpec(port, proto),
         door=str(elem.get("comment", "")),
-        timeout=int(elem.get("timeout", 0)),
+        timeout=int(elem.get("timeout", default_timeout)),
         expires=int(elem["expires"]) if "expires" in elem else None,
     )
 

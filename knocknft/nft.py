@@ -66,9 +66,16 @@ def _classify(err: str, script: str) -> NftError:
 def read_grants(nft: Nft, table: str) -> list[Grant]:
     """Every grant in our two sets. Raises TableMissing if the table is not loaded."""
     grants: list[Grant] = []
-    for name in (ALLOW4, ALLOW6):
-        grants += parse_set_listing(nft.list_json(f"list set inet {table} {name}"))
+    try:
+        for name in (ALLOW4, ALLOW6):
+            grants += parse_set_listing(nft.list_json(f"list set inet {table} {name}"))
+    except TableMissing as exc:
+        raise table_missing(table) from exc
     return sorted(grants, key=lambda g: (g.address.version, g.address, g.service))
+
+
+def table_missing(table: str) -> TableMissing:
+    return TableMissing(f"table inet {table} is not loaded: run `knocknft apply` first")
 
 
 def table_exists(nft: Nft, table: str) -> bool:

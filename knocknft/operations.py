@@ -8,9 +8,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from knocknft.config import Config, Door, IPAddress
-from knocknft.errors import TableMissing, UsageError
+from knocknft.errors import UsageError
 from knocknft.grants import Grant, render_grant, render_revoke
-from knocknft.nft import Nft, read_grants, table_exists
+from knocknft.nft import Nft, read_grants, table_exists, table_missing
 from knocknft.ruleset import render_ruleset
 
 
@@ -78,4 +78,4 @@ def close_grants(nft: Nft, table: str, address: IPAddress, door: str | None) -> 
 
 def _require_table(nft: Nft, table: str) -> None:
     if not table_exists(nft, table):
-        raise TableMissing(f"table inet {table} is not loaded: run `knocknft apply` first")
+        raise table_missing(table)

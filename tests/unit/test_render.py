@@ -1,0 +1,55 @@
+"""Rendering: each folder under tests/data/render holds a config and the nft script it must give.
+
+Set KNOCKNFT_UPDATE_GOLDEN=1 to rewrite the expected files after an intended change, then review
+the diff. tests/integration/test_ruleset.py loads every expected script into a real kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from knocknft.config import Config, parse_config
+from knocknft.ruleset import render_ruleset
+
+SCENARIOS = Path(__file__).parent.parent / "data" / "render"
+
+
+def load_scenario(folder: Path) -> Config:
+    def read_beside(path: Path) -> str:
+        # Configs name absolute paths as on a server; the files sit in the scenario folder.
+        return (folder / path.name).read_text()
+
+    text = (folder / "config.yaml").read_text()
+    return parse_config(text, "config.yaml", read_file=read_beside).config
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.name for p in SCENARIOS.iterdir() if (p / "config.yaml").exists())
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_render_matches_expected(name: str) -> None:
+    folder = SCENARIOS / name
+    rendered = render_ruleset(load_scenario(folder))
+    expected = folder / "expected.nft"
+    if os.environ.get("KNOCKNFT_UPDATE_GOLDEN") == "1":
+        expected.write_text(rendered)
+    assert rendered == expected.read_text()
+
+
+def test_render_touches_only_our_table() -> None:
+    for name in scenario_names():
+        cfg = load_scenario(SCENARIOS / name)
+        for line in render_ruleset(cfg).splitlines():
+            if line and not line.startswith("#"):
+                assert f"inet {cfg.options.table}" in line, line
+                assert not line.startswith(("flush ruleset", "flush table", "delete table")), line
+
+
+def test_sets_are_only_added_so_reapply_keeps_grants() -> None:
+    text = render_ruleset(load_scenario(SCENARIOS / "basic"))
+    set_lines = [line for line in text.splitlines() if " set " in line or "element" in line]
+    assert set_lines and all(line.startswith("add set ") for line in set_lines)
