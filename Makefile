@@ -13,7 +13,7 @@ APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps
 .PHONY: demo test lint unit integration deps venv clean
 
 demo: venv
-	bash scripts/demo.sh
+	$(VENV)/bin/python scripts/demo.py
 
 test: venv lint
 	$(VENV)/bin/python -m pytest -q

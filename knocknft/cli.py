@@ -114,7 +114,7 @@ def _main(
     pass
 
 
-@app.command()
+@app.command(epilog="Example: knocknft check -c /etc/knocknft/config.yaml")
 def check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     """Validate the config without touching the kernel.
 
@@ -131,7 +131,9 @@ def check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     )
 
 
-@app.command()
+@app.command(
+    epilog="Examples: knocknft apply; knocknft apply --dry-run | less; nft list table inet knocknft"
+)
 def apply(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     dry_run: Annotated[
@@ -156,7 +158,7 @@ def apply(
     )
 
 
-@app.command()
+@app.command(epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'")
 def status(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     as_json: Annotated[
@@ -194,10 +196,14 @@ def _duration(text: str | None) -> int | None:
         raise UsageError(f"--for: {exc.message} ({exc.hint})") from None
 
 
-@app.command("open")
+@app.command("open", epilog="Example: knocknft open 198.18.0.2 --door ssh --for 10m")
 def open_(
-    address: Annotated[str, typer.Argument(help="The client's IPv4 or IPv6 address.")],
-    door: Annotated[str, typer.Option("--door", "-d", help="The door whose services to grant.")],
+    address: Annotated[
+        str, typer.Argument(help="The client's IPv4 or IPv6 address.", metavar="ADDRESS")
+    ],
+    door: Annotated[
+        str, typer.Option("--door", "-d", help="The door whose services to grant.", metavar="NAME")
+    ],
     for_: Annotated[
         str | None,
         typer.Option(
@@ -223,15 +229,18 @@ def open_(
         )
 
 
-@app.command()
+@app.command(epilog="Example: knocknft close 2001:db8::2 --door ssh")
 def close(
-    address: Annotated[str, typer.Argument(help="The client's IPv4 or IPv6 address.")],
+    address: Annotated[
+        str, typer.Argument(help="The client's IPv4 or IPv6 address.", metavar="ADDRESS")
+    ],
     door: Annotated[
-        str | None, typer.Option("--door", "-d", help="Only this door's grants. Default: all.")
+        str | None,
+        typer.Option("--door", "-d", help="Only this door's grants. Default: all.", metavar="NAME"),
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG_PATH,
 ) -> None:
-    """Revoke ADDRESS's grants now. Existing connections are not cut (use close_sessions).
+    """Revoke ADDRESS's grants now; new connections are dropped, established ones stay.
 
     Exits 0 also when nothing was open, so it is safe in scripts.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from knocknft.lab import Lab
+from tests.integration.conftest import EXAMPLE_CONFIG, REPO, Server
 from tests.unit.test_render import SCENARIOS, scenario_names
 
 
@@ -15,3 +16,13 @@ def test_expected_ruleset_loads_and_reloads(lab: Lab, name: str) -> None:
     lab.server.run("nft", "-f", "-", input=script)  # re-apply over itself
     listing = lab.server.run("nft", "list", "ruleset").stdout
     assert "allow4" in listing and "chain input" in listing
+
+
+def test_audit_skeleton_is_what_apply_installs_for_the_example(lab: Lab) -> None:
+    """rulesets/knocknft.nft must not drift from the renderer: both give the same table."""
+    srv = Server(lab, EXAMPLE_CONFIG)
+    srv.knocknft("apply")
+    applied = srv.nft("list", "table", "inet", "knocknft").stdout
+    srv.nft("delete", "table", "inet", "knocknft")
+    srv.nft("-f", str(REPO / "rulesets" / "knocknft.nft"))
+    assert srv.nft("list", "table", "inet", "knocknft").stdout == applied
