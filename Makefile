@@ -19,7 +19,7 @@ test: venv lint
 	$(VENV)/bin/python -m pytest -q
 
 lint: venv
-	$(VENV)/bin/ruff check knocknft tests bench scripts
+	$(VENV)/bin/ruff check
 	$(VENV)/bin/mypy
 
 unit: venv
