@@ -1,0 +1,46 @@
+"""The command line's contract with scripts: exit codes and where messages go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from knocknft.cli import EXIT_INVALID, app
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
+runner = CliRunner()
+
+
+def test_check_accepts_the_example() -> None:
+    result = runner.invoke(app, ["check", "-c", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "OK: 1 door(s)" in result.stdout
+
+
+def test_check_fails_with_located_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("seq_timeout: 5s", "seq_timout: 5x"))
+    result = runner.invoke(app, ["check", "-c", str(bad)])
+    assert result.exit_code == EXIT_INVALID == 2
+    assert f"error: {bad}:" in result.stderr and "did you mean 'seq_timeout'?" in result.stderr
+    assert "nothing was changed" in result.stderr
+
+
+def test_check_warnings_do_not_fail(tmp_path: Path) -> None:
+    weak = tmp_path / "weak.yaml"
+    weak.write_text("doors:\n  a:\n    sequence: [1000, 2000]\n    open: [22]\n    open_for: 5s\n")
+    result = runner.invoke(app, ["check", "-c", str(weak)])
+    assert result.exit_code == 0
+    assert "warning:" in result.stderr and "only 2 step(s)" in result.stderr
+
+
+def test_missing_config_is_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["apply", "-c", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "cannot read the config" in result.stderr
+
+
+def test_dry_run_prints_the_script_without_a_kernel() -> None:
+    result = runner.invoke(app, ["apply", "--dry-run", "-c", str(EXAMPLE)])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("# knocknft") and "add table inet knocknft" in result.stdout
