@@ -1,0 +1,330 @@
+"""The knock engine: per-source sequence state with knockd's semantics, and none of its defects.
+
+Pure: no sockets, no clock reads, no files. Knocks come in with their own timestamp; the caller's
+timer calls `expire(now)`; everything that should happen comes back as events, which one executor
+carries out (grants, commands, log lines).
+
+knockd's rules kept (see shared/reference/KNOCKD.md):
+- state per (source, door); the first step of a door starts an attempt; the next expected
+  (port, protocol) advances it; the last one opens the door;
+- while a source has attempts in progress (for doors whose `target` accepts the packet's
+  destination), a packet is judged only against those attempts: any other knock-port hit
+  invalidates them, and that packet does not start a new attempt;
+- a TCP packet whose flags do not match a door's `tcpflags` is ignored for that door;
+- doors sharing a prefix advance in parallel; seq_timeout counts from the first knock.
+
+knockd's defects avoided: attempts are kept per door in insertion order (so expiry is a walk from
+the front, driven by a timer, not only by packets), every attempt is independent (no list surgery
+that drops others), and the number of attempts is capped with oldest-first eviction, so a spoofed
+flood costs bounded memory and O(doors) work per packet.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from knocknft.config import Door, IPAddress
+
+DEFAULT_MAX_ATTEMPTS = 65536
+
+
+class Knock(Protocol):
+    """What the engine reads of a packet (knocknft.packet.KnockPacket provides it)."""
+
+    @property
+    def source(self) -> IPAddress: ...
+    @property
+    def destination(self) -> IPAddress: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def dport(self) -> int: ...
+    @property
+    def tcp_flags(self) -> int: ...
+    @property
+    def timestamp(self) -> float: ...
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    source: IPAddress
+    door: Door
+    stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    source: IPAddress
+    door: Door
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut:
+    source: IPAddress
+    door: Door
+    stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidated:
+    source: IPAddress
+    door: Door
+    stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted:
+    source: IPAddress
+    door: Door
+    stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeUsed:
+    """The door's active one-time sequence was used: mark line `line` of its file."""
+
+    door: Door
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class DoorDisabled:
+    door: Door
+    reason: str
+
+
+Event = Progress | Opened | TimedOut | Invalidated | Evicted | OneTimeUsed | DoorDisabled
+
+
+@dataclass
+class EngineCounters:
+    knocks: int = 0
+    stages: int = 0
+    opens: int = 0
+    timeouts: int = 0
+    invalidations: int = 0
+    evictions: int = 0
+    flags_ignored: int = 0
+
+
+# -- state ------------------------------------------------------------------------------------
+
+Step = tuple[str, int]  # (protocol, port): compared against every packet, so a plain tuple
+
+
+@dataclass(slots=True)
+class _Attempt:
+    stage: int
+    started: float
+
+
+@dataclass(slots=True)
+class _DoorState:
+    door: Door
+    steps: tuple[Step, ...] | None  # None: disabled (one-time file used up)
+    one_time_index: int = 0
+    # Insertion order is start order, and all attempts of a door share its seq_timeout, so the
+    # front of this dict is always the next to expire. OrderedDict, not dict: popping the front
+    # of a plain dict repeatedly degrades to O(n) per pop.
+    attempts: OrderedDict[IPAddress, _Attempt] = field(default_factory=OrderedDict)
+
+    def accepts_destination(self, destination: IPAddress) -> bool:
+        target = self.door.target
+        return target is None or target == destination
+
+
+def _steps_of(door: Door, one_time_index: int = 0) -> tuple[Step, ...] | None:
+    if door.one_time_sequences is None:
+        return tuple((s.protocol, s.port) for s in door.sequence)
+    if one_time_index >= len(door.one_time):
+        return None
+    return tuple((s.protocol, s.port) for s in door.one_time[one_time_index].steps)
+
+
+def _same_door(a: Door, b: Door) -> bool:
+    """Equal in everything that matters for matching; where it sits in the file does not."""
+    return replace(a, line=None) == replace(b, line=None)
+
+
+class Engine:
+    def __init__(self, doors: Sequence[Door], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.max_attempts = max_attempts
+        self.counters = EngineCounters()
+        self._doors: list[_DoorState] = []
+        self._tracked = 0
+        self._pending: list[Event] = []
+        self.reload(doors)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def reload(self, doors: Sequence[Door]) -> None:
+        """Take a new set of doors; attempts on doors that did not change survive."""
+        old = {s.door.name: s for s in self._doors}
+        states: list[_DoorState] = []
+        for door in doors:
+            previous = old.get(door.name)
+            if previous is not None and _same_door(previous.door, door):
+                previous.door = door
+                states.append(previous)
+            else:
+                state = _DoorState(door, _steps_of(door))
+                if state.steps is None:
+                    self._pending.append(DoorDisabled(door, "its one-time sequences are used up"))
+                states.append(state)
+        self._doors = states
+        self._tracked = sum(len(s.attempts) for s in states)
+
+    @property
+    def tracked(self) -> int:
+        """Attempts in progress, over all sources and doors."""
+        return self._tracked
+
+    def active_steps(self, door_name: str) -> tuple[Step, ...] | None:
+        state = next((s for s in self._doors if s.door.name == door_name), None)
+        return state.steps if state is not None else None
+
+    # -- time -------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When the next attempt times out, for the caller's timer."""
+        deadlines = [
+            next(iter(s.attempts.values())).started + s.door.seq_timeout
+            for s in self._doors
+            if s.attempts
+        ]
+        return min(deadlines, default=None)
+
+    def expire(self, now: float) -> list[Event]:
+        """Time out every attempt whose seq_timeout has run out by `now`."""
+        events = self._take_pending()
+        for state in self._doors:
+            attempts = state.attempts
+            timeout = state.door.seq_timeout
+            while attempts:
+                source, attempt = next(iter(attempts.items()))
+                if now - attempt.started < timeout:
+                    break
+                attempts.popitem(last=False)
+                self._tracked -= 1
+                self.counters.timeouts += 1
+                events.append(TimedOut(source, state.door, attempt.stage))
+        return events
+
+    def _take_pending(self) -> list[Event]:
+        events, self._pending = self._pending, []
+        return events
+
+    # -- knocks -----------------------------------------------------------------------------
+
+    def on_knock(self, knock: Knock) -> list[Event]:
+        """Judge one knock packet; returns what happened, in order."""
+        self.counters.knocks += 1
+        now = knock.timestamp
+        events = self.expire(now)
+        source = knock.source
+        step: Step = (knock.protocol, knock.dport)
+        is_tcp = knock.protocol == "tcp"
+        flags = knock.tcp_flags
+
+        in_progress = [
+            (state, attempt)
+            for state in self._doors
+            if (attempt := state.attempts.get(source)) is not None
+            and state.accepts_destination(knock.destination)
+        ]
+        if in_progress:
+            for state, attempt in in_progress:
+                if is_tcp and not state.door.tcpflags.matches(flags):
+                    self.counters.flags_ignored += 1
+                    continue
+                steps = state.steps
+                if steps is not None and steps[attempt.stage] == step:
+                    self._advance(state, source, attempt, now, events)
+                else:
+                    del state.attempts[source]
+                    self._tracked -= 1
+                    self.counters.invalidations += 1
+                    events.append(Invalidated(source, state.door, attempt.stage))
+            return events
+
+        for state in self._doors:
+            steps = state.steps
+            if (
+                steps is None
+                or steps[0] != step
+                or not state.accepts_destination(knock.destination)
+            ):
+                continue
+            if is_tcp and not state.door.tcpflags.matches(flags):
+                self.counters.flags_ignored += 1
+                continue
+            if self._tracked >= self.max_attempts:
+                self._evict_oldest(events)
+            attempt = _Attempt(0, now)
+            state.attempts[source] = attempt
+            self._tracked += 1
+            self._advance(state, source, attempt, now, events)
+        return events
+
+    def _advance(
+        self,
+        state: _DoorState,
+        source: IPAddress,
+        attempt: _Attempt,
+        now: float,
+        events: list[Event],
+    ) -> None:
+        attempt.stage += 1
+        self.counters.stages += 1
+        events.append(Progress(source, state.door, attempt.stage))
+        steps = state.steps
+        if steps is None or attempt.stage < len(steps):
+            return
+        del state.attempts[source]
+        self._tracked -= 1
+        self.counters.opens += 1
+        events.append(Opened(source, state.door, now))
+        if state.door.one_time_sequences is not None:
+            self._next_one_time(state, events)
+
+    def _next_one_time(self, state: _DoorState, events: list[Event]) -> None:
+        used = state.door.one_time[state.one_time_index]
+        events.append(OneTimeUsed(state.door, used.line))
+        state.one_time_index += 1
+        state.steps = _steps_of(state.door, state.one_time_index)
+        # Others' attempts were for the used sequence; it is no longer a way in.
+        self._tracked -= len(state.attempts)
+        state.attempts.clear()
+        if state.steps is None:
+            events.append(DoorDisabled(state.door, "its one-time sequences are used up"))
+
+    def _evict_oldest(self, events: list[Event]) -> None:
+        oldest: _DoorState | None = None
+        oldest_started = 0.0
+        for state in self._doors:
+            if state.attempts:
+                started = next(iter(state.attempts.values())).started
+                if oldest is None or started < oldest_started:
+                    oldest, oldest_started = state, started
+        if oldest is None:
+            return
+        source, attempt = oldest.attempts.popitem(last=False)
+        self._tracked -= 1
+        self.counters.evictions += 1
+        events.append(Evicted(source, oldest.door, attempt.stage))
+
+    def sources(self) -> Iterable[IPAddress]:
+        """Sources with an attempt in progress (for status and tests)."""
+        seen: dict[IPAddress, None] = {}
+        for state in self._doors:
+            seen.update(dict.fromkeys(state.attempts))
+        return list(seen)
