@@ -254,6 +254,47 @@ def close(
         typer.echo(f"closed {g.service} for {g.address} (door {g.door})")
 
 
+@app.command(
+    epilog=(
+        "Examples: knocknft run; knocknft run -c /etc/knockd.conf -i eth0 -v. "
+        "Reload: kill -HUP PID (a bad config is logged and the old one keeps running)."
+    )
+)
+def run(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    interface: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--interface",
+            "-i",
+            help="Only knocks arriving on this interface count (repeatable); overrides "
+            "options.interfaces.",
+            metavar="IFACE",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also log broken sequences and evictions.")
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", "-D", help="Also log every knock packet.")
+    ] = False,
+) -> None:
+    """Run the knock daemon in the foreground (systemd style).
+
+    Applies the table as `apply` does (grants are kept), binds the NFLOG group, and turns
+    completed knock sequences into grants: the knocker's address enters the allowlist set with
+    the door's open_for as timeout, and the door's start_command/stop_command run as under knockd.
+    Prints a ready line once listening. SIGHUP reloads the config; SIGTERM or SIGINT stop.
+
+    -c also takes a knockd.conf: its commands are then the only effect, as under knockd.
+    """
+    from knocknft.runner import run_daemon
+
+    with _errors():
+        code = run_daemon(config, tuple(interface or ()), verbose=verbose, debug=debug)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app(prog_name="knocknft")
 

@@ -4,6 +4,8 @@
     ├── ConfigError        the config is invalid; carries every problem found, with file and line
     ├── NftError           libnftables refused a command or is missing
     │   └── TableMissing   our table is not loaded (run `knocknft apply` first)
+    ├── NflogError         the kernel refused an NFLOG request (knocknft.nflog)
+    │   └── NflogGroupBusy another socket owns the NFLOG group
     └── UsageError         a command-line argument is wrong (bad address, unknown door)
 
 Adapters map their backends' failures into this tree at the boundary (`raise ... from exc`), so the

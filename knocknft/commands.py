@@ -1,0 +1,122 @@
+"""knockd-style commands: `%IP%` expansion (pure) and a runner that never blocks the packet loop.
+
+The address substituted for `%IP%` is always an `ipaddress` object's text, decoded from the
+packet's header bytes: digits, dots, colons and hex letters, never text taken from a payload.
+Commands run through /bin/sh as knockd runs them, each in its own process group (so a time limit
+can kill everything it started), on a small pool of worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from knocknft.config import IPAddress
+
+log = logging.getLogger("knocknft")
+
+DEFAULT_TIME_LIMIT = 60.0
+
+
+def expand_command(template: str, address: IPAddress) -> str:
+    """Replace every `%IP%` with the address; the address type guarantees safe characters."""
+    return template.replace("%IP%", address.compressed)
+
+
+def command_for(door_start: str | None, door_start6: str | None, address: IPAddress) -> str | None:
+    """knockd's choice: the `_6` variant for IPv6 sources, falling back to the plain one."""
+    if address.version == 6 and door_start6:
+        return door_start6
+    return door_start
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    door: str
+    command: str
+    returncode: int | None  # None: killed at the time limit, or could not start
+    error: str = ""
+
+
+class CommandRunner(Protocol):
+    def submit(self, door: str, command: str) -> None:
+        """Start `command` for `door` and return at once."""
+
+    def close(self) -> None:
+        """Wait for running commands (up to their time limit)."""
+
+
+class ShellRunner:
+    """Runs commands with /bin/sh on worker threads; logs each start and its exit status."""
+
+    def __init__(self, time_limit: float = DEFAULT_TIME_LIMIT, workers: int = 4) -> None:
+        self.time_limit = time_limit
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
+        self._lock = threading.Lock()
+        self.failed = 0
+        self.completed = 0
+
+    def submit(self, door: str, command: str) -> None:
+        log.info("%s: running command: %s", door, command)
+        self._pool.submit(self._run, door, command)
+
+    def run_now(self, door: str, command: str) -> CommandResult:
+        """Run and wait: for start-up work (overdue stop commands) before the loop begins."""
+        log.info("%s: running command: %s", door, command)
+        return self._run(door, command)
+
+    def _run(self, door: str, command: str) -> CommandResult:
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return self._done(CommandResult(door, command, None, f"cannot start: {exc}"))
+        try:
+            _, err = proc.communicate(timeout=self.time_limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            return self._done(
+                CommandResult(door, command, None, f"killed after {self.time_limit:g}s time limit")
+            )
+        text = err.decode("utf-8", "replace").strip()[-500:]
+        return self._done(CommandResult(door, command, proc.returncode, text))
+
+    def _done(self, result: CommandResult) -> CommandResult:
+        with self._lock:
+            self.completed += 1
+            if result.returncode != 0:
+                self.failed += 1
+        if result.returncode == 0:
+            log.info("%s: command exited 0", result.door)
+        elif result.returncode is None:
+            log.error("%s: command failed: %s: %s", result.door, result.error, result.command)
+        else:
+            detail = f": {result.error}" if result.error else ""
+            log.warning(
+                "%s: command returned non-zero status code (%d)%s",
+                result.door,
+                result.returncode,
+                detail,
+            )
+        return result
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

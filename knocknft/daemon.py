@@ -1,0 +1,412 @@
+"""The daemon: NFLOG packets in, engine events out, carried out as grants, commands and log lines.
+
+`Daemon` holds no socket of its own: `handle_packets` and `tick` are driven by `serve`, the loop
+that owns the NFLOG socket, the timer and the signals. Tests drive `Daemon` directly with packets
+and a clock; the integration tests run the real loop in a namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from knocknft import __version__
+from knocknft.commands import CommandRunner, command_for, expand_command
+from knocknft.config import Config, Door, IPAddress
+from knocknft.engine import (
+    DEFAULT_MAX_ATTEMPTS,
+    DoorDisabled,
+    Engine,
+    Event,
+    Evicted,
+    Invalidated,
+    Knock,
+    OneTimeUsed,
+    Opened,
+    Progress,
+    TimedOut,
+)
+from knocknft.errors import KnocknftError
+from knocknft.grants import Grant, render_grant
+from knocknft.nft import Nft
+from knocknft.onetime import mark_used
+from knocknft.operations import apply_config
+from knocknft.pending import STATE_FILE, PendingStops
+
+log = logging.getLogger("knocknft")
+
+STATS_FILE = "stats.json"
+STATS_INTERVAL = 5.0
+# Per-knock lines (Stage n, timeouts) are rate-limited so a flood cannot flood the log too.
+KNOCK_LOG_RATE = 50.0
+KNOCK_LOG_BURST = 200.0
+
+
+class KnockLog:
+    """A token bucket for per-knock log lines; counts what it holds back."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        rate: float = KNOCK_LOG_RATE,
+        burst: float = KNOCK_LOG_BURST,
+    ) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._last = clock()
+        self.suppressed = 0
+        self._reported = 0
+
+    def info(self, message: str) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            log.info(message)
+        else:
+            self.suppressed += 1
+
+    def report(self) -> None:
+        if self.suppressed > self._reported:
+            log.warning(
+                "%d knock log lines suppressed (rate limit %g/s): a flood?",
+                self.suppressed - self._reported,
+                self._rate,
+            )
+            self._reported = self.suppressed
+
+
+@dataclass
+class DaemonCounters:
+    grants: int = 0
+    grant_failures: int = 0
+    commands: int = 0
+    refreshed: int = 0
+
+
+@dataclass
+class Daemon:
+    config: Config
+    nft: Nft
+    runner: CommandRunner
+    pending: PendingStops
+    clock: Callable[[], float] = time.time
+    # With a knockd.conf the commands are the only effect, as under knockd.
+    native_grants: bool = True
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    counters: DaemonCounters = field(default_factory=DaemonCounters)
+
+    def __post_init__(self) -> None:
+        self.engine = Engine(self.config.doors, self.max_attempts)
+        self.knock_log = KnockLog(self.clock)
+        self.started = self.clock()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Apply the table (keeping grants), then run stop commands that fell due while down."""
+        result = apply_config(self.nft, self.config)
+        log.info(
+            "table inet %s %s, %d open grant(s) kept",
+            self.config.options.table,
+            "replaced" if result.replaced else "installed",
+            result.grants_kept,
+        )
+        self.pending.load()
+        overdue = self.pending.take_due(self.clock())
+        for stop in overdue:
+            log.info(
+                "%s: %s: command timeout (overdue from before a restart)", stop.address, stop.door
+            )
+            self.runner.submit(stop.door, stop.command)
+        if len(self.pending):
+            log.info("%d stop command(s) pending from before a restart", len(self.pending))
+
+    def reload(self, config: Config) -> None:
+        """Switch to a new, already validated config: re-apply the table, keep attempts."""
+        apply_config(self.nft, config)
+        self.config = config
+        self.engine.reload(config.doors)
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def handle_packets(self, packets: Iterable[Knock]) -> None:
+        events: list[Event] = []
+        for packet in packets:
+            events += self.engine.on_knock(packet)
+        self.execute(events)
+
+    def tick(self) -> None:
+        """Timer work: expire attempts, run due stop commands."""
+        now = self.clock()
+        self.execute(self.engine.expire(now))
+        for stop in self.pending.take_due(now):
+            log.info("%s: %s: command timeout", stop.address, stop.door)
+            self.runner.submit(stop.door, stop.command)
+            self.counters.commands += 1
+
+    def next_wakeup(self) -> float | None:
+        times = [t for t in (self.engine.next_deadline(), self.pending.next_due()) if t is not None]
+        return min(times, default=None)
+
+    def execute(self, events: Sequence[Event]) -> None:
+        grants: list[Grant] = []
+        opened: list[Opened] = []
+        for event in events:
+            if isinstance(event, Progress):
+                self.knock_log.info(f"{event.source}: {event.door.name}: Stage {event.stage}")
+            elif isinstance(event, Opened):
+                log.info("%s: %s: OPEN SESAME", event.source, event.door.name)
+                if self.native_grants:
+                    grants += self._grants_for(event.source, event.door)
+                opened.append(event)
+            elif isinstance(event, TimedOut):
+                self.knock_log.info(
+                    f"{event.source}: {event.door.name}: sequence timeout (stage {event.stage})"
+                )
+            elif isinstance(event, Invalidated):
+                log.debug(
+                    "%s: %s: sequence broken at stage %d",
+                    event.source,
+                    event.door.name,
+                    event.stage,
+                )
+            elif isinstance(event, Evicted):
+                log.debug(
+                    "%s: %s: attempt evicted (cap %d)",
+                    event.source,
+                    event.door.name,
+                    self.max_attempts,
+                )
+            elif isinstance(event, OneTimeUsed):
+                self._mark_one_time(event)
+            elif isinstance(event, DoorDisabled):
+                log.warning(
+                    "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
+                )
+        # The set first: it is what the knocker waits for; commands may take a while to fork.
+        if grants:
+            self._grant(grants)
+        for event in opened:
+            self._start_commands(event.source, event.door, event.at)
+
+    def _grants_for(self, source: IPAddress, door: Door) -> list[Grant]:
+        if not door.open or door.open_for is None:
+            return []
+        return [Grant(source, service, door.name, door.open_for) for service in door.open]
+
+    def _grant(self, grants: list[Grant]) -> None:
+        try:
+            self.nft.run(render_grant(self.config.options.table, grants))
+        except KnocknftError as exc:
+            self.counters.grant_failures += len(grants)
+            log.error(
+                "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
+            )
+            return
+        self.counters.grants += len(grants)
+        for g in grants:
+            log.info("%s: %s: granted %s for %ds", g.address, g.door, g.service, g.timeout)
+
+    def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
+        start = command_for(door.start_command, door.start_command_6, source)
+        stop = command_for(door.stop_command, door.stop_command_6, source)
+        if stop and self.pending.is_pending(door.name, source):
+            # Still open from an earlier knock: extend the window instead of running the start
+            # command again (knockd would add a second, duplicate firewall rule).
+            self.pending.schedule(
+                door.name, source, expand_command(stop, source), at + door.cmd_timeout
+            )
+            self.counters.refreshed += 1
+            log.info(
+                "%s: %s: still open; stop command moved to %ds from now",
+                source,
+                door.name,
+                door.cmd_timeout,
+            )
+            return
+        if start:
+            self.runner.submit(door.name, expand_command(start, source))
+            self.counters.commands += 1
+        if stop:
+            self.pending.schedule(
+                door.name, source, expand_command(stop, source), at + door.cmd_timeout
+            )
+
+    def _mark_one_time(self, event: OneTimeUsed) -> None:
+        path = event.door.one_time_sequences
+        if path is None:
+            return
+        try:
+            mark_used(path, event.line)
+        except OSError as exc:
+            log.error(
+                "%s: cannot mark line %d of %s as used: %s", event.door.name, event.line, path, exc
+            )
+            return
+        log.info("%s: one-time sequence on line %d of %s used", event.door.name, event.line, path)
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def stats(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        e = self.engine.counters
+        data: dict[str, Any] = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": self.started,
+            "updated": self.clock(),
+            "knocks": e.knocks,
+            "stages": e.stages,
+            "opens": e.opens,
+            "timeouts": e.timeouts,
+            "invalidations": e.invalidations,
+            "evictions": e.evictions,
+            "flags_ignored": e.flags_ignored,
+            "attempts_tracked": self.engine.tracked,
+            "attempts_cap": self.max_attempts,
+            "grants": self.counters.grants,
+            "grant_failures": self.counters.grant_failures,
+            "commands_started": self.counters.commands,
+            "grants_refreshed": self.counters.refreshed,
+            "commands_failed": getattr(self.runner, "failed", 0),
+            "pending_stop_commands": len(self.pending),
+            "knock_log_suppressed": self.knock_log.suppressed,
+        }
+        data.update(extra or {})
+        return data
+
+
+def write_stats(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("cannot write %s: %s", path, exc)
+
+
+def pending_path(config: Config) -> Path:
+    return config.options.state_dir / STATE_FILE
+
+
+def stats_path(config: Config) -> Path:
+    return config.options.state_dir / STATS_FILE
+
+
+# -- the loop --------------------------------------------------------------------------------
+
+
+class Signals:
+    """SIGHUP/SIGTERM/SIGINT as flags, with a wake-up pipe so select() returns at once."""
+
+    def __init__(self) -> None:
+        self.reload = False
+        self.stop = False
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self.reload = True
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._read.recv(4096):
+                pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self._read.close()
+        self._write.close()
+
+
+class PacketSource(Protocol):
+    """What `serve` needs of the NFLOG socket (NflogSocket provides it)."""
+
+    def fileno(self) -> int: ...
+
+    def read_batch(self) -> Sequence[Knock]: ...
+
+
+def serve(
+    daemon: Daemon,
+    source: PacketSource,
+    *,
+    load: Callable[[], Config],
+    source_stats: Callable[[], dict[str, Any]],
+    on_ready: Callable[[], None] = lambda: None,
+    on_reload: Callable[[bool], None] = lambda ok: None,
+) -> None:
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats."""
+    signals = Signals()
+    selector = selectors.DefaultSelector()
+    selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
+    selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
+    stats_file = stats_path(daemon.config)
+    next_stats = 0.0
+    on_ready()
+    try:
+        while not signals.stop:
+            now = daemon.clock()
+            wakeup = daemon.next_wakeup()
+            timeout = (
+                STATS_INTERVAL if wakeup is None else max(0.0, min(wakeup - now, STATS_INTERVAL))
+            )
+            for key, _ in selector.select(timeout):
+                if key.data == "nflog":
+                    # Drain what is queued now, in recv()-sized batches, before timers run.
+                    for _ in range(64):
+                        batch = source.read_batch()
+                        if not batch:
+                            break
+                        daemon.handle_packets(batch)
+                else:
+                    signals.drain()
+            daemon.tick()
+            if signals.reload:
+                signals.reload = False
+                on_reload(_reload(daemon, load))
+            if daemon.clock() >= next_stats:
+                next_stats = daemon.clock() + STATS_INTERVAL
+                daemon.knock_log.report()
+                write_stats(stats_file, daemon.stats(source_stats()))
+    finally:
+        write_stats(stats_file, daemon.stats(source_stats()))
+        selector.close()
+        signals.close()
+
+
+def _reload(daemon: Daemon, load: Callable[[], Config]) -> bool:
+    log.info("SIGHUP: reloading the config")
+    try:
+        config = load()
+        daemon.reload(config)
+    except KnocknftError as exc:
+        log.error("reload failed, still running the previous config:\n%s", exc)
+        return False
+    log.info("reloaded: %d door(s)", len(daemon.config.doors))
+    return True
