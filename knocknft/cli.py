@@ -278,6 +278,14 @@ def run(
     debug: Annotated[
         bool, typer.Option("--debug", "-D", help="Also log every knock packet.")
     ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Where pending stop commands and stats are kept; overrides options.state_dir.",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """Run the knock daemon in the foreground (systemd style).
 
@@ -291,7 +299,9 @@ def run(
     from knocknft.runner import run_daemon
 
     with _errors():
-        code = run_daemon(config, tuple(interface or ()), verbose=verbose, debug=debug)
+        code = run_daemon(
+            config, tuple(interface or ()), verbose=verbose, debug=debug, state_dir=state_dir
+        )
     raise typer.Exit(code)
 
 

@@ -689,6 +689,10 @@ def parse_config(
 
 def load_config(path: Path) -> LoadedConfig:
     """Read and parse a config file; an unreadable file is a ConfigError like any other."""
+    return parse_config(read_config_text(path), str(path))
+
+
+def read_config_text(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -705,4 +709,4 @@ def load_config(path: Path) -> LoadedConfig:
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(str(path), None, "", f"not UTF-8 text: {exc.reason}")]) from None
-    return parse_config(text, str(path))
+    return text

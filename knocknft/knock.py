@@ -12,7 +12,7 @@ import argparse
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from knocknft import __version__
@@ -34,14 +34,24 @@ def resolve(host: str, family: int) -> Target:
     return Target(fam, str(sockaddr[0]))
 
 
-def knock_once(target: Target, step: PortSpec) -> None:
-    """Send one knock: one SYN for TCP, one datagram for UDP."""
-    if step.protocol == "udp":
-        with socket.socket(target.family, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"\0", (target.address, step.port))
-        return
-    sock = socket.socket(target.family, socket.SOCK_STREAM)
+SocketFactory = Callable[[int, int], socket.socket]
+
+
+def knock_once(
+    target: Target,
+    step: PortSpec,
+    source: str | None = None,
+    make_socket: SocketFactory = socket.socket,
+) -> None:
+    """Send one knock: one SYN for TCP, one datagram for UDP (optionally from `source`)."""
+    kind = socket.SOCK_DGRAM if step.protocol == "udp" else socket.SOCK_STREAM
+    sock = make_socket(target.family, kind)
     try:
+        if source:
+            sock.bind((source, 0))
+        if step.protocol == "udp":
+            sock.sendto(b"\0", (target.address, step.port))
+            return
         sock.setblocking(False)
         # EINPROGRESS is the expected answer: the SYN is on its way and we do not wait for it.
         sock.connect_ex((target.address, step.port))

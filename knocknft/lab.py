@@ -13,12 +13,16 @@ import ipaddress
 import os
 import secrets
 import socket
+import struct
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from knocknft.config import parse_port_spec
+from knocknft.knock import Target, knock_once
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -97,6 +101,28 @@ class Host:
         _ip("-n", self.netns, "addr", "add", f"{addr}/{prefix}", "dev", self.ifname, *extra)
         return addr
 
+    def knock(
+        self, address: str, *steps: str, source: str | None = None, delay: float = 0.0
+    ) -> None:
+        """Knock from this host exactly as the `knock` client does (one SYN / one datagram)."""
+        target = Target(socket.AF_INET6 if ":" in address else socket.AF_INET, address)
+        for index, step in enumerate(steps):
+            if index and delay:
+                time.sleep(delay)
+            knock_once(target, parse_port_spec(step), source, self.socket)
+
+    def send_tcp(self, address: str, port: int, flags: int, source: str) -> None:
+        """One hand-made TCP segment with the given flags (e.g. SYN+ACK), via a raw socket."""
+        v6 = ":" in address
+        sock = self.socket(
+            socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP
+        )
+        try:
+            segment = tcp_segment(source, address, 40000, port, flags)
+            sock.sendto(segment, (address, 0))
+        finally:
+            sock.close()
+
     def tcp_reachable(
         self, address: str, port: int, timeout: float = 1.0, source: str | None = None
     ) -> bool:
@@ -113,6 +139,27 @@ class Host:
             return False
         finally:
             sock.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: int) -> bytes:
+    """A 20-byte TCP header with a valid checksum (the kernel adds the IP header)."""
+    src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
+    header = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+    if src.version == 4:
+        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
+    else:
+        pseudo = src.packed + dst.packed + struct.pack("!I3xB", len(header), socket.IPPROTO_TCP)
+    checksum = _checksum(pseudo + header)
+    return header[:16] + struct.pack("!H", checksum) + header[18:]
 
 
 class Listener:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from knocknft import __version__
 from knocknft.commands import ShellRunner
-from knocknft.config import Config, load_config
+from knocknft.config import Config, parse_config, read_config_text
 from knocknft.daemon import Daemon, pending_path, serve
+from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.nflog import NflogSocket
 from knocknft.nft import LibNft
@@ -18,17 +19,35 @@ from knocknft.pending import PendingStops
 log = logging.getLogger("knocknft")
 
 
-def load_for_run(path: Path, interfaces: tuple[str, ...]) -> tuple[Config, bool]:
+def load_for_run(
+    path: Path, interfaces: tuple[str, ...], state_dir: Path | None = None
+) -> tuple[Config, bool]:
     """The config to run, and whether grants are native (YAML) or commands only (knockd.conf)."""
-    config = load_config(path).config
+    text = read_config_text(path)
+    native = not looks_like_knockd_conf(text)
+    if native:
+        config = parse_config(text, str(path)).config
+    else:
+        config = parse_knockd_conf(text, str(path))[0]
+    if state_dir is not None:
+        config = dataclasses.replace(
+            config, options=dataclasses.replace(config.options, state_dir=state_dir)
+        )
     if interfaces:
         options = dataclasses.replace(config.options, interfaces=interfaces)
         config = dataclasses.replace(config, options=options)
-    return config, True
+    return config, native
 
 
-def run_daemon(path: Path, interfaces: tuple[str, ...], verbose: bool, debug: bool) -> int:
-    config, native = load_for_run(path, interfaces)
+def run_daemon(
+    path: Path,
+    interfaces: tuple[str, ...],
+    *,
+    verbose: bool,
+    debug: bool,
+    state_dir: Path | None = None,
+) -> int:
+    config, native = load_for_run(path, interfaces, state_dir)
     setup_logging(config.options, verbose=verbose, debug=debug)
     runner = ShellRunner()
     daemon = Daemon(
@@ -62,7 +81,7 @@ def run_daemon(path: Path, interfaces: tuple[str, ...], verbose: bool, debug: bo
             }
 
         def reload() -> Config:
-            return load_for_run(path, interfaces)[0]
+            return load_for_run(path, interfaces, state_dir)[0]
 
         try:
             serve(daemon, nflog, load=reload, source_stats=source_stats, on_ready=ready)

@@ -1,0 +1,224 @@
+"""knockd.conf, read with knockd's grammar, so `knocknft run -c /etc/knockd.conf` replaces knockd
+without edits. Pure apart from reading one-time-sequences files through the injected reader.
+
+The result is an ordinary `Config` whose doors carry knockd's commands and no `open`: under a
+knockd.conf the commands are the only effect, exactly as under knockd. Errors are located like
+the YAML loader's, with file and line, where knockd says only "syntax error".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from knocknft.config import (
+    DOOR_NAME_RE,
+    MAX_SEQUENCE_LENGTH,
+    Config,
+    Door,
+    Invalid,
+    OneTimeSequence,
+    Options,
+    ReadFile,
+    parse_address,
+    parse_one_time_line,
+    parse_tcpflags,
+)
+from knocknft.errors import ConfigError, Problem
+
+_SECTION_RE = re.compile(r"^\[(.*)\]$")
+
+# knockd's keys (lower case) -> our field; aliases map to the same field.
+DOOR_KEYS = {
+    "sequence": "sequence",
+    "one_time_sequences": "one_time_sequences",
+    "seq_timeout": "seq_timeout",
+    "timeout": "seq_timeout",
+    "tcpflags": "tcpflags",
+    "start_command": "start_command",
+    "command": "start_command",
+    "stop_command": "stop_command",
+    "cmd_timeout": "cmd_timeout",
+    "start_command_6": "start_command_6",
+    "command_6": "start_command_6",
+    "stop_command_6": "stop_command_6",
+    "target": "target",
+}
+OPTION_KEYS = ("usesyslog", "logfile", "pidfile", "interface")
+
+
+def looks_like_knockd_conf(text: str) -> bool:
+    """knockd.conf opens with a `[section]` line; a YAML config never does."""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        return bool(_SECTION_RE.match(line)) and "," not in line
+    return False
+
+
+class _Error(Protocol):
+    def __call__(self, line: int | None, key: str, message: str, hint: str = "") -> None: ...
+
+
+@dataclass
+class KnockdOptions:
+    """[options] as knockd has them; `pidfile` matters only to `run -d`."""
+
+    use_syslog: bool = False
+    log_file: Path | None = None
+    pid_file: Path | None = None
+    interface: str | None = None
+
+
+@dataclass
+class _Section:
+    name: str
+    line: int
+    values: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+def parse_knockd_conf(
+    text: str, file: str = "knockd.conf", read_file: ReadFile | None = None
+) -> tuple[Config, KnockdOptions]:
+    reader: ReadFile = read_file or (lambda p: p.read_text(encoding="utf-8"))
+    problems: list[Problem] = []
+    sections: list[_Section] = []
+    options = KnockdOptions()
+
+    def error(line: int | None, key: str, message: str, hint: str = "") -> None:
+        problems.append(Problem(file, line, key, message, hint))
+
+    current: _Section | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        header = _SECTION_RE.match(line)
+        if header:
+            current = _Section(header.group(1).strip(), number)
+            sections.append(current)
+            continue
+        if current is None:
+            error(
+                number, "", "a directive before any [section]", "start with [options] or [doorname]"
+            )
+            continue
+        key, sep, value = line.partition("=")
+        current.values[key.strip().lower()] = (value.strip() if sep else "", number)
+
+    doors: list[Door] = []
+    for section in sections:
+        if section.name == "options":
+            _options(section, options, error)
+        else:
+            door = _door(section, error, reader)
+            if door is not None:
+                doors.append(door)
+    if not problems and not doors:
+        error(None, "", "no doors are defined", "add a section such as [openSSH] with a Sequence")
+    if problems:
+        raise ConfigError(problems)
+    opts = Options(
+        log_file=options.log_file,
+        syslog=options.use_syslog,
+        interfaces=(options.interface,) if options.interface else (),
+    )
+    return Config(opts, tuple(doors), file), options
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else f"knockd keys here: {', '.join(known)}"
+
+
+def _options(section: _Section, options: KnockdOptions, error: _Error) -> None:
+    for key, (value, line) in section.values.items():
+        if key == "usesyslog":
+            # knockd takes the bare word; `UseSyslog = yes` is a syntax error there, not here.
+            options.use_syslog = value.lower() not in ("no", "false", "off", "0")
+        elif key == "logfile":
+            options.log_file = Path(value)
+        elif key == "pidfile":
+            options.pid_file = Path(value)
+        elif key == "interface":
+            options.interface = value
+        else:
+            error(
+                line,
+                f"[options] {key}",
+                f"unknown option {key!r}",
+                _unknown(key, list(OPTION_KEYS)),
+            )
+
+
+def _door(section: _Section, error: _Error, reader: ReadFile) -> Door | None:
+    name = section.name
+    where = f"[{name}]"
+    fields: dict[str, object] = {"name": name, "line": section.line}
+    failed = False
+
+    def fail(line: int | None, key: str, message: str, hint: str = "") -> None:
+        nonlocal failed
+        failed = True
+        error(line, f"{where} {key}".strip(), message, hint)
+
+    if not DOOR_NAME_RE.match(name):
+        fail(
+            section.line,
+            "",
+            f"door name {name!r} is not usable",
+            "letters, digits, _ . - (at most 32)",
+        )
+    for key, (value, line) in section.values.items():
+        field_name = DOOR_KEYS.get(key)
+        if field_name is None:
+            fail(line, key, f"unknown key {key!r}", _unknown(key, list(DOOR_KEYS)))
+            continue
+        try:
+            if field_name == "sequence":
+                fields["sequence"] = parse_one_time_line(value)
+                if len(fields["sequence"]) > MAX_SEQUENCE_LENGTH:  # type: ignore[arg-type]
+                    raise Invalid(f"more than {MAX_SEQUENCE_LENGTH} steps")
+            elif field_name in ("seq_timeout", "cmd_timeout"):
+                if not value.isdigit() or int(value) < 1:
+                    raise Invalid(f"{value!r} is not a number of seconds", "write e.g. 10")
+                fields[field_name] = int(value)
+            elif field_name == "tcpflags":
+                fields["tcpflags"] = parse_tcpflags(value)
+            elif field_name == "target":
+                fields["target"] = parse_address(value)
+            elif field_name == "one_time_sequences":
+                fields.update(_one_time(Path(value), line, fail, reader))
+            elif not value:
+                raise Invalid("the command is empty")
+            else:
+                fields[field_name] = value
+        except Invalid as exc:
+            fail(line, key, exc.message, exc.hint)
+    if "sequence" not in fields and "one_time_sequences" not in fields:
+        fail(section.line, "", "the door has no Sequence", "add e.g. Sequence = 7000,8000,9000")
+    if failed:
+        return None
+    return Door(**fields)  # type: ignore[arg-type]  # keys and types checked above
+
+
+def _one_time(path: Path, line: int, fail: _Error, reader: ReadFile) -> dict[str, object]:
+    try:
+        text = reader(path)
+    except OSError as exc:
+        fail(line, "one_time_sequences", f"cannot read {path}: {exc.strerror or exc}")
+        return {}
+    sequences = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            sequences.append(OneTimeSequence(number, parse_one_time_line(stripped)))
+        except Invalid:
+            continue  # knockd skips lines it cannot parse
+    return {"one_time_sequences": path, "one_time": tuple(sequences)}

@@ -1,0 +1,69 @@
+"""A running `knocknft run` in the server namespace, with its log captured, for the tests."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from knocknft.lab import Lab
+from tests.integration.conftest import BIN
+
+READY = "listening on NFLOG group"
+
+
+class RunningDaemon:
+    def __init__(self, lab: Lab, config: Path, log_path: Path) -> None:
+        self.lab = lab
+        self.config = config
+        self.log_path = log_path
+        self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v"),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.wait_for(READY, timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            if self.proc.poll() is not None:
+                raise AssertionError(f"knocknft run exited {self.proc.returncode}:\n{log}")
+            time.sleep(0.02)
+        raise AssertionError(
+            f"{text!r} (x{count}) not in the daemon log after {timeout}s:\n{self.log()}"
+        )
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextmanager
+def running(lab: Lab, config: Path, log_path: Path) -> Iterator[RunningDaemon]:
+    daemon = RunningDaemon(lab, config, log_path)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
