@@ -1,13 +1,16 @@
 """`make demo`: knocknft end to end in two throwaway network namespaces.
 
-A server namespace gets the example config applied and a listener on the protected port (22);
-a client namespace, joined to it by a veth pair, tries to connect before, during and after a
-grant. Only 198.18.0.0/15 and 2001:db8::/32 are used; the namespaces are removed on exit.
+A server namespace runs `knocknft run` with the example config and a listener on the protected
+port (22); a client namespace, joined to it by a veth pair, knocks with the bundled `knock` and
+tries to connect before, during and after its grant. Only 198.18.0.0/15 and 2001:db8::/32 are
+used; the daemon is stopped and the namespaces are removed on exit.
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +19,6 @@ from knocknft.lab import Lab, Listener, can_use_namespaces
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CONFIG = REPO / "config.example.yaml"
-GRANT_SECONDS = 5
 
 
 def say(text: str) -> None:
@@ -39,40 +41,80 @@ def probe(lab: Lab, address: str) -> None:
     print(f"client -> {address} port 22/tcp: {verdict} [{took:.0f} ms]", flush=True)
 
 
+def knock(lab: Lab, address: str) -> None:
+    args = [str(BIN / "knock"), "-v", address, "7000", "9000:udp", "8000"]
+    print(f"client$ knock -v {address} 7000 9000:udp 8000", flush=True)
+    print(lab.client.run(*args).stdout.rstrip(), flush=True)
+
+
 def main() -> None:
     why = can_use_namespaces()
     if why:
         raise SystemExit(f"demo: cannot run: {why}")
-    with Lab("demo") as lab:
+    open_for = 30  # config.example.yaml's open_for for door ssh
+    with Lab("demo") as lab, tempfile.TemporaryDirectory() as state:
         say(
             f"namespaces {lab.server.netns} (server {Lab.SERVER_V4}, {Lab.SERVER_V6}) and "
             f"{lab.client.netns} (client {Lab.CLIENT_V4}, {Lab.CLIENT_V6}), joined by veth eth0"
         )
         listener = Listener(lab.server, 22)
+        daemon: subprocess.Popen[str] | None = None
         try:
             say("before knocknft: the service on port 22 is reachable")
             probe(lab, Lab.SERVER_V4)
-            say("validate and apply the example config in the server")
+            say("validate the example config, then start the daemon in the server")
             show(lab, "check")
-            show(lab, "apply")
+            print(f"server$ knocknft run -c {CONFIG.name}   (its log follows, prefixed |)")
+            daemon = lab.server.popen(
+                str(BIN / "knocknft"),
+                "run",
+                "-c",
+                str(CONFIG),
+                "--state-dir",
+                state,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            follow(daemon, "listening on NFLOG group")
             print(lab.server.run("nft", "list", "table", "inet", "knocknft").stdout.rstrip())
-            say("now port 22 is closed to everyone without a grant")
+            say("port 22 is now closed to everyone without a grant")
             probe(lab, Lab.SERVER_V4)
-            probe(lab, Lab.SERVER_V6)
-            say(f"grant the client door ssh for {GRANT_SECONDS}s, by hand")
-            show(lab, "open", Lab.CLIENT_V4, "--door", "ssh", "--for", f"{GRANT_SECONDS}s")
-            show(lab, "open", Lab.CLIENT_V6, "--door", "ssh", "--for", f"{GRANT_SECONDS}s")
+            say("the client knocks the sequence of door ssh: 7000/tcp, 9000/udp, 8000/tcp")
+            knock(lab, Lab.SERVER_V4)
+            follow(daemon, "granted")
             probe(lab, Lab.SERVER_V4)
+            say("and over IPv6")
+            knock(lab, Lab.SERVER_V6)
+            follow(daemon, "granted")
             probe(lab, Lab.SERVER_V6)
             show(lab, "status")
-            say(f"wait {GRANT_SECONDS + 1}s: the kernel expires the grant by itself")
-            time.sleep(GRANT_SECONDS + 1)
+            say(f"wait for open_for ({open_for}s): the kernel expires the grants by itself")
+            time.sleep(open_for + 1)
             probe(lab, Lab.SERVER_V4)
             probe(lab, Lab.SERVER_V6)
             show(lab, "status")
         finally:
+            if daemon is not None:
+                daemon.terminate()
+                rest, _ = daemon.communicate(timeout=10)
+                for line in rest.splitlines():
+                    print(f"  | {line}")
             listener.close()
-    say("done: namespaces removed")
+    say("done: daemon stopped, namespaces removed")
+
+
+def follow(daemon: subprocess.Popen[str], until: str, timeout: float = 10.0) -> None:
+    """Echo the daemon's log until a line containing `until` appears."""
+    assert daemon.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = daemon.stdout.readline()
+        if not line:
+            raise SystemExit(f"demo: the daemon stopped (exit {daemon.wait()})")
+        print(f"  | {line.rstrip()}", flush=True)
+        if until in line:
+            return
+    raise SystemExit(f"demo: no {until!r} from the daemon within {timeout}s")
 
 
 if __name__ == "__main__":
