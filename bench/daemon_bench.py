@@ -1,0 +1,237 @@
+"""Benchmark of the running daemon, in namespaces: knock-to-grant latency and knock throughput.
+
+    sudo .venv/bin/python bench/daemon_bench.py [--sequences 300] [--rates 50000,100000,150000]
+
+1. Latency: the client knocks a full sequence; the time from sending the last knock to the
+   kernel announcing the new set element (an nftables netlink multicast, read in the server
+   namespace by this same process, so both ends use one clock). p50/p99/max over all sequences.
+2. Throughput: spoofed first-step knocks (sources from 198.19.0.0/16) are sent at fixed rates
+   for a bounded time; the daemon's own counters (knocks judged, NFLOG sequence gaps) say
+   whether it kept up, and /proc says how much CPU it used.
+
+Traffic stays between the two namespaces this script creates (198.18.0.0/15 only), every
+load is bounded in count and time, and the namespaces are removed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from knocknft.lab import Lab, run_in_netns, tcp_segment
+
+BIN = Path(sys.executable).parent
+NETLINK_NETFILTER = 12
+NFNLGRP_NFTABLES = 7
+NFT_MSG_NEWSETELEM = (10 << 8) | 12  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+CONFIG = """\
+options:
+  interfaces: [eth0]
+doors:
+  ssh:
+    sequence: [7000/tcp, 9000/udp, 8000/tcp]
+    seq_timeout: 5s
+    open: [22/tcp]
+    open_for: 30s
+"""
+
+
+def start_daemon(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
+    config = workdir / "config.yaml"
+    config.write_text(CONFIG)
+    log = open(workdir / "daemon.log", "ab")  # noqa: SIM115 - the daemon owns it until it exits
+    proc = subprocess.Popen(
+        lab.server.cmd(
+            str(BIN / "knocknft"), "run", "-c", str(config), "--state-dir", str(workdir)
+        ),
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 10
+    while b"listening on NFLOG" not in (workdir / "daemon.log").read_bytes():
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit((workdir / "daemon.log").read_text())
+        time.sleep(0.05)
+    return proc
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], workdir: Path) -> dict[str, float]:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    stats: dict[str, float] = json.loads((workdir / "stats.json").read_text())
+    return stats
+
+
+def daemon_pid(proc: subprocess.Popen[bytes]) -> int:
+    # `ip netns exec` execs the command, so the Popen pid is the daemon itself.
+    return proc.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def element_monitor(lab: Lab) -> socket.socket:
+    def open_monitor() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        return sock
+
+    sock = run_in_netns(lab.server.netns, open_monitor)
+    assert isinstance(sock, socket.socket)
+    return sock
+
+
+def wait_new_element(monitor: socket.socket, timeout: float = 2.0) -> float | None:
+    deadline = time.perf_counter() + timeout
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0 or not select.select([monitor], [], [], left)[0]:
+            return None
+        data = monitor.recv(65536)
+        now = time.perf_counter()
+        offset = 0
+        while offset + 16 <= len(data):
+            length, msg_type = struct.unpack_from("=IH", data, offset)
+            if msg_type == NFT_MSG_NEWSETELEM:
+                return now
+            offset += max((length + 3) & ~3, 16)
+
+
+def measure_latency(lab: Lab, sequences: int) -> list[float]:
+    monitor = element_monitor(lab)
+    udp = lab.client.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    latencies: list[float] = []
+    try:
+        for i in range(sequences):
+            source = f"198.18.0.{10 + i % 200}"
+            lab.client.knock(Lab.SERVER_V4, "7000", "9000/udp", source=source)
+            time.sleep(0.002)
+            tcp = lab.client.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.bind((source, 0))
+            tcp.setblocking(False)
+            sent = time.perf_counter()
+            tcp.connect_ex((Lab.SERVER_V4, 8000))
+            tcp.close()
+            seen = wait_new_element(monitor)
+            if seen is not None:
+                latencies.append((seen - sent) * 1000)
+            # drain the delete/add pair of a refresh, so the next wait sees the next grant
+            while select.select([monitor], [], [], 0.005)[0]:
+                monitor.recv(65536)
+    finally:
+        udp.close()
+        monitor.close()
+    return latencies
+
+
+def spoofed_syn(source_index: int) -> bytes:
+    """A first-step knock (SYN to 7000/tcp) from 198.19.x.y: the costly case, a new attempt."""
+    source = f"198.19.{(source_index >> 8) & 0xFF}.{source_index & 0xFF}"
+    tcp = tcp_segment(source, Lab.SERVER_V4, 40000, 7000, 0x02)
+    src, dst = socket.inet_aton(source), socket.inet_aton(Lab.SERVER_V4)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+    return header + tcp
+
+
+def flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
+    """Send spoofed first-step knocks at `rate` per second for `seconds`; returns (sent, took)."""
+    sock = lab.client.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    packets = [spoofed_syn(i) for i in range(65536)]
+    target = (Lab.SERVER_V4, 0)
+    total = int(rate * seconds)
+    burst = max(1, rate // 1000)
+    sent = 0
+    started = time.perf_counter()
+    try:
+        while sent < total:
+            due = started + sent / rate
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            for _ in range(min(burst, total - sent)):
+                sock.sendto(packets[sent & 0xFFFF], target)
+                sent += 1
+    finally:
+        sock.close()
+    return sent, time.perf_counter() - started
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", type=int, default=300)
+    parser.add_argument("--rates", default="50000,100000,150000,200000")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results: dict[str, object] = {"machine": os.uname().release, "cpus": os.cpu_count()}
+    with Lab("bench") as lab, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for i in range(200):
+            lab.client.add_address(f"198.18.0.{10 + i}")
+        proc = start_daemon(lab, workdir)
+        try:
+            lat = measure_latency(lab, args.sequences)
+        finally:
+            stop_daemon(proc, workdir)
+        results["latency_ms"] = {
+            "sequences": args.sequences,
+            "measured": len(lat),
+            "p50": percentile(lat, 50),
+            "p99": percentile(lat, 99),
+            "max": max(lat),
+            "mean": statistics.fmean(lat),
+        }
+        print(
+            f"latency, last knock -> element in set, {len(lat)}/{args.sequences} sequences: "
+            f"p50 {percentile(lat, 50):.3f} ms, p99 {percentile(lat, 99):.3f} ms, "
+            f"max {max(lat):.3f} ms"
+        )
+        rows = []
+        for rate in (int(r) for r in args.rates.split(",")):
+            proc = start_daemon(lab, workdir)
+            pid = daemon_pid(proc)
+            cpu_before = cpu_seconds(pid)
+            sent, took = flood(lab, rate, args.seconds)
+            time.sleep(0.5)  # let the daemon drain its receive buffer
+            cpu = cpu_seconds(pid) - cpu_before
+            stats = stop_daemon(proc, workdir)
+            row = {
+                "target_rate": rate,
+                "sent": sent,
+                "achieved_rate": round(sent / took),
+                "judged": int(stats["knocks"]),
+                "nflog_lost": int(stats["nflog_lost"]),
+                "cpu_s_per_100k": round(cpu / sent * 100_000, 3),
+            }
+            rows.append(row)
+            print(
+                f"rate {row['achieved_rate']:>7}/s: sent {sent}, judged {row['judged']}, "
+                f"lost {row['nflog_lost']}, daemon CPU {row['cpu_s_per_100k']} s per 100k knocks"
+            )
+        results["throughput"] = rows
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
