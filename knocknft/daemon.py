@@ -69,13 +69,14 @@ class KnockLog:
         self.suppressed = 0
         self._reported = 0
 
-    def info(self, message: str) -> None:
+    def info(self, message: str, *args: object) -> None:
+        """Log `message % args` if the bucket allows; formatting is skipped when it does not."""
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
-            log.info(message)
+            log.info(message, *args)
         else:
             self.suppressed += 1
 
@@ -167,7 +168,7 @@ class Daemon:
         opened: list[Opened] = []
         for event in events:
             if isinstance(event, Progress):
-                self.knock_log.info(f"{event.source}: {event.door.name}: Stage {event.stage}")
+                self.knock_log.info("%s: %s: Stage %d", event.source, event.door.name, event.stage)
             elif isinstance(event, Opened):
                 log.info("%s: %s: OPEN SESAME", event.source, event.door.name)
                 if self.native_grants:
@@ -175,7 +176,10 @@ class Daemon:
                 opened.append(event)
             elif isinstance(event, TimedOut):
                 self.knock_log.info(
-                    f"{event.source}: {event.door.name}: sequence timeout (stage {event.stage})"
+                    "%s: %s: sequence timeout (stage %d)",
+                    event.source,
+                    event.door.name,
+                    event.stage,
                 )
             elif isinstance(event, Invalidated):
                 log.debug(

@@ -121,8 +121,15 @@ Step = tuple[str, int]  # (protocol, port): compared against every packet, so a 
 
 @dataclass(slots=True)
 class _Attempt:
+    source: IPAddress
     stage: int
     started: float
+
+
+def _key(address: IPAddress) -> int:
+    """A cheap dict key: ipaddress hashes through hex() in Python, an int hashes in C.
+    Bit 128 keeps IPv6 keys apart from IPv4 ones (::a.b.c.d would collide otherwise)."""
+    return int(address) | (address.version == 6) << 128
 
 
 @dataclass(slots=True)
@@ -133,7 +140,7 @@ class _DoorState:
     # Insertion order is start order, and all attempts of a door share its seq_timeout, so the
     # front of this dict is always the next to expire. OrderedDict, not dict: popping the front
     # of a plain dict repeatedly degrades to O(n) per pop.
-    attempts: OrderedDict[IPAddress, _Attempt] = field(default_factory=OrderedDict)
+    attempts: OrderedDict[int, _Attempt] = field(default_factory=OrderedDict)
 
     def accepts_destination(self, destination: IPAddress) -> bool:
         target = self.door.target
@@ -210,13 +217,13 @@ class Engine:
             attempts = state.attempts
             timeout = state.door.seq_timeout
             while attempts:
-                source, attempt = next(iter(attempts.items()))
+                attempt = next(iter(attempts.values()))
                 if now - attempt.started < timeout:
                     break
                 attempts.popitem(last=False)
                 self._tracked -= 1
                 self.counters.timeouts += 1
-                events.append(TimedOut(source, state.door, attempt.stage))
+                events.append(TimedOut(attempt.source, state.door, attempt.stage))
         return events
 
     def _take_pending(self) -> list[Event]:
@@ -231,6 +238,7 @@ class Engine:
         now = knock.timestamp
         events = self.expire(now)
         source = knock.source
+        key = _key(source)
         step: Step = (knock.protocol, knock.dport)
         is_tcp = knock.protocol == "tcp"
         flags = knock.tcp_flags
@@ -238,7 +246,7 @@ class Engine:
         in_progress = [
             (state, attempt)
             for state in self._doors
-            if (attempt := state.attempts.get(source)) is not None
+            if (attempt := state.attempts.get(key)) is not None
             and state.accepts_destination(knock.destination)
         ]
         if in_progress:
@@ -248,9 +256,9 @@ class Engine:
                     continue
                 steps = state.steps
                 if steps is not None and steps[attempt.stage] == step:
-                    self._advance(state, source, attempt, now, events)
+                    self._advance(state, key, attempt, now, events)
                 else:
-                    del state.attempts[source]
+                    del state.attempts[key]
                     self._tracked -= 1
                     self.counters.invalidations += 1
                     events.append(Invalidated(source, state.door, attempt.stage))
@@ -269,30 +277,30 @@ class Engine:
                 continue
             if self._tracked >= self.max_attempts:
                 self._evict_oldest(events)
-            attempt = _Attempt(0, now)
-            state.attempts[source] = attempt
+            attempt = _Attempt(source, 0, now)
+            state.attempts[key] = attempt
             self._tracked += 1
-            self._advance(state, source, attempt, now, events)
+            self._advance(state, key, attempt, now, events)
         return events
 
     def _advance(
         self,
         state: _DoorState,
-        source: IPAddress,
+        key: int,
         attempt: _Attempt,
         now: float,
         events: list[Event],
     ) -> None:
         attempt.stage += 1
         self.counters.stages += 1
-        events.append(Progress(source, state.door, attempt.stage))
+        events.append(Progress(attempt.source, state.door, attempt.stage))
         steps = state.steps
         if steps is None or attempt.stage < len(steps):
             return
-        del state.attempts[source]
+        del state.attempts[key]
         self._tracked -= 1
         self.counters.opens += 1
-        events.append(Opened(source, state.door, now))
+        events.append(Opened(attempt.source, state.door, now))
         if state.door.one_time_sequences is not None:
             self._next_one_time(state, events)
 
@@ -317,14 +325,14 @@ class Engine:
                     oldest, oldest_started = state, started
         if oldest is None:
             return
-        source, attempt = oldest.attempts.popitem(last=False)
+        _, attempt = oldest.attempts.popitem(last=False)
         self._tracked -= 1
         self.counters.evictions += 1
-        events.append(Evicted(source, oldest.door, attempt.stage))
+        events.append(Evicted(attempt.source, oldest.door, attempt.stage))
 
     def sources(self) -> Iterable[IPAddress]:
         """Sources with an attempt in progress (for status and tests)."""
         seen: dict[IPAddress, None] = {}
         for state in self._doors:
-            seen.update(dict.fromkeys(state.attempts))
+            seen.update(dict.fromkeys(a.source for a in state.attempts.values()))
         return list(seen)
