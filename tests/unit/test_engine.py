@@ -295,3 +295,14 @@ def test_counters_add_up() -> None:
     c = engine.counters
     assert (c.knocks, c.stages, c.opens, c.invalidations) == (5, 4, 1, 1)
     assert isinstance(Progress(SERVER, config(SSH).doors[0], 1), Progress)
+
+
+def test_ipv4_and_v4_compatible_ipv6_sources_are_different_knockers() -> None:
+    """Attempts are keyed by the address as an int; ::198.18.0.2 must not share 198.18.0.2's."""
+    knocks = [
+        knock(0, A, "7000"),
+        knock(0.1, "::198.18.0.2", "9000/udp"),
+        *seq(A, RIGHT[1:], start=0.2),
+    ]
+    _, events = run(config(SSH), knocks)
+    assert opened(events) == [(A, "ssh")]
