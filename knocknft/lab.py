@@ -17,7 +17,7 @@ import struct
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -67,7 +67,6 @@ class Host:
     v4: ipaddress.IPv4Address
     v6: ipaddress.IPv6Address
     ifname: str = "eth0"
-    extra_v4: list[ipaddress.IPv4Address] = field(default_factory=list)
 
     def cmd(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *args]
