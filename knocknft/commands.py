@@ -67,11 +67,6 @@ class ShellRunner:
         log.info("%s: running command: %s", door, command)
         self._pool.submit(self._run, door, command)
 
-    def run_now(self, door: str, command: str) -> CommandResult:
-        """Run and wait: for start-up work (overdue stop commands) before the loop begins."""
-        log.info("%s: running command: %s", door, command)
-        return self._run(door, command)
-
     def _run(self, door: str, command: str) -> CommandResult:
         try:
             proc = subprocess.Popen(

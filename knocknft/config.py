@@ -563,6 +563,17 @@ def _parse_door(
     return Door(**fields)  # type: ignore[arg-type]  # keys and types checked above
 
 
+def unused_one_time_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of each line of a one-time file still to be used.
+
+    knockd marks a used line by overwriting its first character with '#'; blank lines are skipped.
+    """
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line
+
+
 def _read_one_time(
     w: _Walker, node: yaml.Node, base: str, path: Path, read_file: ReadFile
 ) -> tuple[OneTimeSequence, ...]:
@@ -578,11 +589,7 @@ def _read_one_time(
         )
         return ()
     sequences: list[OneTimeSequence] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        # knockd marks a used line by overwriting its first character with '#'.
-        if not line or raw.startswith("#") or line.startswith("#"):
-            continue
+    for number, line in unused_one_time_lines(text):
         try:
             sequences.append(OneTimeSequence(number, parse_one_time_line(line)))
         except Invalid as exc:

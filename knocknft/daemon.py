@@ -127,12 +127,7 @@ class Daemon:
             result.grants_kept,
         )
         self.pending.load()
-        overdue = self.pending.take_due(self.clock())
-        for stop in overdue:
-            log.info(
-                "%s: %s: command timeout (overdue from before a restart)", stop.address, stop.door
-            )
-            self.runner.submit(stop.door, stop.command)
+        self._run_due_stops(self.clock(), " (overdue from before a restart)")
         if len(self.pending):
             log.info("%d stop command(s) pending from before a restart", len(self.pending))
 
@@ -154,8 +149,11 @@ class Daemon:
         """Timer work: expire attempts, run due stop commands."""
         now = self.clock()
         self.execute(self.engine.expire(now))
+        self._run_due_stops(now)
+
+    def _run_due_stops(self, now: float, why: str = "") -> None:
         for stop in self.pending.take_due(now):
-            log.info("%s: %s: command timeout", stop.address, stop.door)
+            log.info("%s: %s: command timeout%s", stop.address, stop.door, why)
             self.runner.submit(stop.door, stop.command)
             self.counters.commands += 1
 

@@ -52,10 +52,17 @@ class Knock(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
+class AttemptEvent:
+    """Something that happened to one source's attempt on one door, at `stage` steps done."""
+
     source: IPAddress
     door: Door
     stage: int
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(AttemptEvent):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,24 +73,18 @@ class Opened:
 
 
 @dataclass(frozen=True, slots=True)
-class TimedOut:
-    source: IPAddress
-    door: Door
-    stage: int
+class TimedOut(AttemptEvent):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
-class Invalidated:
-    source: IPAddress
-    door: Door
-    stage: int
+class Invalidated(AttemptEvent):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
-class Evicted:
-    source: IPAddress
-    door: Door
-    stage: int
+class Evicted(AttemptEvent):
+    pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,6 +108,11 @@ def parse_set_listing(listing: Mapping[str, Any]) -> list[Grant]:
             grant = _parse_elem(entry, default_timeout)
             if grant is not None:
                 grants.append(grant)
+    return sort_grants(grants)
+
+
+def sort_grants(grants: Iterable[Grant]) -> list[Grant]:
+    """Status order: IPv4 before IPv6, then by address and service."""
     return sorted(grants, key=lambda g: (g.address.version, g.address, g.service))
 
 

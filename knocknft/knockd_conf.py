@@ -26,6 +26,7 @@ from knocknft.config import (
     parse_address,
     parse_one_time_line,
     parse_tcpflags,
+    unused_one_time_lines,
 )
 from knocknft.errors import ConfigError, Problem
 
@@ -213,12 +214,9 @@ def _one_time(path: Path, line: int, fail: _Error, reader: ReadFile) -> dict[str
         fail(line, "one_time_sequences", f"cannot read {path}: {exc.strerror or exc}")
         return {}
     sequences = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
+    for number, text_line in unused_one_time_lines(text):
         try:
-            sequences.append(OneTimeSequence(number, parse_one_time_line(stripped)))
+            sequences.append(OneTimeSequence(number, parse_one_time_line(text_line)))
         except Invalid:
             continue  # knockd skips lines it cannot parse
     return {"one_time_sequences": path, "one_time": tuple(sequences)}

@@ -11,7 +11,7 @@ import json
 from typing import Any, Protocol
 
 from knocknft.errors import NftError, TableMissing
-from knocknft.grants import Grant, parse_set_listing
+from knocknft.grants import Grant, parse_set_listing, sort_grants
 from knocknft.ruleset import ALLOW4, ALLOW6
 
 
@@ -71,7 +71,7 @@ def read_grants(nft: Nft, table: str) -> list[Grant]:
             grants += parse_set_listing(nft.list_json(f"list set inet {table} {name}"))
     except TableMissing as exc:
         raise table_missing(table) from exc
-    return sorted(grants, key=lambda g: (g.address.version, g.address, g.service))
+    return sort_grants(grants)
 
 
 def table_missing(table: str) -> TableMissing:
