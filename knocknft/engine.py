@@ -21,9 +21,11 @@ flood costs bounded memory and O(doors) work per packet.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
 from knocknft.config import Door, IPAddress
@@ -120,17 +122,21 @@ class EngineCounters:
 Step = tuple[str, int]  # (protocol, port): compared against every packet, so a plain tuple
 
 
-@dataclass(slots=True)
-class _Attempt:
-    source: IPAddress
-    stage: int
-    started: float
+# An attempt is (stage, started): a tuple of numbers, which the cyclic garbage collector stops
+# tracking, so a full attempt table adds nothing to GC pauses. The source is its dict key.
+_Attempt = tuple[int, float]
+
+_V6_BIT = 1 << 128
 
 
 def _key(address: IPAddress) -> int:
     """A cheap dict key: ipaddress hashes through hex() in Python, an int hashes in C.
     Bit 128 keeps IPv6 keys apart from IPv4 ones (::a.b.c.d would collide otherwise)."""
-    return int(address) | (address.version == 6) << 128
+    return int(address) | _V6_BIT if address.version == 6 else int(address)
+
+
+def _address(key: int) -> IPAddress:
+    return IPv6Address(key ^ _V6_BIT) if key & _V6_BIT else IPv4Address(key)
 
 
 @dataclass(slots=True)
@@ -170,6 +176,8 @@ class Engine:
         self._doors: list[_DoorState] = []
         self._tracked = 0
         self._pending: list[Event] = []
+        # No attempt runs out before this time (it may be early after removals, never late).
+        self._expire_at = math.inf
         self.reload(doors)
 
     # -- configuration ----------------------------------------------------------------------
@@ -190,6 +198,7 @@ class Engine:
                 states.append(state)
         self._doors = states
         self._tracked = sum(len(s.attempts) for s in states)
+        self._expire_at = -math.inf  # walk at the next knock: new timeouts, pending events
 
     @property
     def tracked(self) -> int:
@@ -203,28 +212,34 @@ class Engine:
     # -- time -------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the next attempt times out, for the caller's timer."""
+        """When the caller's timer should next call `expire`: the next attempt's timeout, or at
+        once when events are waiting (a reload that disabled a door)."""
+        if self._pending:
+            return -math.inf
         deadlines = [
-            next(iter(s.attempts.values())).started + s.door.seq_timeout
-            for s in self._doors
-            if s.attempts
+            next(iter(state.attempts.values()))[1] + state.door.seq_timeout
+            for state in self._doors
+            if state.attempts
         ]
         return min(deadlines, default=None)
 
     def expire(self, now: float) -> list[Event]:
         """Time out every attempt whose seq_timeout has run out by `now`."""
         events = self._take_pending()
+        earliest = math.inf
         for state in self._doors:
             attempts = state.attempts
             timeout = state.door.seq_timeout
             while attempts:
-                attempt = next(iter(attempts.values()))
-                if now - attempt.started < timeout:
+                key, (stage, started) = next(iter(attempts.items()))
+                if now < started + timeout:
+                    earliest = min(earliest, started + timeout)
                     break
                 attempts.popitem(last=False)
                 self._tracked -= 1
                 self.counters.timeouts += 1
-                events.append(TimedOut(attempt.source, state.door, attempt.stage))
+                events.append(TimedOut(_address(key), state.door, stage))
+        self._expire_at = earliest
         return events
 
     def _take_pending(self) -> list[Event]:
@@ -237,71 +252,83 @@ class Engine:
         """Judge one knock packet; returns what happened, in order."""
         self.counters.knocks += 1
         now = knock.timestamp
-        events = self.expire(now)
+        # The hot path: a packet walks the doors only when some attempt may have run out.
+        events = self.expire(now) if now >= self._expire_at else []
         source = knock.source
         key = _key(source)
+        destination = knock.destination
         step: Step = (knock.protocol, knock.dport)
         is_tcp = knock.protocol == "tcp"
         flags = knock.tcp_flags
 
-        in_progress = [
-            (state, attempt)
-            for state in self._doors
-            if (attempt := state.attempts.get(key)) is not None
-            and state.accepts_destination(knock.destination)
-        ]
-        if in_progress:
-            for state, attempt in in_progress:
-                if is_tcp and not state.door.tcpflags.matches(flags):
-                    self.counters.flags_ignored += 1
-                    continue
-                steps = state.steps
-                if steps is not None and steps[attempt.stage] == step:
-                    self._advance(state, key, attempt, now, events)
-                else:
-                    del state.attempts[key]
-                    self._tracked -= 1
-                    self.counters.invalidations += 1
-                    events.append(Invalidated(source, state.door, attempt.stage))
+        judged = False
+        for state in self._doors:
+            attempt = state.attempts.get(key)
+            if attempt is None or not state.accepts_destination(destination):
+                continue
+            judged = True
+            if is_tcp and not state.door.tcpflags.matches(flags):
+                self.counters.flags_ignored += 1
+                continue
+            stage, started = attempt
+            steps = state.steps
+            if steps is not None and steps[stage] == step:
+                self._advance(
+                    state,
+                    steps,
+                    key,
+                    source,
+                    stage=stage + 1,
+                    started=started,
+                    now=now,
+                    events=events,
+                )
+            else:
+                del state.attempts[key]
+                self._tracked -= 1
+                self.counters.invalidations += 1
+                events.append(Invalidated(source, state.door, stage))
+        if judged:
+            # knockd: a packet from a source with attempts in progress never starts new ones.
             return events
 
         for state in self._doors:
             steps = state.steps
-            if (
-                steps is None
-                or steps[0] != step
-                or not state.accepts_destination(knock.destination)
-            ):
+            if steps is None or steps[0] != step or not state.accepts_destination(destination):
                 continue
             if is_tcp and not state.door.tcpflags.matches(flags):
                 self.counters.flags_ignored += 1
                 continue
             if self._tracked >= self.max_attempts:
                 self._evict_oldest(events)
-            attempt = _Attempt(source, 0, now)
-            state.attempts[key] = attempt
+            state.attempts[key] = (0, now)
             self._tracked += 1
-            self._advance(state, key, attempt, now, events)
+            self._expire_at = min(self._expire_at, now + state.door.seq_timeout)
+            self._advance(state, steps, key, source, stage=1, started=now, now=now, events=events)
         return events
 
     def _advance(
         self,
         state: _DoorState,
+        steps: tuple[Step, ...],
         key: int,
-        attempt: _Attempt,
+        source: IPAddress,
+        *,
+        stage: int,
+        started: float,
         now: float,
         events: list[Event],
     ) -> None:
-        attempt.stage += 1
+        """`stage` steps of `steps` are done: record it, or open the door."""
         self.counters.stages += 1
-        events.append(Progress(attempt.source, state.door, attempt.stage))
-        steps = state.steps
-        if steps is None or attempt.stage < len(steps):
+        events.append(Progress(source, state.door, stage))
+        if stage < len(steps):
+            state.attempts[key] = (stage, started)  # an existing key keeps its place in the order
             return
         del state.attempts[key]
         self._tracked -= 1
         self.counters.opens += 1
-        events.append(Opened(attempt.source, state.door, now))
+        events.append(Opened(source, state.door, now))
         if state.door.one_time_sequences is not None:
             self._next_one_time(state, events)
 
@@ -321,19 +348,19 @@ class Engine:
         oldest_started = 0.0
         for state in self._doors:
             if state.attempts:
-                started = next(iter(state.attempts.values())).started
+                started = next(iter(state.attempts.values()))[1]
                 if oldest is None or started < oldest_started:
                     oldest, oldest_started = state, started
         if oldest is None:
             return
-        _, attempt = oldest.attempts.popitem(last=False)
+        key, (stage, _) = oldest.attempts.popitem(last=False)
         self._tracked -= 1
         self.counters.evictions += 1
-        events.append(Evicted(attempt.source, oldest.door, attempt.stage))
+        events.append(Evicted(_address(key), oldest.door, stage))
 
     def sources(self) -> Iterable[IPAddress]:
         """Sources with an attempt in progress (for status and tests)."""
         seen: dict[IPAddress, None] = {}
         for state in self._doors:
-            seen.update(dict.fromkeys(a.source for a in state.attempts.values()))
+            seen.update(dict.fromkeys(_address(key) for key in state.attempts))
         return list(seen)
