@@ -8,6 +8,7 @@ and a clock; the integration tests run the real loop in a namespace.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from knocknft.engine import (
     TimedOut,
 )
 from knocknft.errors import KnocknftError
-from knocknft.grants import Grant, render_grant
+from knocknft.grants import Grant
 from knocknft.nft import Nft
 from knocknft.onetime import mark_used
 from knocknft.operations import apply_config
@@ -50,6 +51,8 @@ STATS_INTERVAL = 5.0
 # Per-knock lines (Stage n, timeouts) are rate-limited so a flood cannot flood the log too.
 KNOCK_LOG_RATE = 50.0
 KNOCK_LOG_BURST = 200.0
+# read_batch() calls per wake-up before timers and signals get their turn.
+DRAIN_BATCHES = 8
 
 
 class KnockLog:
@@ -162,16 +165,20 @@ class Daemon:
         return min(times, default=None)
 
     def execute(self, events: Sequence[Event]) -> None:
-        grants: list[Grant] = []
-        opened: list[Opened] = []
+        opened = [event for event in events if isinstance(event, Opened)]
+        # The set first: it is what the knocker waits for. Log lines, files and commands follow.
+        granted: dict[Opened, list[Grant]] = {}
+        if opened and self.native_grants:
+            granted = {event: self._grants_for(event.source, event.door) for event in opened}
+            if not self._grant([g for grants in granted.values() for g in grants]):
+                granted = {}
         for event in events:
             if isinstance(event, Progress):
                 self.knock_log.info("%s: %s: Stage %d", event.source, event.door.name, event.stage)
             elif isinstance(event, Opened):
                 log.info("%s: %s: OPEN SESAME", event.source, event.door.name)
-                if self.native_grants:
-                    grants += self._grants_for(event.source, event.door)
-                opened.append(event)
+                for g in granted.get(event, ()):
+                    log.info("%s: %s: granted %s for %ds", g.address, g.door, g.service, g.timeout)
             elif isinstance(event, TimedOut):
                 self.knock_log.info(
                     "%s: %s: sequence timeout (stage %d)",
@@ -199,9 +206,6 @@ class Daemon:
                 log.warning(
                     "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
                 )
-        # The set first: it is what the knocker waits for; commands may take a while to fork.
-        if grants:
-            self._grant(grants)
         for event in opened:
             self._start_commands(event.source, event.door, event.at)
 
@@ -210,18 +214,19 @@ class Daemon:
             return []
         return [Grant(source, service, door.name, door.open_for) for service in door.open]
 
-    def _grant(self, grants: list[Grant]) -> None:
+    def _grant(self, grants: list[Grant]) -> bool:
+        if not grants:
+            return True
         try:
-            self.nft.run(render_grant(self.config.options.table, grants))
+            self.nft.grant(self.config.options.table, grants)
         except KnocknftError as exc:
             self.counters.grant_failures += len(grants)
             log.error(
                 "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
             )
-            return
+            return False
         self.counters.grants += len(grants)
-        for g in grants:
-            log.info("%s: %s: granted %s for %ds", g.address, g.door, g.service, g.timeout)
+        return True
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)
@@ -371,29 +376,35 @@ def serve(
     stats_file = stats_path(daemon.config)
     next_stats = 0.0
     on_ready()
+    # Objects from start-up live as long as the daemon: keep them out of every future GC pass.
+    gc.freeze()
     try:
         while not signals.stop:
-            now = daemon.clock()
             wakeup = daemon.next_wakeup()
             timeout = (
-                STATS_INTERVAL if wakeup is None else max(0.0, min(wakeup - now, STATS_INTERVAL))
+                STATS_INTERVAL
+                if wakeup is None
+                else max(0.0, min(wakeup - daemon.clock(), STATS_INTERVAL))
             )
             for key, _ in selector.select(timeout):
                 if key.data == "nflog":
-                    # Drain what is queued now, in recv()-sized batches, before timers run.
-                    for _ in range(64):
+                    # Drain what is queued now, in batches, before timers run.
+                    for _ in range(DRAIN_BATCHES):
                         batch = source.read_batch()
                         if not batch:
                             break
                         daemon.handle_packets(batch)
                 else:
                     signals.drain()
-            daemon.tick()
+            now = daemon.clock()
+            # Timers only when one is due: under a flood this loop turns for every few packets.
+            if wakeup is not None and now >= wakeup:
+                daemon.tick()
             if signals.reload:
                 signals.reload = False
                 on_reload(_reload(daemon, load))
-            if daemon.clock() >= next_stats:
-                next_stats = daemon.clock() + STATS_INTERVAL
+            if now >= next_stats:
+                next_stats = now + STATS_INTERVAL
                 daemon.knock_log.report()
                 write_stats(stats_file, daemon.stats(source_stats()))
     finally:
