@@ -1,18 +1,24 @@
 """The libnftables adapter: the one place that talks to the kernel's ruleset.
 
-`Nft` is the small interface the rest of knocknft uses: run an nft script as one transaction, and
-read a listing as JSON. `LibNft` implements it with the distribution's `nftables` binding (ctypes
-over libnftables.so.1). Errors are mapped into knocknft's tree here.
+`Nft` is the small interface the rest of knocknft uses: run an nft script as one transaction, read
+a listing as JSON, and add or refresh grants. `LibNft` implements it with the distribution's
+`nftables` binding (ctypes over libnftables.so.1), except grants, which take the short way of
+`knocknft.setelem` when it works. Errors are mapped into knocknft's tree here.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from knocknft.errors import NftError, TableMissing
-from knocknft.grants import Grant, parse_set_listing, sort_grants
+from knocknft.grants import Grant, parse_set_listing, render_grant, sort_grants
 from knocknft.ruleset import ALLOW4, ALLOW6
+from knocknft.setelem import SetElementSocket
+
+log = logging.getLogger("knocknft")
 
 
 class Nft(Protocol):
@@ -21,6 +27,9 @@ class Nft(Protocol):
 
     def list_json(self, command: str) -> dict[str, Any]:
         """Run a list command and return the parsed JSON output."""
+
+    def grant(self, table: str, grants: Sequence[Grant]) -> None:
+        """Add or refresh `grants` in one transaction (see grants.render_grant)."""
 
 
 class LibNft:
@@ -36,11 +45,29 @@ class LibNft:
             ) from exc
         self._nft = nftables.Nftables()
         self._nft.set_json_output(False)
+        self._elements: SetElementSocket | None = None
+        self._elements_failed = False
 
     def run(self, script: str) -> None:
         rc, _out, err = self._nft.cmd(script)
         if rc != 0:
             raise _classify(err, script)
+
+    def grant(self, table: str, grants: Sequence[Grant]) -> None:
+        if not self._elements_failed:
+            try:
+                if self._elements is None:
+                    self._elements = SetElementSocket()
+                self._elements.grant(table, grants)
+                return
+            except TableMissing:
+                raise
+            except NftError as exc:
+                # Whatever the short way trips over, the script says the same thing in nft's own
+                # words; it stays the way from now on, at its usual cost.
+                self._elements_failed = True
+                log.warning("direct set-element writes failed (%s); using libnftables", exc)
+        self.run(render_grant(table, grants))
 
     def list_json(self, command: str) -> dict[str, Any]:
         self._nft.set_json_output(True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from knocknft.config import Config, Door, IPAddress
 from knocknft.errors import UsageError
-from knocknft.grants import Grant, render_grant, render_revoke
+from knocknft.grants import Grant, render_revoke
 from knocknft.nft import Nft, read_grants, table_exists, table_missing
 from knocknft.ruleset import render_ruleset
 
@@ -60,7 +60,7 @@ def open_grant(
         raise UsageError(f"door {door.name!r} has no open_for; pass --for")
     grants = [Grant(address, service, door.name, timeout) for service in door.open]
     _require_table(nft, config.options.table)
-    nft.run(render_grant(config.options.table, grants))
+    nft.grant(config.options.table, grants)
     return grants
 
 

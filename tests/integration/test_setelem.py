@@ -1,0 +1,63 @@
+"""Grants written as raw set-element batches land exactly as the nft script would put them."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from knocknft.config import PortSpec, load_config
+from knocknft.errors import TableMissing
+from knocknft.grants import Grant, render_grant
+from knocknft.lab import Lab, run_in_netns
+from knocknft.nft import LibNft, read_grants
+from knocknft.ruleset import render_ruleset
+from knocknft.setelem import SetElementSocket
+
+from .conftest import EXAMPLE_CONFIG
+
+GRANTS = [
+    Grant(ipaddress.ip_address("198.18.0.2"), PortSpec(22, "tcp"), "ssh", 300),
+    Grant(ipaddress.ip_address("2001:db8::2"), PortSpec(22, "tcp"), "ssh", 300),
+    Grant(ipaddress.ip_address("198.18.0.3"), PortSpec(53, "udp"), "dns", 60),
+]
+
+
+def grants_both_ways() -> dict[str, Any]:
+    """Grant once through the script and once directly, each into a freshly applied table."""
+    config = load_config(EXAMPLE_CONFIG).config
+    nft = LibNft()
+    direct = SetElementSocket()
+    seen: dict[str, Any] = {}
+    for way in ("script", "direct"):
+        nft.run("add table inet knocknft\ndelete table inet knocknft\n")
+        nft.run(render_ruleset(config))
+        if way == "script":
+            nft.run(render_grant("knocknft", GRANTS))
+        else:
+            # The socket itself, not LibNft.grant, which would fall back to the script.
+            direct.grant("knocknft", GRANTS)
+        seen[way] = [
+            (str(g.address), str(g.service), g.door, g.timeout)
+            for g in read_grants(nft, "knocknft")
+        ]
+    # A refresh restarts the timer: a shorter grant, then a longer one, leaves the longer.
+    short = Grant(GRANTS[0].address, GRANTS[0].service, "ssh", 5)
+    direct.grant("knocknft", [short])
+    direct.grant("knocknft", [GRANTS[0]])
+    seen["refreshed"] = [
+        g.timeout for g in read_grants(nft, "knocknft") if g.address == short.address
+    ]
+    try:
+        direct.grant("missing", GRANTS)
+    except TableMissing as exc:
+        seen["missing"] = str(exc)
+    return seen
+
+
+def test_direct_grants_equal_the_scripted_ones(lab: Lab) -> None:
+    seen = run_in_netns(lab.server.netns, grants_both_ways)
+    assert isinstance(seen, dict)
+    assert seen["direct"] == seen["script"]
+    assert len(seen["direct"]) == len(GRANTS)
+    assert seen["refreshed"] == [300]
+    assert "missing" in seen["missing"]
