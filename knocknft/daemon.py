@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from knocknft import __version__
 from knocknft.commands import CommandRunner, command_for, expand_command
-from knocknft.config import Config, Door, IPAddress
+from knocknft.config import Config, Door, IPAddress, PortSpec
 from knocknft.engine import (
     DEFAULT_MAX_ATTEMPTS,
     DoorDisabled,
@@ -37,7 +37,7 @@ from knocknft.engine import (
     TimedOut,
 )
 from knocknft.errors import KnocknftError
-from knocknft.grants import Grant, render_grant
+from knocknft.grants import Grant, render_grant, render_revoke
 from knocknft.nft import Nft
 from knocknft.onetime import mark_used
 from knocknft.operations import apply_config
@@ -163,6 +163,7 @@ class Daemon:
 
     def execute(self, events: Sequence[Event]) -> None:
         grants: list[Grant] = []
+        revokes: list[tuple[IPAddress, PortSpec, str]] = []
         opened: list[Opened] = []
         for event in events:
             if isinstance(event, Progress):
@@ -171,6 +172,7 @@ class Daemon:
                 log.info("%s: %s: OPEN SESAME", event.source, event.door.name)
                 if self.native_grants:
                     grants += self._grants_for(event.source, event.door)
+                    revokes += [(event.source, s, event.door.name) for s in event.door.close]
                 opened.append(event)
             elif isinstance(event, TimedOut):
                 self.knock_log.info(
@@ -200,6 +202,8 @@ class Daemon:
                     "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
                 )
         # The set first: it is what the knocker waits for; commands may take a while to fork.
+        if revokes:
+            self._revoke(revokes)
         if grants:
             self._grant(grants)
         for event in opened:
@@ -222,6 +226,17 @@ class Daemon:
         self.counters.grants += len(grants)
         for g in grants:
             log.info("%s: %s: granted %s for %ds", g.address, g.door, g.service, g.timeout)
+
+    def _revoke(self, revokes: list[tuple[IPAddress, PortSpec, str]]) -> None:
+        """A closing door: remove the knocker's grants, as knockd's closeSSH deleted the rule."""
+        keys = [(address, service) for address, service, _ in revokes]
+        try:
+            self.nft.run(render_revoke(self.config.options.table, keys))
+        except KnocknftError as exc:
+            log.error("could not close %s: %s", ", ".join(f"{a} {s}" for a, s in keys), exc)
+            return
+        for address, service, door in revokes:
+            log.info("%s: %s: closed %s", address, door, service)
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)

@@ -94,4 +94,3 @@ def test_bare_usesyslog_is_global_even_inside_a_door() -> None:
     conf = read_knockd_conf("[a]\n  UseSyslog\n  Sequence = 1,2,3\n  Command = x\n")
     assert conf.options.use_syslog and conf.config.options.syslog
     assert conf.option_lines == {"usesyslog": 2}
-
