@@ -32,6 +32,19 @@ from knocknft.config import (
 from knocknft.errors import ConfigError, Problem
 
 _SECTION_RE = re.compile(r"^\[(.*)\]$")
+# knockd trims with C's isspace(), which knows ASCII only; str.strip() would also eat U+00A0.
+_C_SPACE = " \t\n\r\v\f"
+_NBSP = "\u00a0"
+
+
+def _breaks_grammar(line: str) -> bool:
+    """A non-breaking space where knockd's grammar needs white space: in a key, around a value,
+    on an otherwise blank line or before a [section]. Inside a value it is just text."""
+    if _NBSP not in line or _SECTION_RE.match(line):
+        return False
+    key, sep, value = line.partition("=")
+    return not sep or _NBSP in key or value.strip(_C_SPACE) != value.strip()
+
 
 # knockd's keys (lower case) -> our field; aliases map to the same field.
 DOOR_KEYS = {
@@ -120,10 +133,18 @@ def read_knockd_conf(
         problems.append(Problem(file, line, key, message, hint))
 
     current: _Section | None = None
+    lookalike_lines: list[int] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+        line = raw.strip(_C_SPACE)
         if not line or line.startswith("#"):
             continue
+        if _breaks_grammar(line):
+            # Reported once below; read on as if it were a space, so that one pasted character
+            # does not drag in errors about every directive after it.
+            lookalike_lines.append(number)
+            line = line.replace(_NBSP, " ").strip(_C_SPACE)
+            if not line:
+                continue
         header = _SECTION_RE.match(line)
         if header:
             current = _Section(header.group(1).strip(), number)
@@ -146,12 +167,23 @@ def read_knockd_conf(
                     number,
                     f"[{current.name}]",
                     f"{line!r} is not a `key = value` directive (knockd: syntax error)",
-                    "a directive is one line: knockd has no continuation lines, so a command "
-                    "must not be wrapped",
+                    "every line is `key = value` or the bare word UseSyslog; join a wrapped "
+                    "command back into one line",
                 )
             continue
         current.values[key] = (value.strip(), number)
 
+    if lookalike_lines:
+        shown = ", ".join(map(str, lookalike_lines[:12])) + (
+            ", ..." if len(lookalike_lines) > 12 else ""
+        )
+        error(
+            lookalike_lines[0],
+            "",
+            f"a non-breaking space (U+00A0) where knockd expects a space or a tab, on line(s) "
+            f"{shown}: knockd reads it as text (syntax error) and does not start",
+            "it comes from copying a web page; replace each with a plain space",
+        )
     doors: list[Door] = []
     door_lines: list[Mapping[str, int]] = []
     for section in sections:

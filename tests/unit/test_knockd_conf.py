@@ -70,6 +70,8 @@ def test_directives_aliases_and_case() -> None:
         ("[a]\n  Sequence = 1,2\n  TCPFlags = syn,bogus\n", 3, "'bogus' is not a TCP flag"),
         # knockd reads [opions] as a door, and refuses to start: it has no sequence.
         ("[opions]\n  UseSyslog\n[b]\n  Sequence = 1,2\n", 1, "did you mean [options]?"),
+        # Pasted from a web page: knockd's trim() knows ASCII white space only.
+        ("[a]\n  Sequence\u00a0= 1,2\n  Command = x\n", 2, "non-breaking space (U+00A0)"),
         # A command wrapped onto a second line: knockd's "syntax error" on that line.
         ("[a]\n  Sequence = 1,2\n  Command = x -p tcp\n\ndport 21\n", 5, "not a `key = value`"),
     ],
