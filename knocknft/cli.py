@@ -13,9 +13,19 @@ from typing import Annotated, NoReturn
 import typer
 
 from knocknft import __version__
-from knocknft.config import DEFAULT_CONFIG_PATH, Config, Invalid, load_config, parse_duration
+from knocknft.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Invalid,
+    load_config,
+    parse_duration,
+    read_config_text,
+)
 from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
+from knocknft.files import write_atomic
 from knocknft.grants import format_seconds, format_table
+from knocknft.importer import import_knockd
+from knocknft.knockd_conf import read_knockd_conf
 from knocknft.nft import LibNft, Nft, read_grants
 from knocknft.operations import (
     apply_config,
@@ -303,6 +313,66 @@ def run(
             config, tuple(interface or ()), verbose=verbose, debug=debug, state_dir=state_dir
         )
     raise typer.Exit(code)
+
+
+@app.command(
+    "import",
+    epilog=(
+        "Example: knocknft import /etc/knockd.conf -o /etc/knocknft/config.yaml && "
+        "knocknft check -c /etc/knocknft/config.yaml"
+    ),
+)
+def import_(
+    file: Annotated[Path, typer.Argument(help="The knockd.conf to read.", metavar="FILE")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the YAML here, atomically (a new file is made private: 0600). "
+            "Default: standard output.",
+            metavar="OUT",
+        ),
+    ] = None,
+) -> None:
+    """Turn a knockd.conf into a knocknft YAML config that does what knockd did.
+
+    Reads FILE with knockd's grammar (case-insensitive keys, the aliases Command, Timeout and
+    Command_6, every [options] directive) and writes one door per section, with comments naming
+    the source line of each door and command.
+
+    iptables, ip6tables and nft commands that accept the knocker (%IP%) on a port become native
+    grants: with the matching delete as stop_command, `open` for cmd_timeout; deleted by
+    another door (openSSH/closeSSH), `open` for 1h and a `close` door. Every other command is
+    kept as written, and knocknft runs it as knockd did; each one is listed on stderr with its
+    line, and in the output.
+
+    Exits 0 when the YAML was written, 2 when FILE is not a valid knockd.conf (every error with
+    its line; nothing is written).
+    """
+    with _errors():
+        conf = read_knockd_conf(
+            read_config_text(file), str(file), read_file=_one_time_file_or_nothing
+        )
+        result = import_knockd(conf, str(file))
+    for problem in result.not_mapped:
+        typer.echo(f"not mapped: {problem}", err=True)
+    if output is None:
+        typer.echo(result.yaml, nl=False)
+        return
+    try:
+        write_atomic(output, result.yaml)
+    except OSError as exc:
+        _fail(EXIT_FAILURE, f"cannot write {output}: {exc.strerror or exc}")
+    typer.echo(f"wrote {output}: {len(conf.config.doors)} door(s)", err=True)
+
+
+def _one_time_file_or_nothing(path: Path) -> str:
+    # An import may run away from the server; `knocknft check` there reads the file.
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def main() -> None:

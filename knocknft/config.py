@@ -94,6 +94,9 @@ class Door:
     tcpflags: TcpFlags = field(default_factory=TcpFlags)
     open: tuple[PortSpec, ...] = ()
     open_for: int | None = None
+    # Completing the sequence revokes the knocker's grants for these services, whichever door
+    # granted them: knockd's "closeSSH" door, whose command deletes what "openSSH" added.
+    close: tuple[PortSpec, ...] = ()
     target: IPAddress | None = None
     start_command: str | None = None
     stop_command: str | None = None
@@ -386,6 +389,7 @@ DOOR_KEYS = (
     "tcpflags",
     "open",
     "open_for",
+    "close",
     "target",
     "start_command",
     "stop_command",
@@ -523,11 +527,21 @@ def _parse_door(
         command = get(key, _parse_command)
         if command is not None:
             fields[key] = command
-    if "open" in entries:
-        services = tuple(
-            dict.fromkeys(w.scalar_list(entries["open"][1], f"{base}.open", parse_port_spec))
+    services: dict[str, tuple[PortSpec, ...]] = {}
+    for key in ("open", "close"):
+        if key in entries:
+            services[key] = tuple(
+                dict.fromkeys(w.scalar_list(entries[key][1], f"{base}.{key}", parse_port_spec))
+            )
+    fields.update(services)
+    both = sorted(set(services.get("open", ())) & set(services.get("close", ())))
+    if both:
+        w.error(
+            entries["close"][0],
+            f"{base}.close",
+            f"{', '.join(map(str, both))} is both opened and closed by this door",
+            "a door either grants a service or revokes it; remove it from one list",
         )
-        fields["open"] = services
 
     has_open = "open" in entries
     has_command = any(k in entries for k in ("start_command", "start_command_6", "stop_command"))
@@ -545,11 +559,11 @@ def _parse_door(
             "open_for has nothing to time: the door has no open",
             "add open: [22/tcp] or remove open_for",
         )
-    if not has_open and not has_command:
+    if not has_open and not has_command and "close" not in entries:
         w.error(
             name_node,
             base,
-            "the door grants nothing: it has neither open nor a start_command",
+            "the door does nothing: it has neither open, close nor a start_command",
             "add open: [22/tcp] with open_for: 30s, or a start_command",
         )
     if "cmd_timeout" in entries and "stop_command" not in entries:
@@ -602,7 +616,16 @@ def _read_one_time(
 def _check_doors(w: _Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
     """Cross-door errors and the weak-sequence warnings."""
     all_knock_ports = {p for d, _ in doors for p in d.knock_ports}
+    opened = {p for d, _ in doors for p in d.open}
     for door, node in doors:
+        never_opened = sorted(set(door.close) - opened)
+        if never_opened:
+            w.warn(
+                node,
+                f"doors.{door.name}.close",
+                f"no door opens {', '.join(map(str, never_opened))}: closing it has no effect",
+                "close the services another door lists in open",
+            )
         clash = sorted(set(door.open) & all_knock_ports)
         if clash:
             w.error(

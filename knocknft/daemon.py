@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from knocknft import __version__
 from knocknft.commands import CommandRunner, command_for, expand_command
-from knocknft.config import Config, Door, IPAddress
+from knocknft.config import Config, Door, IPAddress, PortSpec
 from knocknft.engine import (
     DEFAULT_MAX_ATTEMPTS,
     DoorDisabled,
@@ -38,7 +38,7 @@ from knocknft.engine import (
     TimedOut,
 )
 from knocknft.errors import KnocknftError
-from knocknft.grants import Grant
+from knocknft.grants import Grant, render_revoke
 from knocknft.nft import Nft
 from knocknft.onetime import mark_used
 from knocknft.operations import apply_config
@@ -169,6 +169,9 @@ class Daemon:
         # The set first: it is what the knocker waits for. Log lines, files and commands follow.
         granted: dict[Opened, list[Grant]] = {}
         if opened and self.native_grants:
+            revokes = [(e.source, service, e.door.name) for e in opened for service in e.door.close]
+            if revokes:
+                self._revoke(revokes)
             granted = {event: self._grants_for(event.source, event.door) for event in opened}
             if not self._grant([g for grants in granted.values() for g in grants]):
                 granted = {}
@@ -227,6 +230,17 @@ class Daemon:
             return False
         self.counters.grants += len(grants)
         return True
+
+    def _revoke(self, revokes: list[tuple[IPAddress, PortSpec, str]]) -> None:
+        """A closing door: remove the knocker's grants, as knockd's closeSSH deleted the rule."""
+        keys = [(address, service) for address, service, _ in revokes]
+        try:
+            self.nft.run(render_revoke(self.config.options.table, keys))
+        except KnocknftError as exc:
+            log.error("could not close %s: %s", ", ".join(f"{a} {s}" for a, s in keys), exc)
+            return
+        for address, service, door in revokes:
+            log.info("%s: %s: closed %s", address, door, service)
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,19 @@ from knocknft.config import (
 from knocknft.errors import ConfigError, Problem
 
 _SECTION_RE = re.compile(r"^\[(.*)\]$")
+# knockd trims with C's isspace(), which knows ASCII only; str.strip() would also eat U+00A0.
+_C_SPACE = " \t\n\r\v\f"
+_NBSP = "\u00a0"
+
+
+def _breaks_grammar(line: str) -> bool:
+    """A non-breaking space where knockd's grammar needs white space: in a key, around a value,
+    on an otherwise blank line or before a [section]. Inside a value it is just text."""
+    if _NBSP not in line or _SECTION_RE.match(line):
+        return False
+    key, sep, value = line.partition("=")
+    return not sep or _NBSP in key or value.strip(_C_SPACE) != value.strip()
+
 
 # knockd's keys (lower case) -> our field; aliases map to the same field.
 DOOR_KEYS = {
@@ -75,6 +89,20 @@ class KnockdOptions:
     interface: str | None = None
 
 
+@dataclass(frozen=True)
+class KnockdConf:
+    """A knockd.conf as read: the doors as a `Config`, the [options], and where each directive
+    stood, so `knocknft import` can point at the line a door or a command came from."""
+
+    config: Config
+    options: KnockdOptions
+    # One mapping per door of `config.doors`, in order: our field name -> the line that set it
+    # (the last one when a key or its alias is repeated: knockd keeps the last).
+    door_lines: tuple[Mapping[str, int], ...]
+    # knockd's option key (lower case) -> its line.
+    option_lines: Mapping[str, int]
+
+
 @dataclass
 class _Section:
     name: str
@@ -85,19 +113,38 @@ class _Section:
 def parse_knockd_conf(
     text: str, file: str = "knockd.conf", read_file: ReadFile | None = None
 ) -> tuple[Config, KnockdOptions]:
+    """The doors and the [options] of a knockd.conf; see `read_knockd_conf`."""
+    conf = read_knockd_conf(text, file, read_file)
+    return conf.config, conf.options
+
+
+def read_knockd_conf(
+    text: str, file: str = "knockd.conf", read_file: ReadFile | None = None
+) -> KnockdConf:
+    """Read knockd.conf with knockd's grammar. Raises ConfigError listing every problem, each with
+    its line, where knockd would refuse to start."""
     reader: ReadFile = read_file or (lambda p: p.read_text(encoding="utf-8"))
     problems: list[Problem] = []
     sections: list[_Section] = []
     options = KnockdOptions()
+    option_lines: dict[str, int] = {}
 
     def error(line: int | None, key: str, message: str, hint: str = "") -> None:
         problems.append(Problem(file, line, key, message, hint))
 
     current: _Section | None = None
+    lookalike_lines: list[int] = []
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+        line = raw.strip(_C_SPACE)
         if not line or line.startswith("#"):
             continue
+        if _breaks_grammar(line):
+            # Reported once below; read on as if it were a space, so that one pasted character
+            # does not drag in errors about every directive after it.
+            lookalike_lines.append(number)
+            line = line.replace(_NBSP, " ").strip(_C_SPACE)
+            if not line:
+                continue
         header = _SECTION_RE.match(line)
         if header:
             current = _Section(header.group(1).strip(), number)
@@ -109,16 +156,45 @@ def parse_knockd_conf(
             )
             continue
         key, sep, value = line.partition("=")
-        current.values[key.strip().lower()] = (value.strip() if sep else "", number)
+        key = key.strip().lower()
+        if not sep:
+            if key == "usesyslog":
+                # knockd takes the bare word in any section, a door's too, and sets the global.
+                options.use_syslog = True
+                option_lines[key] = number
+            else:
+                error(
+                    number,
+                    f"[{current.name}]",
+                    f"{line!r} is not a `key = value` directive (knockd: syntax error)",
+                    "every line is `key = value` or the bare word UseSyslog; join a wrapped "
+                    "command back into one line",
+                )
+            continue
+        current.values[key] = (value.strip(), number)
 
+    if lookalike_lines:
+        shown = ", ".join(map(str, lookalike_lines[:12])) + (
+            ", ..." if len(lookalike_lines) > 12 else ""
+        )
+        error(
+            lookalike_lines[0],
+            "",
+            f"a non-breaking space (U+00A0) where knockd expects a space or a tab, on line(s) "
+            f"{shown}: knockd reads it as text (syntax error) and does not start",
+            "it comes from copying a web page; replace each with a plain space",
+        )
     doors: list[Door] = []
+    door_lines: list[Mapping[str, int]] = []
     for section in sections:
         if section.name == "options":
             _options(section, options, error)
+            option_lines.update({k: line for k, (_, line) in section.values.items()})
         else:
             door = _door(section, error, reader)
             if door is not None:
                 doors.append(door)
+                door_lines.append(_field_lines(section))
     if not problems and not doors:
         error(None, "", "no doors are defined", "add a section such as [openSSH] with a Sequence")
     if problems:
@@ -128,7 +204,20 @@ def parse_knockd_conf(
         syslog=options.use_syslog,
         interfaces=(options.interface,) if options.interface else (),
     )
-    return Config(opts, tuple(doors), file), options
+    return KnockdConf(Config(opts, tuple(doors), file), options, tuple(door_lines), option_lines)
+
+
+def _field_lines(section: _Section) -> dict[str, int]:
+    lines = {"name": section.line}
+    for key, (_, line) in _in_file_order(section):
+        lines[DOOR_KEYS[key]] = line
+    return lines
+
+
+def _in_file_order(section: _Section) -> list[tuple[str, tuple[str, int]]]:
+    """A section's directives by line: for a key and its alias (Command, Start_Command) the
+    later line wins, as in knockd, whichever was written first."""
+    return sorted(section.values.items(), key=lambda item: item[1][1])
 
 
 def _unknown(key: str, known: list[str]) -> str:
@@ -139,7 +228,7 @@ def _unknown(key: str, known: list[str]) -> str:
 def _options(section: _Section, options: KnockdOptions, error: _Error) -> None:
     for key, (value, line) in section.values.items():
         if key == "usesyslog":
-            # knockd takes the bare word; `UseSyslog = yes` is a syntax error there, not here.
+            # `UseSyslog = yes` is a syntax error in knockd, a plain setting here.
             options.use_syslog = value.lower() not in ("no", "false", "off", "0")
         elif key == "logfile":
             options.log_file = Path(value)
@@ -174,7 +263,7 @@ def _door(section: _Section, error: _Error, reader: ReadFile) -> Door | None:
             f"door name {name!r} is not usable",
             "letters, digits, _ . - (at most 32)",
         )
-    for key, (value, line) in section.values.items():
+    for key, (value, line) in _in_file_order(section):
         field_name = DOOR_KEYS.get(key)
         if field_name is None:
             fail(line, key, f"unknown key {key!r}", _unknown(key, list(DOOR_KEYS)))
@@ -201,7 +290,15 @@ def _door(section: _Section, error: _Error, reader: ReadFile) -> Door | None:
         except Invalid as exc:
             fail(line, key, exc.message, exc.hint)
     if "sequence" not in fields and "one_time_sequences" not in fields:
-        fail(section.line, "", "the door has no Sequence", "add e.g. Sequence = 7000,8000,9000")
+        hint = "add e.g. Sequence = 7000,8000,9000"
+        if difflib.get_close_matches(name.lower(), ["options"], cutoff=0.7):
+            # knockd reads every section but exactly [options] as a door, and a door without a
+            # sequence stops it at start: "section '...' has an empty knock sequence".
+            hint = (
+                "did you mean [options]? knockd reads any other section name as a door, and "
+                "refuses to start on a door without a sequence"
+            )
+        fail(section.line, "", "the door has no Sequence", hint)
     if failed:
         return None
     return Door(**fields)  # type: ignore[arg-type]  # keys and types checked above

@@ -180,6 +180,31 @@ def test_knocking_again_while_open_refreshes_without_rerunning_start(
     assert out.read_text() == "start 198.18.0.2\nstop 198.18.0.2\n"
 
 
+CLOSING_DOOR = """\
+  closessh:
+    sequence: [8000/tcp, 9000/udp, 7000/tcp]
+    seq_timeout: 2s
+    close: [22/tcp]
+"""
+
+
+def test_a_closing_door_shuts_the_knockers_grant_before_it_expires(
+    lab: Lab, tmp_path: Path, listener: Listener
+) -> None:
+    """knockd's openSSH/closeSSH pair, natively: the second door revokes what the first granted."""
+    lab.client.add_address(B)
+    cfg = write_config(tmp_path, config_text(tmp_path / "state", CLOSING_DOOR, open_for="1h"))
+    with running(lab, cfg, tmp_path / "daemon.log") as daemon:
+        for source in (A, B):
+            lab.client.knock(SERVER, *RIGHT, source=source)
+            daemon.wait_for(f"{source}: ssh: OPEN SESAME")
+        assert lab.client.tcp_reachable(SERVER, 22, source=A)
+        lab.client.knock(SERVER, "8000", "9000/udp", "7000", source=A)
+        daemon.wait_for(f"{A}: closessh: closed 22/tcp")
+        assert not lab.client.tcp_reachable(SERVER, 22, source=A)
+        assert lab.client.tcp_reachable(SERVER, 22, source=B), "only the closer's grant goes"
+
+
 def test_sighup_with_a_bad_config_keeps_the_daemon_running(
     lab: Lab, tmp_path: Path, listener: Listener
 ) -> None:

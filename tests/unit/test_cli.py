@@ -44,3 +44,26 @@ def test_dry_run_prints_the_script_without_a_kernel() -> None:
     result = runner.invoke(app, ["apply", "--dry-run", "-c", str(EXAMPLE)])
     assert result.exit_code == 0
     assert result.stdout.startswith("# knocknft") and "add table inet knocknft" in result.stdout
+
+
+KNOCKD_DATA = Path(__file__).resolve().parents[1] / "data" / "knockd"
+
+
+def test_import_writes_a_private_config_that_check_accepts(tmp_path: Path) -> None:
+    out = tmp_path / "config.yaml"
+    conf = KNOCKD_DATA / "004-1-init-script-accept.conf"
+    result = runner.invoke(app, ["import", str(conf), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "", "with -o the YAML goes to the file only"
+    assert f"not mapped: {conf}:10: [opencloseSSH] start_command:" in result.stderr
+    assert out.stat().st_mode & 0o777 == 0o600, "a knock sequence is a secret"
+    assert runner.invoke(app, ["check", "-c", str(out)]).exit_code == 0
+
+
+def test_import_of_a_config_knockd_refuses_is_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "config.yaml"
+    conf = KNOCKD_DATA / "000-elliptips-opions.conf"
+    result = runner.invoke(app, ["import", str(conf), "-o", str(out)])
+    assert result.exit_code == EXIT_INVALID
+    assert f"error: {conf}:2: [opions]: the door has no Sequence" in result.stderr
+    assert not out.exists()

@@ -127,7 +127,7 @@ def test_open_without_open_for() -> None:
 def test_door_that_grants_nothing() -> None:
     p = only_error(GOOD.replace("    open: [22/tcp]\n    open_for: 30s\n", ""))
     assert (p.line, p.key) == (5, "doors.ssh")
-    assert "neither open nor a start_command" in p.message
+    assert "neither open, close nor a start_command" in p.message
 
 
 def test_open_for_without_open() -> None:
@@ -266,3 +266,36 @@ def test_problem_text_names_file_line_key_and_fix() -> None:
     p = only_error(GOOD.replace("8000]", "70000]"))
     assert str(p).startswith("cfg.yaml:6: doors.ssh.sequence[2]: port 70000 is out of range")
     assert "hint: ports are numbers from 1 to 65535" in str(p)
+
+
+CLOSING = """\
+doors:
+  openSSH:
+    sequence: [2000/tcp, 3000/udp, 4000/tcp]
+    open: [22/tcp]
+    open_for: 1h
+  closeSSH:
+    sequence: [4000/tcp, 3000/udp, 2000/tcp]
+    close: [22/tcp]
+"""
+
+
+def test_a_door_may_only_close() -> None:
+    cfg = parse_config(CLOSING).config
+    assert cfg.doors[1].close == (PortSpec(22),) and cfg.doors[1].open == ()
+    assert cfg.protected == {PortSpec(22)}, "closing does not protect anything by itself"
+
+
+def test_closing_what_the_same_door_opens_is_an_error() -> None:
+    p = only_error(
+        CLOSING.replace(
+            "    close: [22/tcp]\n", "    close: [22]\n    open: [22]\n    open_for: 1m\n"
+        )
+    )
+    assert (p.line, p.key) == (8, "doors.closeSSH.close")
+    assert "both opened and closed" in p.message
+
+
+def test_closing_what_no_door_opens_warns() -> None:
+    text = CLOSING.replace("close: [22/tcp]", "close: [2222/tcp]")
+    assert any("no door opens 2222/tcp" in w for w in warnings_of(text))

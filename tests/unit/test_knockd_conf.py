@@ -9,7 +9,7 @@ import pytest
 
 from knocknft.config import PortSpec, TcpFlags
 from knocknft.errors import ConfigError
-from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
+from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf, read_knockd_conf
 
 KNOCKD = """\
 # a comment
@@ -68,6 +68,12 @@ def test_directives_aliases_and_case() -> None:
         ("[a]\n  Sequence = 1,abc\n", 2, "'abc' is not a port number"),
         ("[a]\n  Seq_Timeout = 5\n", 1, "has no Sequence"),
         ("[a]\n  Sequence = 1,2\n  TCPFlags = syn,bogus\n", 3, "'bogus' is not a TCP flag"),
+        # knockd reads [opions] as a door, and refuses to start: it has no sequence.
+        ("[opions]\n  UseSyslog\n[b]\n  Sequence = 1,2\n", 1, "did you mean [options]?"),
+        # Pasted from a web page: knockd's trim() knows ASCII white space only.
+        ("[a]\n  Sequence\u00a0= 1,2\n  Command = x\n", 2, "non-breaking space (U+00A0)"),
+        # A command wrapped onto a second line: knockd's "syntax error" on that line.
+        ("[a]\n  Sequence = 1,2\n  Command = x -p tcp\n\ndport 21\n", 5, "not a `key = value`"),
     ],
 )
 def test_errors_are_located(text: str, line: int, message: str) -> None:
@@ -76,3 +82,17 @@ def test_errors_are_located(text: str, line: int, message: str) -> None:
     problem = info.value.problems[0]
     assert problem.file == "k.conf" and problem.line == line
     assert message in str(problem)
+
+
+def test_each_directive_keeps_its_line_and_the_later_alias_wins() -> None:
+    text = "[a]\n  Start_Command = first\n  Sequence = 1,2,3\n  Command = second\n"
+    conf = read_knockd_conf(text, "k.conf")
+    assert conf.config.doors[0].start_command == "second", "knockd keeps the last one"
+    assert conf.door_lines[0] == {"name": 1, "start_command": 4, "sequence": 3}
+
+
+def test_bare_usesyslog_is_global_even_inside_a_door() -> None:
+    """knockd accepts the bare word in any section and turns syslog on for the whole daemon."""
+    conf = read_knockd_conf("[a]\n  UseSyslog\n  Sequence = 1,2,3\n  Command = x\n")
+    assert conf.options.use_syslog and conf.config.options.syslog
+    assert conf.option_lines == {"usesyslog": 2}

@@ -1,0 +1,70 @@
+"""The daemon's effects for a completed knock, with a recording nft: what it grants and revokes."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from knocknft.config import Config, parse_config
+from knocknft.daemon import Daemon
+from knocknft.engine import Opened
+from knocknft.grants import Grant, render_grant
+from knocknft.pending import PendingStops
+from tests.unit.test_config import CLOSING as CONFIG
+
+KNOCKER = ipaddress.ip_address("198.18.0.2")
+
+
+class RecordingNft:
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def run(self, script: str) -> None:
+        self.scripts.append(script)
+
+    def list_json(self, command: str) -> dict[str, Any]:
+        raise AssertionError("not expected")
+
+    def grant(self, table: str, grants: Sequence[Grant]) -> None:
+        # Recorded as the script it is equivalent to (tests/unit/test_setelem.py holds them equal).
+        self.scripts.append(render_grant(table, grants))
+
+
+class RecordingRunner:
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def submit(self, door: str, command: str) -> None:
+        self.commands.append(command)
+
+    def close(self) -> None:
+        pass
+
+
+def daemon_for(config: Config, native: bool = True) -> tuple[Daemon, RecordingNft]:
+    nft = RecordingNft()
+    daemon = Daemon(
+        config, nft, RecordingRunner(), PendingStops(None), clock=lambda: 0.0, native_grants=native
+    )
+    return daemon, nft
+
+
+def test_a_closing_door_revokes_the_knockers_grant_for_its_services() -> None:
+    config = parse_config(CONFIG).config
+    daemon, nft = daemon_for(config)
+    open_door, close_door = config.doors
+    daemon.execute([Opened(KNOCKER, open_door, 0.0)])
+    assert "allow4 { 198.18.0.2 . tcp . 22 timeout 3600s comment" in nft.scripts[-1]
+    daemon.execute([Opened(KNOCKER, close_door, 1.0)])
+    assert nft.scripts[-1] == (
+        "add element inet knocknft allow4 { 198.18.0.2 . tcp . 22 timeout 1s }\n"
+        "delete element inet knocknft allow4 { 198.18.0.2 . tcp . 22 }\n"
+    )
+
+
+def test_a_closing_door_has_no_native_effect_under_a_knockd_conf() -> None:
+    config = parse_config(CONFIG).config
+    daemon, nft = daemon_for(config, native=False)
+    daemon.execute([Opened(KNOCKER, config.doors[1], 0.0)])
+    assert nft.scripts == []
