@@ -277,7 +277,11 @@ def parse_one_time_line(text: str) -> tuple[PortSpec, ...]:
 T = TypeVar("T")
 
 
-class _Walker:
+class Walker:
+    """Checks a composed YAML document node by node, collecting located errors and warnings.
+
+    Shared by every YAML file knocknft reads (the config, the knock client's profiles)."""
+
     def __init__(self, file: str) -> None:
         self.file = file
         self.errors: list[Problem] = []
@@ -399,7 +403,7 @@ DOOR_KEYS = (
 )
 
 
-def _parse_options(w: _Walker, node: yaml.Node | None) -> Options:
+def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
     if node is None or node.tag == "tag:yaml.org,2002:null":
         return Options()
     entries = w.mapping(node, "options", OPTION_KEYS)
@@ -459,7 +463,7 @@ ReadFile = Callable[[Path], str]
 
 
 def _parse_door(
-    w: _Walker, name: str, name_node: yaml.Node, node: yaml.Node, read_file: ReadFile
+    w: Walker, name: str, name_node: yaml.Node, node: yaml.Node, read_file: ReadFile
 ) -> Door | None:
     base = f"doors.{name}"
     if not DOOR_NAME_RE.match(name):
@@ -589,7 +593,7 @@ def unused_one_time_lines(text: str) -> Iterator[tuple[int, str]]:
 
 
 def _read_one_time(
-    w: _Walker, node: yaml.Node, base: str, path: Path, read_file: ReadFile
+    w: Walker, node: yaml.Node, base: str, path: Path, read_file: ReadFile
 ) -> tuple[OneTimeSequence, ...]:
     key = f"{base}.one_time_sequences"
     try:
@@ -613,7 +617,7 @@ def _read_one_time(
     return tuple(sequences)
 
 
-def _check_doors(w: _Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
+def _check_doors(w: Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
     """Cross-door errors and the weak-sequence warnings."""
     all_knock_ports = {p for d, _ in doors for p in d.knock_ports}
     opened = {p for d, _ in doors for p in d.open}
@@ -664,14 +668,10 @@ def _check_doors(w: _Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
                 )
 
 
-def parse_config(
-    text: str, file: str = "<config>", read_file: ReadFile | None = None
-) -> LoadedConfig:
-    """Parse config text. Raises ConfigError listing every problem; returns warnings otherwise."""
-    reader: ReadFile = read_file or (lambda p: p.read_text(encoding="utf-8"))
-    w = _Walker(file)
+def compose_yaml(text: str, file: str) -> yaml.Node | None:
+    """The document's node graph (None for an empty file); YAML syntax errors are located."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -688,6 +688,15 @@ def parse_config(
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file, None, "", f"not valid YAML: {exc}")]) from None
+
+
+def parse_config(
+    text: str, file: str = "<config>", read_file: ReadFile | None = None
+) -> LoadedConfig:
+    """Parse config text. Raises ConfigError listing every problem; returns warnings otherwise."""
+    reader: ReadFile = read_file or (lambda p: p.read_text(encoding="utf-8"))
+    w = Walker(file)
+    root = compose_yaml(text, file)
     if root is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty", "see config.example.yaml")])
     top = w.mapping(root, "", ("options", "doors"))
@@ -722,7 +731,11 @@ def load_config(path: Path) -> LoadedConfig:
     return parse_config(read_config_text(path), str(path))
 
 
-def read_config_text(path: Path) -> str:
+def read_config_text(
+    path: Path,
+    what: str = "the config",
+    hint: str = "check the path (-c FILE) and that you may read it",
+) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -732,8 +745,8 @@ def read_config_text(path: Path) -> str:
                     str(path),
                     None,
                     "",
-                    f"cannot read the config: {exc.strerror or exc}",
-                    "check the path (-c FILE) and that you may read it",
+                    f"cannot read {what}: {exc.strerror or exc}",
+                    hint,
                 )
             ]
         ) from None

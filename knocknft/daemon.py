@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from knocknft.engine import (
 )
 from knocknft.errors import KnocknftError
 from knocknft.grants import Grant, render_revoke
+from knocknft.lookup import Labelled, NameCache
 from knocknft.nft import Nft
 from knocknft.onetime import mark_used
 from knocknft.operations import apply_config
@@ -99,6 +101,7 @@ class DaemonCounters:
     grant_failures: int = 0
     commands: int = 0
     refreshed: int = 0
+    ipv6_ignored: int = 0
 
 
 @dataclass
@@ -111,6 +114,10 @@ class Daemon:
     # With a knockd.conf the commands are the only effect, as under knockd.
     native_grants: bool = True
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # knockd's -4: IPv6 knocks are dropped by the table as always, but never reach the engine.
+    only_ipv4: bool = False
+    # knockd's -l: names for log lines, from a cache that never blocks this loop.
+    names: NameCache | None = None
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
@@ -145,6 +152,9 @@ class Daemon:
     def handle_packets(self, packets: Iterable[Knock]) -> None:
         events: list[Event] = []
         for packet in packets:
+            if self.only_ipv4 and packet.source.version == 6:
+                self.counters.ipv6_ignored += 1
+                continue
             events += self.engine.on_knock(packet)
         self.execute(events)
 
@@ -156,7 +166,7 @@ class Daemon:
 
     def _run_due_stops(self, now: float, why: str = "") -> None:
         for stop in self.pending.take_due(now):
-            log.info("%s: %s: command timeout%s", stop.address, stop.door, why)
+            log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
             self.runner.submit(stop.door, stop.command)
             self.counters.commands += 1
 
@@ -177,29 +187,37 @@ class Daemon:
                 granted = {}
         for event in events:
             if isinstance(event, Progress):
-                self.knock_log.info("%s: %s: Stage %d", event.source, event.door.name, event.stage)
+                self.knock_log.info(
+                    "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
+                )
             elif isinstance(event, Opened):
-                log.info("%s: %s: OPEN SESAME", event.source, event.door.name)
+                log.info("%s: %s: OPEN SESAME", self._who(event.source), event.door.name)
                 for g in granted.get(event, ()):
-                    log.info("%s: %s: granted %s for %ds", g.address, g.door, g.service, g.timeout)
+                    log.info(
+                        "%s: %s: granted %s for %ds",
+                        self._who(g.address),
+                        g.door,
+                        g.service,
+                        g.timeout,
+                    )
             elif isinstance(event, TimedOut):
                 self.knock_log.info(
                     "%s: %s: sequence timeout (stage %d)",
-                    event.source,
+                    self._who(event.source),
                     event.door.name,
                     event.stage,
                 )
             elif isinstance(event, Invalidated):
                 log.debug(
                     "%s: %s: sequence broken at stage %d",
-                    event.source,
+                    self._who(event.source),
                     event.door.name,
                     event.stage,
                 )
             elif isinstance(event, Evicted):
                 log.debug(
                     "%s: %s: attempt evicted (cap %d)",
-                    event.source,
+                    self._who(event.source),
                     event.door.name,
                     self.max_attempts,
                 )
@@ -211,6 +229,17 @@ class Daemon:
                 )
         for event in opened:
             self._start_commands(event.source, event.door, event.at)
+
+    def _who(self, source: IPAddress | str) -> object:
+        """The source as log lines show it: `addr`, or knockd's `addr (name)` under -l."""
+        if self.names is None:
+            return source
+        if isinstance(source, str):  # pending stops keep the address as text
+            try:
+                source = ipaddress.ip_address(source)
+            except ValueError:
+                return source
+        return Labelled(source, self.names)
 
     def _grants_for(self, source: IPAddress, door: Door) -> list[Grant]:
         if not door.open or door.open_for is None:
@@ -240,7 +269,7 @@ class Daemon:
             log.error("could not close %s: %s", ", ".join(f"{a} {s}" for a, s in keys), exc)
             return
         for address, service, door in revokes:
-            log.info("%s: %s: closed %s", address, door, service)
+            log.info("%s: %s: closed %s", self._who(address), door, service)
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)
@@ -254,7 +283,7 @@ class Daemon:
             self.counters.refreshed += 1
             log.info(
                 "%s: %s: still open; stop command moved to %ds from now",
-                source,
+                self._who(source),
                 door.name,
                 door.cmd_timeout,
             )
@@ -302,6 +331,7 @@ class Daemon:
             "grant_failures": self.counters.grant_failures,
             "commands_started": self.counters.commands,
             "grants_refreshed": self.counters.refreshed,
+            "ipv6_ignored": self.counters.ipv6_ignored,
             "commands_failed": getattr(self.runner, "failed", 0),
             "pending_stop_commands": len(self.pending),
             "knock_log_suppressed": self.knock_log.suppressed,

@@ -1,5 +1,7 @@
 """The `knock` client, with knockd's command line:
-`knock [-u] [-d ms] [-4|-6] [-v] host port[:proto]...`.
+`knock [-u] [-d ms] [-4|-6] [-v] [-V] [-h] host port[:proto]...`, plus named profiles
+(`knock home`, see knocknft.profiles) and a command to run once the knock is sent
+(`knock home -- ssh me@server`).
 
 A TCP knock is exactly one SYN: a non-blocking connect() and an immediate close(), so the kernel
 never retransmits it (a blocking connect does, after 1 s and 3 s, and a repeated SYN breaks a
@@ -9,14 +11,20 @@ sequence). A UDP knock is one datagram with a one-byte payload. The host is reso
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 
 from knocknft import __version__
 from knocknft.config import Invalid, PortSpec, parse_port_spec
+from knocknft.errors import ConfigError, UsageError
+from knocknft.profiles import DEFAULT_THEN_WAIT_MS, Profile, default_profiles_path, load_profiles
 
 
 @dataclass(frozen=True)
@@ -71,57 +79,215 @@ def knock(
             time.sleep(delay_ms / 1000)
 
 
+USAGE = """\
+knock [-u] [-d MS] [-4|-6] [-v] HOST PORT[:PROTO]... [-- COMMAND [ARG]...]
+       knock [-u] [-d MS] [-4|-6] [-v] PROFILE [-- COMMAND [ARG]...]"""
+
+DESCRIPTION = """\
+Send a port-knock sequence to HOST, as knockd's knock does (same options, same output with -v).
+Each PORT is PORT[:PROTO] (or PORT/PROTO), PROTO tcp or udp, tcp by default. A TCP knock is a
+single SYN (a non-blocking connect, closed at once, so it is never retransmitted); a UDP knock
+is a single one-byte datagram. HOST is resolved once, before the first knock.
+
+PROFILE, given without ports, is a named knock from the profiles file (default
+$XDG_CONFIG_HOME/knocknft/client.yaml, i.e. ~/.config/knocknft/client.yaml): its host, sequence,
+delay, family and udp. Options given on the command line override the profile's. A name that is
+both a profile and a host is the profile when no ports follow it, the host when they do.
+
+After --, COMMAND is run once the last knock is sent and then_wait milliseconds have passed
+(the profile's then_wait, or --then-wait; default 200): knock replaces itself with COMMAND, so
+the exit status is COMMAND's, e.g. knock home -- ssh me@server.example.org"""
+
+EPILOG = """\
+profiles file:
+  profiles:
+    home:
+      host: server.example.org
+      sequence: [7000/tcp, 9000/udp, 8000]   # or "7000,9000:udp,8000"
+      delay: 100        # ms, like -d (default 0)
+      family: 4         # 4, 6 or any, like -4/-6 (default any)
+      udp: false        # every knock UDP, like -u (default false)
+      then_wait: 200    # ms before -- COMMAND (default 200)
+
+exit status: 0 knocks sent; 1 HOST could not be resolved or a knock could not be sent;
+2 invalid arguments or profiles file; after --, COMMAND's own status (127: not found,
+126: cannot be run).
+
+examples:
+  knock -v 198.18.0.1 7000 9000:udp 8000
+  knock home -- ssh me@server.example.org"""
+
+EXIT_NETWORK = 1
+EXIT_USAGE = 2
+EXIT_COMMAND_NOT_FOUND = 127  # the shell's and env(1)'s convention
+EXIT_COMMAND_NOT_RUNNABLE = 126
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knock",
-        description=(
-            "Send a port-knock sequence to HOST, as knockd's knock does. Each PORT is "
-            "PORT[:PROTO] (or PORT/PROTO), PROTO tcp or udp, tcp by default. A TCP knock is a "
-            "single SYN; a UDP knock is a single one-byte datagram."
-        ),
-        epilog="Example: knock -v 198.18.0.1 7000 9000:udp 8000",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-u", "--udp", action="store_true", help="make every knock UDP")
     parser.add_argument(
-        "-d",
-        "--delay",
-        type=int,
-        default=0,
-        metavar="MS",
-        help="wait MS milliseconds between knocks",
+        "-u", "--udp", action="store_true", default=None, help="make every knock UDP"
+    )
+    parser.add_argument(
+        "-d", "--delay", type=int, metavar="MS", help="wait MS milliseconds between knocks"
     )
     family = parser.add_mutually_exclusive_group()
-    family.add_argument("-4", "--ipv4", action="store_true", help="use IPv4 only")
-    family.add_argument("-6", "--ipv6", action="store_true", help="use IPv6 only")
+    family.add_argument(
+        "-4", "--ipv4", dest="family", action="store_const", const=socket.AF_INET,
+        help="use IPv4 only",
+    )  # fmt: skip
+    family.add_argument(
+        "-6", "--ipv6", dest="family", action="store_const", const=socket.AF_INET6,
+        help="use IPv6 only",
+    )  # fmt: skip
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print each knock as it is sent"
     )
     parser.add_argument(
         "-V", "--version", action="version", version=f"knock (knocknft) {__version__}"
     )
-    parser.add_argument("host", help="the host to knock on (name or address)")
-    parser.add_argument("ports", nargs="+", metavar="PORT[:PROTO]", help="the sequence, in order")
+    parser.add_argument(
+        "--profiles",
+        type=Path,
+        metavar="FILE",
+        help="the profiles file (default: $XDG_CONFIG_HOME/knocknft/client.yaml)",
+    )
+    parser.add_argument(
+        "--then-wait",
+        type=int,
+        metavar="MS",
+        help="milliseconds between the last knock and -- COMMAND (default: the profile's, "
+        f"else {DEFAULT_THEN_WAIT_MS})",
+    )
+    parser.add_argument("host", metavar="HOST|PROFILE", help="the host to knock on, or a profile")
+    parser.add_argument(
+        "ports", nargs="*", default=[], metavar="PORT[:PROTO]", help="the sequence, in order"
+    )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = _parser()
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class Plan:
+    """What one `knock` invocation will do, decided before any packet is sent."""
+
+    host: str
+    steps: tuple[PortSpec, ...]
+    delay: int = 0  # ms
+    family: int = socket.AF_UNSPEC
+    verbose: bool = False
+    command: tuple[str, ...] = ()
+    then_wait: int = DEFAULT_THEN_WAIT_MS  # ms
+    profile: str | None = None
+
+
+def split_command(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...] | None]:
+    """knock's own words, and the command after the first `--` (None: no `--` at all)."""
+    words = list(argv)
+    if "--" not in words:
+        return words, None
+    cut = words.index("--")
+    return words[:cut], tuple(words[cut + 1 :])
+
+
+def make_plan(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Plan:
+    """Parse knock's command line (and the profile it names). argparse's own errors exit 2;
+    others raise UsageError, or ConfigError for a broken profiles file."""
+    words, command = split_command(argv)
+    args = _parser().parse_args(words)
+    if command == ():
+        raise UsageError("nothing after --: name the command to run after knocking")
+    for flag, value in (("--delay", args.delay), ("--then-wait", args.then_wait)):
+        if value is not None and value < 0:
+            raise UsageError(f"{flag} must be 0 or more milliseconds")
+    if args.ports:
+        try:
+            steps = tuple(parse_port_spec(p) for p in args.ports)
+        except Invalid as exc:
+            raise UsageError(f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
+        profile = None
+    else:
+        profile = _profile(args.host, args.profiles, env)
+        steps = profile.sequence
+    if args.udp or (profile is not None and profile.udp):
+        steps = tuple(PortSpec(s.port, "udp") for s in steps)
+    then_wait = profile.then_wait if profile else None
+    return Plan(
+        host=profile.host if profile else args.host,
+        steps=steps,
+        delay=_first(args.delay, profile.delay if profile else None, 0),
+        family=_first(args.family, profile.family if profile else None, socket.AF_UNSPEC),
+        verbose=args.verbose,
+        command=command or (),
+        then_wait=_first(args.then_wait, then_wait, DEFAULT_THEN_WAIT_MS),
+        profile=profile.name if profile else None,
+    )
+
+
+def _first(given: int | None, from_profile: int | None, default: int) -> int:
+    """The command line's value, else the profile's, else the default."""
+    if given is not None:
+        return given
+    return default if from_profile is None else from_profile
+
+
+def _profile(name: str, path: Path | None, env: Mapping[str, str]) -> Profile:
+    file = path or default_profiles_path(env)
+    if path is None and not file.exists():
+        raise UsageError(
+            f"no ports given, and there is no profiles file {file} for a profile {name!r}: "
+            "give PORT[:PROTO]... or create the file (see --help)"
+        )
+    profiles = load_profiles(file)
+    if name not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise UsageError(
+            f"no ports given, and {name!r} is not a profile in {file} (profiles: {known})"
+        )
+    return profiles[name]
+
+
+def run_command(command: Sequence[str], then_wait: int, verbose: bool = False) -> NoReturn:
+    """Replace this process with `command`: its exit status becomes knock's."""
+    if then_wait:
+        # Give the server time to open the door, so the command's first packet is let in.
+        time.sleep(then_wait / 1000)
+    if verbose:
+        print(f"running {shlex.join(command)}", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        steps = [parse_port_spec(p) for p in args.ports]
-    except Invalid as exc:
-        parser.error(f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
-    if args.udp:
-        steps = [PortSpec(s.port, "udp") for s in steps]
-    if args.delay < 0:
-        parser.error("--delay must be 0 or more milliseconds")
-    family = socket.AF_INET if args.ipv4 else socket.AF_INET6 if args.ipv6 else socket.AF_UNSPEC
-    try:
-        target = resolve(args.host, family)
-        knock(target, steps, args.delay, args.verbose)
+        os.execvp(command[0], list(command))
+    except FileNotFoundError:
+        print(f"knock: {command[0]}: command not found", file=sys.stderr)
+        sys.exit(EXIT_COMMAND_NOT_FOUND)
     except OSError as exc:
-        print(f"knock: {args.host}: {exc.strerror or exc}", file=sys.stderr)
-        sys.exit(1)
+        print(f"knock: {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(EXIT_COMMAND_NOT_RUNNABLE)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        plan = make_plan(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"knock: error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except UsageError as exc:
+        _parser().error(str(exc))  # prints the usage too, exits 2
+    try:
+        target = resolve(plan.host, plan.family)
+        knock(target, plan.steps, plan.delay, plan.verbose)
+    except OSError as exc:
+        print(f"knock: {plan.host}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(EXIT_NETWORK)
+    if plan.command:
+        run_command(plan.command, plan.then_wait, plan.verbose)
 
 
 if __name__ == "__main__":

@@ -4,88 +4,175 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft import __version__
 from knocknft.commands import ShellRunner
-from knocknft.config import Config, parse_config, read_config_text
+from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
 from knocknft.daemon import Daemon, pending_path, serve
+from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
+from knocknft.lookup import NameCache
 from knocknft.nflog import NflogSocket
 from knocknft.nft import LibNft
 from knocknft.pending import PendingStops
 
 log = logging.getLogger("knocknft")
 
+# knockd's default config: used when knocknft's own is absent and no -c is given, so a knockd
+# unit or init script keeps working with only the binary swapped.
+KNOCKD_CONFIG_PATH = Path("/etc/knockd.conf")
 
-def load_for_run(
-    path: Path, interfaces: tuple[str, ...], state_dir: Path | None = None
-) -> tuple[Config, bool]:
-    """The config to run, and whether grants are native (YAML) or commands only (knockd.conf)."""
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line of `knocknft run` (knockd's flags included) asks for."""
+
+    interfaces: tuple[str, ...] = ()
+    verbose: bool = False
+    debug: bool = False
+    state_dir: Path | None = None
+    log_file: Path | None = None  # -g: overrides the config's log file
+    daemon: bool = False  # -d
+    pid_file: Path | None = None  # -p: overrides knockd.conf's PidFile
+    lookup: bool = False  # -l
+    only_ipv4: bool = False  # -4
+    knockd_fallback: bool = False  # no -c, no config of ours: /etc/knockd.conf is read instead
+
+    def absolute(self) -> RunOptions:
+        """Paths made absolute now: a daemon runs from / and re-reads them later."""
+        return dataclasses.replace(
+            self,
+            state_dir=_absolute(self.state_dir),
+            log_file=_absolute(self.log_file),
+            pid_file=_absolute(self.pid_file),
+        )
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.absolute()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    config: Config
+    # YAML: native grants; knockd.conf: its commands are the only effect, as under knockd.
+    native: bool
+    pid_file: Path | None = None  # knockd.conf's PidFile
+
+
+def config_path_for_run(path: Path, knockd_path: Path = KNOCKD_CONFIG_PATH) -> Path:
+    """The default config, or knockd's when ours does not exist and knockd's does."""
+    if path == DEFAULT_CONFIG_PATH and not path.exists() and knockd_path.exists():
+        return knockd_path
+    return path
+
+
+def load_for_run(path: Path, options: RunOptions) -> RunConfig:
+    """The config to run, with the command line's overrides applied."""
     text = read_config_text(path)
     native = not looks_like_knockd_conf(text)
+    pid_file = None
     if native:
         config = parse_config(text, str(path)).config
     else:
-        config = parse_knockd_conf(text, str(path))[0]
-    if state_dir is not None:
+        config, knockd_options = parse_knockd_conf(text, str(path))
+        pid_file = knockd_options.pid_file
+    overrides: dict[str, object] = {}
+    if options.state_dir is not None:
+        overrides["state_dir"] = options.state_dir
+    if options.interfaces:
+        overrides["interfaces"] = options.interfaces
+    if options.log_file is not None:
+        overrides["log_file"] = options.log_file
+    if overrides:
         config = dataclasses.replace(
-            config, options=dataclasses.replace(config.options, state_dir=state_dir)
+            config,
+            options=dataclasses.replace(config.options, **overrides),  # type: ignore[arg-type]
         )
-    if interfaces:
-        options = dataclasses.replace(config.options, interfaces=interfaces)
-        config = dataclasses.replace(config, options=options)
-    return config, native
+    return RunConfig(config, native, pid_file)
 
 
-def run_daemon(
-    path: Path,
-    interfaces: tuple[str, ...],
-    *,
-    verbose: bool,
-    debug: bool,
-    state_dir: Path | None = None,
-) -> int:
-    config, native = load_for_run(path, interfaces, state_dir)
-    setup_logging(config.options, verbose=verbose, debug=debug)
+def run_daemon(path: Path, options: RunOptions) -> int:
+    chosen = config_path_for_run(path)
+    if chosen != path:
+        options = dataclasses.replace(options, knockd_fallback=True)
+    path = chosen.absolute()
+    options = options.absolute()
+    loaded = load_for_run(path, options)  # config errors stop us here, before any detaching
+    config = loaded.config
+    readiness: Readiness | None = None
+    if options.daemon:
+        setup_logging(config.options, verbose=options.verbose, debug=options.debug)
+        if config.options.log_file is None and not config.options.syslog:
+            log.warning("-d without a log file (-g FILE) or syslog: the daemon's log is lost")
+        readiness = detach(_absolute(options.pid_file or loaded.pid_file) or DEFAULT_PID_FILE)
+        if readiness is None:
+            return 0  # the original process: the daemon is up and listening
+    try:
+        return _serve(path, options, loaded, readiness)
+    except BaseException as exc:
+        if readiness is not None:
+            readiness.failed(str(exc) or type(exc).__name__)
+        raise
+    finally:
+        if readiness is not None:
+            readiness.close()
+
+
+def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
+    config = loaded.config
+    setup_logging(config.options, verbose=options.verbose, debug=options.debug)
+    if options.knockd_fallback:
+        log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
     runner = ShellRunner()
+    names = NameCache() if options.lookup else None
     daemon = Daemon(
         config,
         LibNft(),
         runner,
         PendingStops(pending_path(config)),
-        native_grants=native,
+        native_grants=loaded.native,
+        only_ipv4=options.only_ipv4,
+        names=names,
     )
-    daemon.start()
     group = config.options.nflog_group
-    with NflogSocket(group) as nflog:
+    try:
+        daemon.start()
+        with NflogSocket(group) as nflog:
 
-        def ready() -> None:
-            log.info(
-                "knocknft %s: listening on NFLOG group %d (table inet %s, %d door(s))",
-                __version__,
-                group,
-                config.options.table,
-                len(config.doors),
-            )
+            def ready() -> None:
+                log.info(
+                    "knocknft %s: listening on NFLOG group %d (table inet %s, %d door(s))%s",
+                    __version__,
+                    group,
+                    config.options.table,
+                    len(config.doors),
+                    "; IPv6 knocks ignored (-4)" if options.only_ipv4 else "",
+                )
+                if readiness is not None:
+                    readiness.ready()
 
-        def source_stats() -> dict[str, object]:
-            c = nflog.counters
-            return {
-                "nflog_messages": c.messages,
-                "nflog_lost": c.lost,
-                "nflog_overruns": c.overruns,
-                "nflog_malformed": sum(c.malformed.values()),
-                "nflog_not_knocks": sum(c.non_knock.values()),
-            }
+            def source_stats() -> dict[str, object]:
+                c = nflog.counters
+                return {
+                    "nflog_messages": c.messages,
+                    "nflog_lost": c.lost,
+                    "nflog_overruns": c.overruns,
+                    "nflog_malformed": sum(c.malformed.values()),
+                    "nflog_not_knocks": sum(c.non_knock.values()),
+                    "lookups_dropped": names.dropped if names is not None else 0,
+                }
 
-        def reload() -> Config:
-            return load_for_run(path, interfaces, state_dir)[0]
+            def reload() -> Config:
+                return load_for_run(path, options).config
 
-        try:
             serve(daemon, nflog, load=reload, source_stats=source_stats, on_ready=ready)
-        finally:
-            runner.close()
+    finally:
+        runner.close()
+        if names is not None:
+            names.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,14 +15,33 @@ from tests.integration.conftest import BIN
 READY = "listening on NFLOG group"
 
 
+def wait_for_log(
+    path: Path,
+    text: str,
+    timeout: float = 5.0,
+    count: int = 1,
+    check: Callable[[], None] = lambda: None,
+) -> str:
+    """Poll a log file until `text` is in it `count` times; `check` raises if waiting is futile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = path.read_text() if path.exists() else ""
+        if log.count(text) >= count:
+            return log
+        check()
+        time.sleep(0.02)
+    log = path.read_text() if path.exists() else "(no log file)"
+    raise AssertionError(f"{text!r} (x{count}) not in {path} after {timeout}s:\n{log}")
+
+
 class RunningDaemon:
-    def __init__(self, lab: Lab, config: Path, log_path: Path) -> None:
+    def __init__(self, lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         self.lab = lab
         self.config = config
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v"),
+            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -33,17 +52,11 @@ class RunningDaemon:
         return self.log_path.read_text()
 
     def wait_for(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
+        def alive() -> None:
             if self.proc.poll() is not None:
-                raise AssertionError(f"knocknft run exited {self.proc.returncode}:\n{log}")
-            time.sleep(0.02)
-        raise AssertionError(
-            f"{text!r} (x{count}) not in the daemon log after {timeout}s:\n{self.log()}"
-        )
+                raise AssertionError(f"knocknft run exited {self.proc.returncode}:\n{self.log()}")
+
+        return wait_for_log(self.log_path, text, timeout, count, alive)
 
     def send(self, sig: int) -> None:
         self.proc.send_signal(sig)
@@ -61,8 +74,10 @@ class RunningDaemon:
 
 
 @contextmanager
-def running(lab: Lab, config: Path, log_path: Path) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(lab, config, log_path)
+def running(
+    lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()
+) -> Iterator[RunningDaemon]:
+    daemon = RunningDaemon(lab, config, log_path, extra)
     try:
         yield daemon
     finally:

@@ -3,43 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
-from typing import Any
 
 from knocknft.config import Config, parse_config
 from knocknft.daemon import Daemon
 from knocknft.engine import Opened
-from knocknft.grants import Grant, render_grant
 from knocknft.pending import PendingStops
+from tests.unit.fakes import RecordingNft, RecordingRunner
 from tests.unit.test_config import CLOSING as CONFIG
 
 KNOCKER = ipaddress.ip_address("198.18.0.2")
-
-
-class RecordingNft:
-    def __init__(self) -> None:
-        self.scripts: list[str] = []
-
-    def run(self, script: str) -> None:
-        self.scripts.append(script)
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        raise AssertionError("not expected")
-
-    def grant(self, table: str, grants: Sequence[Grant]) -> None:
-        # Recorded as the script it is equivalent to (tests/unit/test_setelem.py holds them equal).
-        self.scripts.append(render_grant(table, grants))
-
-
-class RecordingRunner:
-    def __init__(self) -> None:
-        self.commands: list[str] = []
-
-    def submit(self, door: str, command: str) -> None:
-        self.commands.append(command)
-
-    def close(self) -> None:
-        pass
 
 
 def daemon_for(config: Config, native: bool = True) -> tuple[Daemon, RecordingNft]:
