@@ -3,7 +3,8 @@ demo and the benchmarks. Addresses come only from 198.18.0.0/15 and 2001:db8::/3
 created in, or sent to, the host's own namespace, and everything is deleted on exit, also on error.
 
 Sockets can be opened inside a namespace from this process (`Host.socket`), so probes and knock
-floods need no subprocess per packet.
+floods need no subprocess per packet. Daemons (knocknft's, and Debian's knockd to compare with) run
+inside a namespace as `LabDaemon`s, stopped also when the caller fails half-way.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import ctypes
 import ipaddress
 import os
 import secrets
+import signal
 import socket
 import struct
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +29,8 @@ from knocknft.knock import Target, knock_once
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
+# Debian's knockd, the daemon knocknft replaces: the peer the tests and benchmarks compare with.
+KNOCKD = Path("/usr/sbin/knockd")
 
 
 def _setns(fd: int) -> None:
@@ -283,6 +288,99 @@ class Lab:
                 # A process still inside keeps the namespace busy for a moment after it exits.
                 time.sleep(0.05 * (attempt + 1))
         self._created.clear()
+
+
+def wait_for_log(
+    path: Path,
+    text: str,
+    timeout: float = 5.0,
+    count: int = 1,
+    check: Callable[[], None] = lambda: None,
+) -> str:
+    """Poll a log file until `text` is in it `count` times; `check` raises if waiting is futile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = path.read_text() if path.exists() else ""
+        if log.count(text) >= count:
+            return log
+        check()
+        time.sleep(0.02)
+    log = path.read_text() if path.exists() else "(no log file)"
+    raise AssertionError(f"{text!r} (x{count}) not in {path} after {timeout}s:\n{log}")
+
+
+class LabDaemon:
+    """A long-running program inside one of the lab's namespaces, its stdout and stderr appended
+    to `log_path`. Ready once `ready` is logged; stopped with SIGTERM (SIGKILL if it lingers) by
+    `stop` or on leaving a `with` block. A daemon that fails to get ready is stopped too: a
+    process left behind would keep its namespace alive after the lab is deleted."""
+
+    def __init__(
+        self,
+        host: Host,
+        argv: Sequence[str],
+        log_path: Path,
+        ready: str,
+        timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.name = Path(argv[0]).name
+        self.log_path = log_path
+        self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            host.cmd(*argv), stdout=self._log, stderr=subprocess.STDOUT, text=True
+        )
+        try:
+            self.wait_for(ready, timeout=timeout)
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
+
+    @property
+    def pid(self) -> int:
+        # `ip netns exec` (and `taskset`) exec the program: the Popen pid is the daemon itself.
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
+        def alive() -> None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
+
+        return wait_for_log(self.log_path, text, timeout, count, alive)
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> LabDaemon:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_knockd(host: Host, config: Path, log_path: Path, *extra: str) -> LabDaemon:
+    """Debian's knockd on `host`'s lab interface. -v makes it log every stage and OPEN SESAME
+    to stdout, flushed line by line, and "listening on IFACE..." once its pcap filter is set."""
+    return LabDaemon(
+        host,
+        [str(KNOCKD), "-i", host.ifname, "-c", str(config), "-v", *extra],
+        log_path,
+        f"listening on {host.ifname}",
+    )
 
 
 def can_use_namespaces() -> str | None:

@@ -2,75 +2,28 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from knocknft.lab import Lab
+from knocknft.lab import Lab, LabDaemon, wait_for_log
 from tests.integration.conftest import BIN
+
+__all__ = ["READY", "RunningDaemon", "running", "wait_for_log"]
 
 READY = "listening on NFLOG group"
 
 
-def wait_for_log(
-    path: Path,
-    text: str,
-    timeout: float = 5.0,
-    count: int = 1,
-    check: Callable[[], None] = lambda: None,
-) -> str:
-    """Poll a log file until `text` is in it `count` times; `check` raises if waiting is futile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = path.read_text() if path.exists() else ""
-        if log.count(text) >= count:
-            return log
-        check()
-        time.sleep(0.02)
-    log = path.read_text() if path.exists() else "(no log file)"
-    raise AssertionError(f"{text!r} (x{count}) not in {path} after {timeout}s:\n{log}")
-
-
-class RunningDaemon:
+class RunningDaemon(LabDaemon):
     def __init__(self, lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         self.lab = lab
         self.config = config
-        self.log_path = log_path
-        self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
+        super().__init__(
+            lab.server,
+            [str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra],
+            log_path,
+            READY,
         )
-        self.wait_for(READY, timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
-        def alive() -> None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"knocknft run exited {self.proc.returncode}:\n{self.log()}")
-
-        return wait_for_log(self.log_path, text, timeout, count, alive)
-
-    def send(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 @contextmanager
