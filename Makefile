@@ -8,7 +8,10 @@ SHELL := /bin/bash
 # installed libnftables.so.1, so the virtual environment is made from it.
 PYTHON := /usr/bin/python3
 VENV := .venv
-APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps
+# knockd and iptables are for the tests only: Debian's knockd and knock are the real peers knocknft
+# is checked against, and the knockd.conf files users import run iptables (in the tests' own
+# network namespaces only).
+APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps knockd iptables
 
 .PHONY: demo test lint unit integration deps venv clean
 
@@ -28,11 +31,17 @@ unit: venv
 integration: venv
 	$(VENV)/bin/python -m pytest -q tests/integration
 
+# Debian enables knockd.service when the package is installed, and it would then sniff the host's
+# eth0. A knockd we installed is for the tests only, so it is stopped and disabled at once; one
+# the admin had installed before is left alone.
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  case " $$missing " in *" knockd "*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now knockd.service || true; fi;; \
+	  esac; \
 	fi
 
 venv: deps $(VENV)/.installed
