@@ -24,35 +24,24 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from knocknft.lab import Lab, run_in_netns, tcp_segment
+from harness import (
+    BIN,
+    DAEMON_CPU,
+    KNOCKNFT_CONFIG,
+    SENDER_CPUS,
+    cpu_seconds,
+    element_monitor,
+    percentile,
+    wait_new_element,
+)
 
-BIN = Path(sys.executable).parent
-NETLINK_NETFILTER = 12
-NFNLGRP_NFTABLES = 7
-NFT_MSG_NEWSETELEM = (10 << 8) | 12  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from knocknft.lab import Lab, tcp_segment
 
-CONFIG = """\
-options:
-  interfaces: [eth0]
-doors:
-  ssh:
-    sequence: [7000/tcp, 9000/udp, 8000/tcp]
-    seq_timeout: 5s
-    open: [22/tcp]
-    open_for: 30s
-"""
-
-
-# On a machine with two cores or more, the daemon gets a core of its own and the sender (with
-# the kernel work its packets cause: veth, nftables, NFLOG) the other: "one core" for the daemon.
-DAEMON_CPU = (os.cpu_count() or 1) - 1
-SENDER_CPUS = set(range(DAEMON_CPU)) or {0}
+CONFIG = KNOCKNFT_CONFIG.format(seq_timeout=5)
 
 
 def start_daemon(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
@@ -94,40 +83,8 @@ def daemon_pid(proc: subprocess.Popen[bytes]) -> int:
     return proc.pid
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def element_monitor(lab: Lab) -> socket.socket:
-    def open_monitor() -> socket.socket:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
-        return sock
-
-    sock = run_in_netns(lab.server.netns, open_monitor)
-    assert isinstance(sock, socket.socket)
-    return sock
-
-
-def wait_new_element(monitor: socket.socket, timeout: float = 2.0) -> float | None:
-    deadline = time.perf_counter() + timeout
-    while True:
-        left = deadline - time.perf_counter()
-        if left <= 0 or not select.select([monitor], [], [], left)[0]:
-            return None
-        data = monitor.recv(65536)
-        now = time.perf_counter()
-        offset = 0
-        while offset + 16 <= len(data):
-            length, msg_type = struct.unpack_from("=IH", data, offset)
-            if msg_type == NFT_MSG_NEWSETELEM:
-                return now
-            offset += max((length + 3) & ~3, 16)
-
-
 def measure_latency(lab: Lab, sequences: int) -> list[float]:
-    monitor = element_monitor(lab)
+    monitor = element_monitor(lab.server)
     udp = lab.client.socket(socket.AF_INET, socket.SOCK_DGRAM)
     latencies: list[float] = []
     try:
@@ -183,11 +140,6 @@ def flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
     finally:
         sock.close()
     return sent, time.perf_counter() - started
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -313,7 +313,8 @@ class LabDaemon:
     """A long-running program inside one of the lab's namespaces, its stdout and stderr appended
     to `log_path`. Ready once `ready` is logged; stopped with SIGTERM (SIGKILL if it lingers) by
     `stop` or on leaving a `with` block. A daemon that fails to get ready is stopped too: a
-    process left behind would keep its namespace alive after the lab is deleted."""
+    process left behind would keep its namespace alive after the lab is deleted. `cpu` pins it
+    to one CPU (the benchmarks give the daemon a core of its own)."""
 
     def __init__(
         self,
@@ -321,14 +322,17 @@ class LabDaemon:
         argv: Sequence[str],
         log_path: Path,
         ready: str,
+        *,
         timeout: float = 10.0,
+        cpu: int | None = None,
     ) -> None:
         self.host = host
         self.name = Path(argv[0]).name
         self.log_path = log_path
+        pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            host.cmd(*argv), stdout=self._log, stderr=subprocess.STDOUT, text=True
+            host.cmd(*pinned, *argv), stdout=self._log, stderr=subprocess.STDOUT, text=True
         )
         try:
             self.wait_for(ready, timeout=timeout)
@@ -372,14 +376,19 @@ class LabDaemon:
         self.stop()
 
 
-def start_knockd(host: Host, config: Path, log_path: Path, *extra: str) -> LabDaemon:
+def start_knockd(
+    host: Host, config: Path, log_path: Path, verbose: bool = True, cpu: int | None = None
+) -> LabDaemon:
     """Debian's knockd on `host`'s lab interface. -v makes it log every stage and OPEN SESAME
-    to stdout, flushed line by line, and "listening on IFACE..." once its pcap filter is set."""
+    to stdout, flushed line by line, and "listening on IFACE..." once its pcap filter is set.
+    Without -v, `config` must have `LogFile = log_path`: knockd logs "starting up, listening on
+    IFACE" there instead, and every stage too (as it does in production)."""
     return LabDaemon(
         host,
-        [str(KNOCKD), "-i", host.ifname, "-c", str(config), "-v", *extra],
+        [str(KNOCKD), "-i", host.ifname, "-c", str(config), *(["-v"] if verbose else [])],
         log_path,
         f"listening on {host.ifname}",
+        cpu=cpu,
     )
 
 

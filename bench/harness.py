@@ -1,0 +1,427 @@
+"""What the benchmarks share: the lab they run in, the daemons under test, spoofed knocks, and
+the readings (the kernel's word that a grant is in effect, CPU time and memory from /proc).
+
+Everything stays inside the namespaces of one `Lab`: addresses from 198.18.0.0/15 and
+2001:db8::/32 only, spoofed sources included. The server routes both ranges back over the lab
+link, so spoofed sources pass its reverse-path checks; knock ports are dropped on the server
+under both daemons, so it never answers a spoofed source. Every send is bounded in count and
+time.
+
+Address plan (the lab's link is 198.18.0.0/24):
+- knockers with real addresses on the client, whose grants are probed: 198.18.1.0 up (16128);
+- spoofed IPv4 sources: 198.18.64.0 to 198.19.255.255 (114688);
+- spoofed IPv6 sources: 2001:db8:1:: up (as many as any run needs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from knocknft.lab import Host, Lab, LabDaemon, run_in_netns, start_knockd
+
+BIN = Path(sys.executable).parent
+NETLINK_NETFILTER = 12
+NFNLGRP_NFTABLES = 7
+NFT_MSG_NEWSETELEM = (10 << 8) | 12  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
+
+# On a machine with two cores or more, the daemon gets a core of its own and the sender (with
+# the kernel work its packets cause: veth, nftables, NFLOG, pcap) the other: "one core" for the
+# daemon, and the sender's work never billed to it.
+DAEMON_CPU = (os.cpu_count() or 1) - 1
+SENDER_CPUS = set(range(DAEMON_CPU)) or {0}
+
+SEQUENCE = ("7000", "9000/udp", "8000")
+FIRST_PORT = 7000
+PROTECTED_PORT = 22
+
+KNOCKERS_V4 = ipaddress.IPv4Address("198.18.1.0")
+KNOCKERS_V4_COUNT = 63 * 256
+SPOOFED_V4 = ipaddress.IPv4Address("198.18.64.0")
+SPOOFED_V4_COUNT = 114688  # to 198.19.255.255, the end of 198.18.0.0/15
+SPOOFED_V6 = ipaddress.IPv6Address("2001:db8:1::")
+SPOOFED_V6_COUNT = 1 << 80
+
+
+@contextmanager
+def bench_lab(tag: str) -> Iterator[Lab]:
+    """A lab whose server routes all of 198.18.0.0/15 and 2001:db8::/32 over the link."""
+    with Lab(tag) as lab:
+        lab.server.run("ip", "route", "add", "198.18.0.0/15", "dev", lab.server.ifname)
+        lab.server.run("ip", "-6", "route", "add", "2001:db8::/32", "dev", lab.server.ifname)
+        yield lab
+
+
+def add_knockers(host: Host, count: int) -> list[str]:
+    """`count` more addresses on the client (one `ip -batch`), for knockers whose grant is then
+    probed with real connections."""
+    if count > KNOCKERS_V4_COUNT:
+        raise ValueError(f"at most {KNOCKERS_V4_COUNT} knockers")
+    addresses = [str(KNOCKERS_V4 + i) for i in range(count)]
+    script = "".join(f"address add {a}/32 dev {host.ifname}\n" for a in addresses)
+    host.run("ip", "-batch", "-", input=script)
+    return addresses
+
+
+# -- the daemons under test -------------------------------------------------------------------
+
+KNOCKNFT_CONFIG = """\
+options:
+  interfaces: [eth0]
+doors:
+  ssh:
+    sequence: [7000/tcp, 9000/udp, 8000/tcp]
+    seq_timeout: {seq_timeout}s
+    open: [22/tcp]
+    open_for: 30s
+"""
+
+# knockd's equivalent: the same door, and a start command that grants as knocknft does, an
+# element in a set of an nft table that guards port 22 and drops knocks (a firewall with a DROP
+# policy drops them too; knockd sees them through pcap all the same). `nft add element` is the
+# fastest grant a knockd command can make; the usual `iptables -A` is slower.
+KNOCKD_CONFIG = """\
+[options]
+\tLogFile = {log}
+
+[ssh]
+\tsequence = 7000,9000:udp,8000
+\tseq_timeout = {seq_timeout}
+\tstart_command = nft add element inet knockbench allow4 {{ %IP% . tcp . 22 }}
+\tstart_command_6 = nft add element inet knockbench allow6 {{ %IP% . tcp . 22 }}
+"""
+
+KNOCKD_TABLE = """\
+table inet knockbench {
+  set allow4 { type ipv4_addr . inet_proto . inet_service; flags timeout; timeout 30s; }
+  set allow6 { type ipv6_addr . inet_proto . inet_service; flags timeout; timeout 30s; }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    iif "lo" accept
+    ct state established,related accept
+    meta l4proto . th dport { tcp . 7000, udp . 9000, tcp . 8000 } drop
+    ip saddr . meta l4proto . th dport @allow4 accept
+    ip6 saddr . meta l4proto . th dport @allow6 accept
+    tcp dport 22 drop
+  }
+}
+"""
+
+
+def fresh_server(lab: Lab, ruleset: str = "") -> None:
+    """The server's nftables as the next daemon expects them: nothing left of the previous one
+    (its table would drop the knocks or guard port 22 on its own), then `ruleset`."""
+    lab.server.run("nft", "-f", "-", input=f"flush ruleset\n{ruleset}")
+
+
+class Contender(Protocol):
+    """A daemon under test, started fresh (on a fresh ruleset) for each measurement."""
+
+    name: str
+
+    def start(self, lab: Lab, workdir: Path, seq_timeout: int) -> LabDaemon: ...
+
+    def judged(self, daemon: LabDaemon, workdir: Path) -> int:
+        """Knock packets it has judged; called once it has stopped."""
+        ...
+
+    def lost(self, daemon: LabDaemon, workdir: Path) -> int | None:
+        """Knocks it knows it missed (None: it cannot tell); called once it has stopped."""
+        ...
+
+    def counters(self, daemon: LabDaemon, workdir: Path) -> dict[str, int]:
+        """What else it counts of itself; called once it has stopped."""
+        ...
+
+
+class Knocknft:
+    name = "knocknft"
+
+    def start(self, lab: Lab, workdir: Path, seq_timeout: int) -> LabDaemon:
+        config = workdir / "config.yaml"
+        config.write_text(KNOCKNFT_CONFIG.format(seq_timeout=seq_timeout))
+        fresh_server(lab)
+        argv = [str(BIN / "knocknft"), "run", "-c", str(config), "--state-dir", str(workdir)]
+        return LabDaemon(
+            lab.server, argv, workdir / "knocknft.log", "listening on NFLOG", cpu=DAEMON_CPU
+        )
+
+    def _stats(self, workdir: Path) -> dict[str, float]:
+        stats: dict[str, float] = json.loads((workdir / "stats.json").read_text())
+        return stats
+
+    def judged(self, daemon: LabDaemon, workdir: Path) -> int:
+        return int(self._stats(workdir)["knocks"])
+
+    def lost(self, daemon: LabDaemon, workdir: Path) -> int | None:
+        return int(self._stats(workdir)["nflog_lost"])
+
+    def counters(self, daemon: LabDaemon, workdir: Path) -> dict[str, int]:
+        stats = self._stats(workdir)
+        keys = ("knocks", "attempts_tracked", "attempts_cap", "evictions", "nflog_lost")
+        return {key: int(stats[key]) for key in keys if key in stats}
+
+
+class Knockd:
+    name = "knockd"
+
+    def start(self, lab: Lab, workdir: Path, seq_timeout: int) -> LabDaemon:
+        fresh_server(lab, KNOCKD_TABLE)
+        log = workdir / "knockd.log"
+        config = workdir / "knockd.conf"
+        config.write_text(KNOCKD_CONFIG.format(log=log, seq_timeout=seq_timeout))
+        return start_knockd(lab.server, config, log, verbose=False, cpu=DAEMON_CPU)
+
+    def judged(self, daemon: LabDaemon, workdir: Path) -> int:
+        # Every knock the benchmarks send to knockd is its sender's first, on the first port:
+        # each one it sees starts an attempt and logs exactly one "Stage 1".
+        return daemon.log().count(": Stage 1")
+
+    def lost(self, daemon: LabDaemon, workdir: Path) -> int | None:
+        return None  # pcap's drop counter is not reported by knockd
+
+    def counters(self, daemon: LabDaemon, workdir: Path) -> dict[str, int]:
+        return {"stage_1_logged": self.judged(daemon, workdir)}
+
+
+CONTENDERS: dict[str, Contender] = {"knockd": Knockd(), "knocknft": Knocknft()}
+
+
+# -- spoofed knocks ---------------------------------------------------------------------------
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _words(data: bytes) -> int:
+    return sum(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+@dataclass
+class FirstStepKnocks:
+    """Spoofed first-step knocks (a SYN to the first knock port), the i-th from the i-th spoofed
+    source of its family: each one starts an attempt. Built from a template with the TCP
+    checksum updated for the source only, so a sender can make them as fast as it sends them."""
+
+    family: int  # 4 or 6
+    destination: str
+    dport: int = FIRST_PORT
+
+    def __post_init__(self) -> None:
+        dst = ipaddress.ip_address(self.destination).packed
+        tcp = struct.pack("!HHIIBBHHH", 40000, self.dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
+        if self.family == 4:
+            self.base = int(SPOOFED_V4)
+            self.count = SPOOFED_V4_COUNT
+            # The kernel fills in the IPv4 header's length, id and checksum (IPPROTO_RAW).
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes(4), dst)
+            pseudo = dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
+            self.source_at = 12
+        else:
+            self.base = int(SPOOFED_V6)
+            self.count = SPOOFED_V6_COUNT
+            ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, bytes(16), dst)
+            pseudo = dst + struct.pack("!I3xB", len(tcp), socket.IPPROTO_TCP)
+            self.source_at = 8
+        self.template = bytearray(ip + tcp)
+        self.checksum_at = len(ip) + 16
+        self.fixed = _words(pseudo + tcp)
+        self.width = 4 if self.family == 4 else 16
+
+    def source(self, index: int) -> str:
+        return str(ipaddress.ip_address(self.base + index))
+
+    def packet(self, index: int) -> bytes:
+        if not 0 <= index < self.count:
+            raise ValueError(f"only {self.count} spoofed IPv{self.family} sources")
+        address = self.base + index
+        total = self.fixed
+        while address:
+            total += address & 0xFFFF
+            address >>= 16
+        packet = self.template
+        packet[self.source_at : self.source_at + self.width] = (self.base + index).to_bytes(
+            self.width, "big"
+        )
+        struct.pack_into("!H", packet, self.checksum_at, ~_fold(total) & 0xFFFF)
+        return bytes(packet)
+
+    def packets(self, start: int, count: int) -> Iterator[bytes]:
+        for index in range(start, start + count):
+            yield self.packet(index)
+
+
+def raw_socket(host: Host, family: int) -> socket.socket:
+    """A socket in `host`'s namespace that sends whole IP packets (spoofed sources)."""
+    return host.socket(
+        socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW
+    )
+
+
+class Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def send_paced(
+    sock: socket.socket,
+    destination: str,
+    packets: Iterable[bytes],
+    rate: float,
+    *,
+    max_seconds: float,
+    stop: Flag | None = None,
+) -> tuple[int, float]:
+    """Send `packets` at `rate` per second (in bursts of a millisecond's worth), never for
+    longer than `max_seconds`, and no more once `stop` is set; returns (sent, seconds taken).
+    Build the packets beforehand: making them here would slow the sender, not the daemon."""
+    target = (destination, 0)
+    burst = max(1, int(rate // 1000))
+    sent = 0
+    started = time.perf_counter()
+    deadline = started + max_seconds
+    iterator = iter(packets)
+    while True:
+        due = started + sent / rate
+        now = time.perf_counter()
+        if now >= deadline or (stop is not None and stop.is_set()):
+            break
+        if now < due:
+            time.sleep(due - now)
+        batch = [p for _, p in zip(range(burst), iterator, strict=False)]
+        for packet in batch:
+            sock.sendto(packet, target)
+        sent += len(batch)
+        if len(batch) < burst:
+            break
+    return sent, time.perf_counter() - started
+
+
+# -- readings ---------------------------------------------------------------------------------
+
+
+def element_monitor(host: Host) -> socket.socket:
+    """A netlink socket in `host`'s namespace that hears every nftables change (set elements
+    included) as the kernel commits it."""
+
+    def open_monitor() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        return sock
+
+    sock = run_in_netns(host.netns, open_monitor)
+    assert isinstance(sock, socket.socket)
+    return sock
+
+
+def has_new_element(data: bytes) -> bool:
+    offset = 0
+    while offset + 16 <= len(data):
+        length, msg_type = struct.unpack_from("=IH", data, offset)
+        if msg_type == NFT_MSG_NEWSETELEM:
+            return True
+        offset += max((length + 3) & ~3, 16)
+    return False
+
+
+def wait_new_element(monitor: socket.socket, timeout: float = 2.0) -> float | None:
+    """perf_counter() when the next new set element is announced, None after `timeout`."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0 or not select.select([monitor], [], [], left)[0]:
+            return None
+        data = monitor.recv(1 << 16)
+        now = time.perf_counter()
+        if has_new_element(data):
+            return now
+
+
+def drain(monitor: socket.socket, quiet: float = 0.005) -> None:
+    """Read what is queued, e.g. the delete/add pair of a refreshed grant."""
+    while select.select([monitor], [], [], quiet)[0]:
+        monitor.recv(1 << 16)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, all its threads, user and system, to the nanosecond: the
+    kernel's per-process CPU clock (clock_getcpuclockid(3) encodes it as below). /proc's
+    utime and stime count 10 ms ticks, too coarse to time a thousand knocks."""
+    process_sched_clock = ((~pid) << 3) | 2  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    return time.clock_gettime(process_sched_clock)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def wait_idle(pid: int, timeout: float, quiet: float = 0.3) -> bool:
+    """Wait until the process has used no CPU for `quiet` seconds (it has worked off what was
+    sent); False if it was still busy after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = cpu_seconds(pid)
+        if now > last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return True
+    return False
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def machine() -> dict[str, object]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    return {
+        "kernel": os.uname().release,
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "daemon_cpu": DAEMON_CPU,
+        "sender_cpus": sorted(SENDER_CPUS),
+        "knockd": _knockd_version(),
+    }
+
+
+def _knockd_version() -> str:
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", "knockd"],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "not installed"
