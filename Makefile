@@ -1,7 +1,9 @@
 # The two commands of the README, for a fresh Debian 12 machine, as root:
 #   make demo   sets everything up and shows a knock opening a port, in network namespaces
 #   make test   sets everything up and runs the whole test suite
-# Both are safe to run again.
+#   make bench  knocknft against Debian's knockd, side by side (about 10 minutes; writes
+#               bench/results/ and docs/BENCHMARKS.md)
+# All are safe to run again.
 
 SHELL := /bin/bash
 # Debian's own Python: the nftables binding (python3-nftables) is built for it and for the
@@ -13,7 +15,7 @@ VENV := .venv
 # network namespaces only).
 APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps knockd iptables
 
-.PHONY: demo test lint unit integration deps venv clean
+.PHONY: demo test lint unit integration bench deps venv clean
 
 demo: venv
 	$(VENV)/bin/python scripts/demo.py
@@ -30,6 +32,11 @@ unit: venv
 
 integration: venv
 	$(VENV)/bin/python -m pytest -q tests/integration
+
+# Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--sequences 500 --note 'quiet machine'"
+# (bench/peer_bench.py --help lists them).
+bench: venv $(VENV)/.bench-installed
+	$(VENV)/bin/python bench/peer_bench.py --publish docs $(BENCH_ARGS)
 
 # Debian enables knockd.service when the package is installed, and it would then sniff the host's
 # eth0. A knockd we installed is for the tests only, so it is stopped and disabled at once; one
@@ -54,6 +61,11 @@ $(VENV)/.installed: pyproject.toml | deps
 	ln -sfn /usr/lib/python3/dist-packages/nftables $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/nftables
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	$(VENV)/bin/python -c 'import nftables, knocknft'
+	touch $@
+
+# matplotlib (the plots) only for the benchmarks: the tests need none of it.
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	touch $@
 
 clean:

@@ -1,0 +1,193 @@
+"""The benchmark's pure parts: spoofed packets, the memory plan, the targets and the report.
+
+The measurements themselves need root and namespaces and take minutes (`make bench`); what they
+rest on is checked here, so that a run on a quiet machine is not the first to find a mistake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import harness
+import peer_bench
+import report
+
+from knocknft.lab import Lab, tcp_segment
+
+
+@pytest.mark.parametrize(("family", "destination"), [(4, Lab.SERVER_V4), (6, Lab.SERVER_V6)])
+@pytest.mark.parametrize("index", [0, 1, 255, 65535, 114687])
+def test_spoofed_knocks_carry_the_checksum_tcp_segment_computes(
+    family: int, destination: str, index: int
+) -> None:
+    knocks = harness.FirstStepKnocks(family, destination)
+    packet = knocks.packet(index)
+    header = 20 if family == 4 else 40
+    source = knocks.source(index)
+    assert packet[header:] == tcp_segment(source, destination, 40000, 7000, 0x02)
+    at = 12 if family == 4 else 8
+    width = 4 if family == 4 else 16
+    assert ipaddress.ip_address(packet[at : at + width]) == ipaddress.ip_address(source)
+
+
+def test_spoofed_sources_stay_in_the_test_ranges_and_off_the_lab_link() -> None:
+    v4 = harness.FirstStepKnocks(4, Lab.SERVER_V4)
+    first, last = (ipaddress.IPv4Address(v4.source(i)) for i in (0, v4.count - 1))
+    assert first == ipaddress.IPv4Address("198.18.64.0")
+    assert last == ipaddress.IPv4Address("198.19.255.255")
+    with pytest.raises(ValueError, match="only 114688"):
+        v4.packet(v4.count)
+    v6 = harness.FirstStepKnocks(6, Lab.SERVER_V6)
+    assert ipaddress.IPv6Address(v6.source(10**6)) in ipaddress.IPv6Network("2001:db8::/32")
+
+
+def test_sources_past_the_ipv4_range_are_ipv6() -> None:
+    v4 = harness.SPOOFED_V4_COUNT
+    assert peer_bench._split(0, 10, v4) == [(4, Lab.SERVER_V4, 0, 10)]
+    assert peer_bench._split(v4 - 4, 10, v4) == [
+        (4, Lab.SERVER_V4, v4 - 4, 4),
+        (6, Lab.SERVER_V6, 0, 6),
+    ]
+    assert peer_bench._split(v4 + 5, 10, v4) == [(6, Lab.SERVER_V6, 5, 10)]
+
+
+def point(sources: int, per_packet_us: float, rss_kib: int = 1024, ipv6: int = 0) -> dict[str, Any]:
+    return {
+        "sources": sources,
+        "per_packet_us": per_packet_us,
+        "rss_kib": rss_kib,
+        "ipv6_sources": ipv6,
+        "fill_s": 1.0,
+    }
+
+
+def test_fill_estimate_follows_how_the_cost_per_knock_grows() -> None:
+    assert peer_bench._fill_estimate([point(1000, 20)], 10_000) is None
+    # knockd: the cost per knock grows with the sources, so 10x more takes ~100x longer.
+    walking = peer_bench._fill_estimate([point(1000, 20), point(10_000, 200)], 100_000)
+    assert walking == pytest.approx(200e-6 * 10_000 / 2 * 99)
+    # knocknft: flat, so the estimate is the knocks to send times their cost.
+    flat = peer_bench._fill_estimate([point(1000, 20), point(10_000, 20)], 100_000)
+    assert flat == pytest.approx(20e-6 * 90_000)
+
+
+def results(rss_1m: int = 80_000, tracked: int = 65536) -> dict[str, Any]:
+    latency = {
+        "sequences": 3,
+        "missed": 0,
+        "unreachable": 0,
+        "element_ms": peer_bench.summary([0.4, 0.5, 1.5]),
+        "reachable_ms": peer_bench.summary([0.5, 0.6, 1.6]),
+        "samples_element_ms": [0.4, 0.5, 1.5],
+        "samples_reachable_ms": [0.5, 0.6, 1.6],
+    }
+    slow = latency | {"element_ms": peer_bench.summary([30.0, 40.0, 50.0])}
+    step = {
+        "target_rate": 100_000,
+        "sent": 100_000,
+        "achieved_rate": 100_000,
+        "judged": 100_000,
+        "drained": True,
+        "ok": True,
+        "cpu_s_per_100k": 1.0,
+        "try": 1,
+    }
+    memory = {
+        "points": [
+            point(100_000, 20, 70_000),
+            point(300_000, 20, 78_000, 185_312),
+            point(1_000_000, 20, rss_1m, 885_312),
+        ],
+        "skipped": [],
+        "sent": 1_003_000,
+        "judged": 1_003_000,
+        "counters": {"attempts_cap": 65536, "attempts_tracked": tracked, "evictions": 1},
+    }
+    knockd_memory = memory | {
+        "points": [point(10_000, 200, 6_000)],
+        "skipped": [{"sources": 100_000, "sent": 100_000, "budget_s": 200, "rss_kib": 14_000}],
+        "counters": {},
+    }
+    flood = {
+        "legit": 100,
+        "succeeded": 100,
+        "success_rate": 1.0,
+        "grant_ms": peer_bench.summary([1.0]),
+        "flood_rate": 50_000,
+    }
+    return {
+        "date": "2026-01-01T00:00:00+00:00",
+        "command": "bench/peer_bench.py",
+        "seconds": 300,
+        "note": "",
+        "machine": {
+            "kernel": "6.1",
+            "cpus": 2,
+            "cpu_model": "test",
+            "daemon_cpu": 1,
+            "sender_cpus": [0],
+            "knockd": "0.8",
+            "load_average": [0.1, 0.1, 0.1],
+        },
+        "knocknft": "0.1.0",
+        "options": {"flood_rate": 50_000, "legit_timeout": 0.5},
+        "sections": {
+            "latency": {"knockd": slow, "knocknft": latency},
+            "throughput": {
+                "knocknft": {
+                    "steps": [step],
+                    "max_lossless_rate": 100_000,
+                    "cpu_s_per_100k_at_max": 1.0,
+                },
+                "knockd": {
+                    "steps": [step | {"ok": False}],
+                    "max_lossless_rate": 0,
+                    "cpu_s_per_100k_at_max": None,
+                },
+            },
+            "memory": {"knockd": knockd_memory, "knocknft": memory},
+            "flood": {"knockd": flood | {"succeeded": 3, "success_rate": 0.03}, "knocknft": flood},
+        },
+    }
+
+
+def test_targets_are_checked_against_the_run() -> None:
+    rows = {row["target"]: row for row in peer_bench.targets(results())}
+    assert [row["met"] for row in rows.values()] == [True, True, True, True, True]
+    assert rows["p99 >= 10x better than knockd's"]["value"] == "33.3x"
+
+
+@pytest.mark.parametrize(
+    ("rss_1m", "tracked"),
+    [(90_000, 65536), (80_000, 70_000)],
+    ids=["memory grows past the cap", "more attempts than the cap"],
+)
+def test_memory_target_fails_when_memory_is_not_bounded(rss_1m: int, tracked: int) -> None:
+    memory = results(rss_1m, tracked)["sections"]["memory"]["knocknft"]
+    assert not peer_bench._memory_target(memory)["met"]
+
+
+def test_the_page_shows_both_daemons_side_by_side() -> None:
+    page = report.markdown(results(), {"latency": "bench/latency.png"})
+    assert "| element in the set, p50 / p99 / max | 40.00 / 50.00 / 50.00 | 0.50 /" in page
+    assert "![Latency, last knock to element in the set](bench/latency.png)" in page
+    assert "| 100,000 | 13.7 MiB, still working through them after the 200 s budget |" in page
+    assert "| sequences opened within 0.5 s | 3/100 (3%) | 100/100 (100%) |" in page
+    assert "## How it is measured" in page
+
+
+def test_a_run_writes_json_page_and_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the bench extra is not installed")
+    report.check_plotting()
+    report.write(results(), tmp_path / "results", tmp_path / "docs", "stamp")
+    names = sorted(p.name for p in (tmp_path / "results").iterdir())
+    assert names == ["stamp-latency.png", "stamp-memory.png", "stamp.json", "stamp.md"]
+    assert (tmp_path / "docs" / "bench" / "memory.png").stat().st_size > 1000
+    assert "](bench/memory.png)" in (tmp_path / "docs" / "BENCHMARKS.md").read_text()
