@@ -33,6 +33,7 @@ import math
 import multiprocessing
 import os
 import select
+import shlex
 import socket
 import statistics
 import sys
@@ -82,7 +83,10 @@ TARGET_P99_MS = 2.0
 TARGET_P99_RATIO = 10.0
 TARGET_RATE = 100_000
 TARGET_SUCCESS = 0.99
-MEMORY_SLACK = 1.05  # past the attempt cap, 3x more sources may cost at most 5% more memory
+# The bound the flood work documents for the default cap of 65536 attempts (README, "Floods",
+# and tests/integration/test_flood.py, which holds the daemon to it): under 80 MiB resident,
+# however many sources.
+MEMORY_BOUND_MIB = 80
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,9 @@ def measure_throughput(bench: Bench, contender: Contender) -> Result:
 
 # -- 3. memory --------------------------------------------------------------------------------
 
-CHUNK = 10_000  # fits knockd's pcap buffer, so a chunk it works off is never dropped
+# Well within what knockd's pcap buffer holds (10k already overflowed it at times), so a chunk
+# it works off is not dropped.
+CHUNK = 5_000
 
 
 def measure_memory(bench: Bench, contender: Contender) -> Result:
@@ -481,27 +487,23 @@ def _target(name: str, value: str, met: bool) -> Result:
 
 
 def _memory_target(memory: Result) -> Result:
-    """Past the attempt cap more sources must cost no more memory: the attempts tracked at the
-    end within the cap, and the RSS at 1M sources against the RSS at the count before it. Both
-    counts must be past the cap and the IPv4 sources, so that the table holds IPv6 keys at both
-    (an IPv6 key is a larger int than an IPv4 one)."""
-    name = "memory bounded by the attempt cap up to 1M sources"
-    points = [p for p in memory["points"] if p["sources"] <= 1_000_000]
+    """At 1M sources the attempts tracked are within the cap and the RSS within the documented
+    bound. How much the RSS still moved since the count before is shown too: past the cap it
+    should settle (the allocator and the table's resizes do, a leak would not)."""
+    name = f"memory within the cap at 1M sources (<= {MEMORY_BOUND_MIB} MiB)"
+    points = memory["points"]
     cap = memory["counters"].get("attempts_cap", 0)
     tracked = memory["counters"].get("attempts_tracked")
-    if not points or points[-1]["sources"] != 1_000_000:
+    at = next((i for i, p in enumerate(points) if p["sources"] == 1_000_000), None)
+    if at is None or tracked is None:
         return _target(name, "1M sources not reached", False)
-    last = points[-1]
-    before = [p for p in points[:-1] if p["ipv6_sources"] >= cap]
-    rss = f"{last['rss_kib'] / 1024:.1f} MiB at 1M"
-    if tracked is None or not before:
-        return _target(name, f"{rss}; no earlier count past the cap to compare", False)
-    grew = last["rss_kib"] / before[-1]["rss_kib"]
-    met = tracked <= cap and grew <= MEMORY_SLACK
-    value = (
-        f"{tracked} attempts tracked (cap {cap}); {rss}, x{grew:.2f} from {before[-1]['sources']}"
-    )
-    return _target(name, value, met)
+    rss = points[at]["rss_kib"] / 1024
+    value = f"{rss:.1f} MiB, {tracked} attempts tracked (cap {cap})"
+    if at > 0:
+        before = points[at - 1]
+        moved = points[at]["rss_kib"] / before["rss_kib"] - 1
+        value += f"; {moved:+.0%} since {before['sources']:,} sources"
+    return _target(name, value, tracked <= cap and rss <= MEMORY_BOUND_MIB)
 
 
 def int_list(text: str) -> list[int]:
@@ -541,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = datetime.now(UTC)
     results: Result = {
         "date": started.isoformat(timespec="seconds"),
-        "command": " ".join(["bench/peer_bench.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["bench/peer_bench.py", *(sys.argv[1:] if argv is None else argv)]),
         "note": args.note,
         "machine": machine(),
         "knocknft": __version__,
