@@ -159,7 +159,7 @@ def interleaved(sources: tuple[str, ...], *steps: str) -> tuple[Hit, ...]:
 class Scenario:
     name: str
     actions: tuple[Action, ...]
-    knockd: tuple[str, ...]  # the decisions knockd takes, sorted
+    knockd: tuple[str, ...]  # the decisions knockd takes ("DOOR ADDRESS")
     knocknft: tuple[str, ...] | None = None  # where knocknft's differ: its own
     why: str = ""  # ... and why
 
