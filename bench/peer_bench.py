@@ -150,13 +150,12 @@ def _knock_all_but_last(source: str) -> tuple[Target, int]:
 # -- 1. latency -------------------------------------------------------------------------------
 
 
-def _latency_loop(
-    monitor: socket.socket, sources: Sequence[str], pause: float
-) -> tuple[list[float], list[float], int, int]:
+Timing = tuple[float | None, float | None]  # ms to the element, to port 22 reachable
+
+
+def _latency_loop(monitor: socket.socket, sources: Sequence[str], pause: float) -> list[Timing]:
     """Runs in the client's namespace. Per source: knock, time the grant, probe port 22."""
-    element_ms: list[float] = []
-    reachable_ms: list[float] = []
-    missed = unreachable = 0
+    timings: list[Timing] = []
     for source in sources:
         _, last_port = _knock_all_but_last(source)
         # Both sockets exist before the clock starts: only the knock and the grant are timed.
@@ -164,26 +163,26 @@ def _latency_loop(
         sent = time.perf_counter()
         last.connect_ex((SERVER, last_port))  # one SYN, as knock_once sends it
         seen = wait_new_element(monitor, timeout=2.0)
-        if seen is None:
-            missed += 1
-        else:
-            element_ms.append((seen - sent) * 1000)
+        reached = None
+        if seen is not None:
             probe.connect_ex((SERVER, PROTECTED_PORT))
             writable = select.select([], [probe], [], 0.5)[1]
             done = time.perf_counter()
             if writable and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                reachable_ms.append((done - sent) * 1000)
-            else:
-                unreachable += 1
+                reached = (done - sent) * 1000
+        timings.append((None if seen is None else (seen - sent) * 1000, reached))
         last.close()
         probe.close()
         drain(monitor)
         time.sleep(pause)
-    return element_ms, reachable_ms, missed, unreachable
+    return timings
 
 
 def measure_latency(bench: Bench, contender: Contender) -> Result:
-    sources, pause = bench.knockers[: bench.args.sequences], bench.args.pause
+    """--warmup sequences go first and are not counted: a daemon's first grants pay one-time
+    costs (code paths run for the first time, the first netlink batch), a server's rarely."""
+    warmup, pause = bench.args.warmup, bench.args.pause
+    sources = bench.knockers[: warmup + bench.args.sequences]
     run = Run(bench, contender, "latency", seq_timeout=5)
     monitor = element_monitor(bench.lab.server)
     try:
@@ -193,13 +192,14 @@ def measure_latency(bench: Bench, contender: Contender) -> Result:
     finally:
         monitor.close()
         run.stop()
-    element_ms, reachable_ms, missed, unreachable = cast(
-        tuple[list[float], list[float], int, int], outcome
-    )
+    timings = cast(list[Timing], outcome)[warmup:]
+    element_ms = [e for e, _ in timings if e is not None]
+    reachable_ms = [r for _, r in timings if r is not None]
     return {
-        "sequences": len(sources),
-        "missed": missed,
-        "unreachable": unreachable,
+        "sequences": len(timings),
+        "warmup": warmup,
+        "missed": len(timings) - len(element_ms),
+        "unreachable": len(element_ms) - len(reachable_ms),
         "element_ms": summary(element_ms),
         "reachable_ms": summary(reachable_ms),
         "samples_element_ms": [round(x, 4) for x in element_ms],
@@ -517,6 +517,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add("--sections", default="latency,throughput,memory,flood", help="what is measured")
     add("--sequences", type=int, default=300, help="latency: sequences per daemon")
     add("--pause", type=float, default=0.005, help="latency: seconds between sequences")
+    add("--warmup", type=int, default=10, help="latency: sequences first, not counted")
     add("--rates", type=int_list, default=int_list("2000,5000,10000,20000,50000,100000,150000"))
     add("--rate-seconds", type=float, default=1.0, help="throughput: length of a step")
     add("--tries", type=int, default=2, help="throughput: tries at a rate that loses knocks")
@@ -557,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "flood": measure_flood,
     }
     with bench_lab("bench") as lab, tempfile.TemporaryDirectory() as tmp:
-        knockers = add_knockers(lab.client, max(args.sequences, args.legit))
+        knockers = add_knockers(lab.client, max(args.warmup + args.sequences, args.legit))
         bench = Bench(lab, Path(tmp), args, knockers)
         listener = Listener(lab.server, PROTECTED_PORT)
         try:

@@ -33,7 +33,8 @@ a file (`LogFile`), as deployed; knocknft logs as it does by default.
 1. **Latency**: a knocker with an address of its own sends the sequence, one SYN or datagram
    per knock. Measured from sending the last knock to the kernel announcing the new set element
    on the nftables netlink multicast group (read by the same process: one clock), and to a
-   connection to port 22, opened right after that announcement, being established.
+   connection to port 22, opened right after that announcement, being established. The first
+   few sequences warm the daemon up and are not counted.
 2. **Throughput**: spoofed first-step knocks, each from a new source (so each one is a new
    attempt to both daemons, the costly case), sent at a fixed rate for a second, at rising
    rates until two in a row lose knocks. A knock is lost when the daemon has not judged it
@@ -157,6 +158,7 @@ def _latency_section(data: Result, image: str | None) -> list[str]:
             "sequences (no grant seen / port not reachable)",
             _each(data, lambda r: f"{r['sequences']} ({r['missed']} / {r['unreachable']})"),
         ),
+        _row("sequences first, not counted", _each(data, lambda r: str(r.get("warmup", 0)))),
         "",
     ]
     if image:
