@@ -78,16 +78,6 @@ REPO = Path(__file__).resolve().parents[1]
 SERVER = Lab.SERVER_V4
 Result = dict[str, Any]
 
-# The targets knocknft is held to (issue 6).
-TARGET_P99_MS = 2.0
-TARGET_P99_RATIO = 10.0
-TARGET_RATE = 100_000
-TARGET_SUCCESS = 0.99
-# The bound the flood work documents for the default cap of 65536 attempts (README, "Floods",
-# and tests/integration/test_flood.py, which holds the daemon to it): under 80 MiB resident,
-# however many sources.
-MEMORY_BOUND_MIB = 80
-
 
 @dataclass(frozen=True)
 class Bench:
@@ -455,57 +445,6 @@ def measure_flood(bench: Bench, contender: Contender) -> Result:
 # -- the run ----------------------------------------------------------------------------------
 
 
-def targets(results: Result) -> list[Result]:
-    """knocknft's targets, checked against this run's numbers."""
-    sections = results["sections"]
-    ours = {name: r["knocknft"] for name, r in sections.items() if "knocknft" in r}
-    rows: list[Result] = []
-    if "latency" in ours:
-        p99 = ours["latency"]["element_ms"].get("p99")
-        met = p99 is not None and p99 <= TARGET_P99_MS
-        rows.append(_target(f"p99 latency <= {TARGET_P99_MS:g} ms", f"{p99} ms", met))
-        knockd = sections["latency"].get("knockd")
-        if knockd and p99:
-            ratio = knockd["element_ms"].get("p99", 0) / p99
-            name = f"p99 >= {TARGET_P99_RATIO:g}x better than knockd's"
-            rows.append(_target(name, f"{ratio:.1f}x", ratio >= TARGET_P99_RATIO))
-    if "throughput" in ours:
-        rate = ours["throughput"]["max_lossless_rate"]
-        name = f">= {TARGET_RATE} knock packets/s, none lost"
-        rows.append(_target(name, f"{rate}/s", rate >= TARGET_RATE))
-    if "memory" in ours:
-        rows.append(_memory_target(ours["memory"]))
-    if "flood" in ours:
-        rate = ours["flood"]["success_rate"]
-        name = f"legit knocker >= {TARGET_SUCCESS:.0%} during the flood"
-        rows.append(_target(name, f"{rate:.1%}", rate >= TARGET_SUCCESS))
-    return rows
-
-
-def _target(name: str, value: str, met: bool) -> Result:
-    return {"target": name, "value": value, "met": met}
-
-
-def _memory_target(memory: Result) -> Result:
-    """At 1M sources the attempts tracked are within the cap and the RSS within the documented
-    bound. How much the RSS still moved since the count before is shown too: past the cap it
-    should settle (the allocator and the table's resizes do, a leak would not)."""
-    name = f"memory within the cap at 1M sources (<= {MEMORY_BOUND_MIB} MiB)"
-    points = memory["points"]
-    cap = memory["counters"].get("attempts_cap", 0)
-    tracked = memory["counters"].get("attempts_tracked")
-    at = next((i for i, p in enumerate(points) if p["sources"] == 1_000_000), None)
-    if at is None or tracked is None:
-        return _target(name, "1M sources not reached", False)
-    rss = points[at]["rss_kib"] / 1024
-    value = f"{rss:.1f} MiB, {tracked} attempts tracked (cap {cap})"
-    if at > 0:
-        before = points[at - 1]
-        moved = points[at]["rss_kib"] / before["rss_kib"] - 1
-        value += f"; {moved:+.0%} since {before['sources']:,} sources"
-    return _target(name, value, tracked <= cap and rss <= MEMORY_BOUND_MIB)
-
-
 def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
@@ -573,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             listener.close()
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["seconds"] = round((datetime.now(UTC) - started).total_seconds())
-    results["targets"] = targets(results)
+    results["targets"] = report.targets(results)
     report.write(results, args.results, args.publish, started.strftime("%Y-%m-%dT%H%M%SZ"))
 
 
