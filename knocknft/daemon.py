@@ -151,7 +151,18 @@ class Daemon:
 
     def handle_packets(self, packets: Iterable[Knock]) -> None:
         events: list[Event] = []
+        # Asked once per batch: -D shows every knock packet, as knockd -D does.
+        debug = log.isEnabledFor(logging.DEBUG)
         for packet in packets:
+            if debug:
+                log.debug(
+                    "packet: %s -> %s %d/%s flags 0x%02x",
+                    packet.source,
+                    packet.destination,
+                    packet.dport,
+                    packet.protocol,
+                    packet.tcp_flags,
+                )
             if self.only_ipv4 and packet.source.version == 6:
                 self.counters.ipv6_ignored += 1
                 continue
