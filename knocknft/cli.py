@@ -469,7 +469,8 @@ def run(  # one parameter per knockd flag; keyword-only since typer passes them 
     completed knock sequences into grants: the knocker's address enters the allowlist set with
     the door's open_for as timeout, and the door's start_command/stop_command run as under knockd.
     Logs a ready line ("listening on NFLOG group N") once listening. SIGHUP reloads the config;
-    SIGTERM or SIGINT stop.
+    SIGTERM or SIGINT stop. If another tool deletes the table (nft flush ruleset), the daemon
+    applies it again at once, with the grants that were in it.
 
     -c also takes a knockd.conf: its commands are then the only effect, as under knockd.
     """

@@ -147,6 +147,18 @@ def chain_names(nft: Nft, table: str) -> list[str]:
     ]
 
 
+def table_listed(nft: Nft, table: str) -> bool:
+    """Whether our table exists, asking only for the list of tables: cheap enough to poll, as
+    it reads no set element."""
+    listing = nft.list_json("list tables inet")
+    return any(
+        isinstance(item, dict)
+        and isinstance(item.get("table"), dict)
+        and item["table"].get("name") == table
+        for item in listing.get("nftables", [])
+    )
+
+
 def table_exists(nft: Nft, table: str) -> bool:
     try:
         nft.list_json(f"list table inet {table}")
