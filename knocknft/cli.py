@@ -195,7 +195,8 @@ def apply(
             _warn_stale(refuse_if_pending(state))
             result = apply_config(nft_factory(), cfg)
         else:
-            armed = arm(nft_factory(), cfg, _seconds(confirm, "--confirm"), state)
+            seconds = _seconds(confirm, "--confirm")
+            armed = arm(nft_factory(), cfg, seconds, state)
             _warn_stale(armed.stale)
             result = armed.applied
     verb = "replaced" if result.replaced else "installed"

@@ -119,11 +119,19 @@ class StateDir:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        """Hold the lock; a file that cannot be written in here is a KnocknftError."""
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KnocknftError(f"state directory {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        except OSError as exc:
+            raise KnocknftError(
+                f"{exc.filename or self.path}: {exc.strerror or exc}; nothing was changed"
+            ) from exc
         finally:
             os.close(fd)
 

@@ -221,3 +221,10 @@ def test_a_failed_rollback_is_recorded_as_such(state: StateDir) -> None:
     watch(state, SnapshotNft(refuse="run"), clock=clock)
     outcome = state.read_outcome()
     assert outcome is not None and not outcome["ok"] and "FAILED" in outcome["message"]
+
+
+def test_a_state_dir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    state = StateDir(tmp_path / "file" / "state")
+    with pytest.raises(KnocknftError, match=r"state directory .*file/state: Not a directory"):
+        armed(state, SnapshotNft(), Clock())
