@@ -20,15 +20,12 @@ from dataclasses import dataclass
 
 from knocknft.config import Config, IPAddress, PortSpec
 from knocknft.errors import KnocknftError
-from knocknft.grants import MAX_GRANT_SECONDS, Grant
+from knocknft.grants import MAX_GRANT_SECONDS, Grant, render_grant
 from knocknft.nft import Nft, read_grants, table_listed
 from knocknft.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted, TableEvent
-from knocknft.operations import apply_config
+from knocknft.ruleset import render_ruleset
 
 log = logging.getLogger("knocknft")
-
-# Grants per set-element batch when putting many back: a batch is one netlink message train.
-RESTORE_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -112,9 +109,9 @@ class TableKeeper:
     def _restore(self, config: Config) -> None:
         table = config.options.table
         grants = self.memory.live(self.clock())
-        apply_config(self.nft, config)
-        for start in range(0, len(grants), RESTORE_BATCH):
-            self.nft.grant(table, grants[start : start + RESTORE_BATCH])
+        # Table and grants in one transaction: with close_sessions, a granted client's packet
+        # that fell between the two would have its connection reset.
+        self.nft.run(render_ruleset(config) + render_grant(table, grants))
         self.restores += 1
         log.warning(
             "table inet %s vanished (nft flush ruleset?); restored, %d grant(s) put back",

@@ -13,6 +13,7 @@ from knocknft.lab import Lab, Listener
 from tests.integration.conftest import Server, write_config
 from tests.integration.daemon_fixture import running
 from tests.integration.test_daemon import RIGHT, config_text
+from tests.integration.test_sessions import connect, exchange
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4  # knocks
@@ -27,8 +28,11 @@ def test_a_removed_table_comes_back_with_its_grants(
 ) -> None:
     for address in (B, C):
         lab.client.add_address(address)
-    listener = Listener(lab.server, 22)
-    cfg = write_config(tmp_path, config_text(tmp_path / "state", open_for="1h"))
+    listener = Listener(lab.server, 22, echo=True)
+    # close_sessions: a knocker's session must outlive the flush too, so the grant must be back
+    # no later than the rule that ends sessions without one.
+    extra = "    close_sessions: true\n"
+    cfg = write_config(tmp_path, config_text(tmp_path / "state", extra, open_for="1h"))
     cli = Server(lab, cfg)
     try:
         with running(lab, cfg, tmp_path / "daemon.log") as daemon:
@@ -36,7 +40,7 @@ def test_a_removed_table_comes_back_with_its_grants(
             daemon.wait_for(f"{A}: ssh: OPEN SESAME")
             cli.knocknft("open", C, "--door", "ssh")
             cli.knocknft("close", C)
-            assert lab.client.tcp_reachable(SERVER, 22, source=A)
+            session = connect(lab, 22)
 
             lab.server.run("nft", *removal)
             removed = time.monotonic()
@@ -47,6 +51,8 @@ def test_a_removed_table_comes_back_with_its_grants(
             assert not lab.client.tcp_reachable(SERVER, 22, source=B), "strangers are out again"
             assert lab.client.tcp_reachable(SERVER, 22, source=A), "the knocker's grant is back"
             assert not lab.client.tcp_reachable(SERVER, 22, source=C), "a revoked one is not"
+            with session:
+                assert exchange(session) == b"ping", "the knocker's session lives on"
             (grant,) = cli.status()
             assert (grant["address"], grant["door"]) == (A, "ssh")
             assert 3500 < grant["expires_in"] <= 3600, "with the time it had left"
