@@ -59,9 +59,13 @@ class GrantMemory:
         elif event.expires_in is not None:
             self._grants[key] = Remembered(event.door, now + event.expires_in)
 
+    def forget_ended(self, now: float) -> None:
+        # The kernel does not announce expiry: without this, every knocker ever seen stays.
+        self._grants = {k: r for k, r in self._grants.items() if r.ends > now}
+
     def live(self, now: float) -> list[Grant]:
         """The grants not yet ended, each for the whole seconds it has left (at least 1)."""
-        self._grants = {k: r for k, r in self._grants.items() if r.ends > now}
+        self.forget_ended(now)
         return [
             Grant(address, service, r.door, min(MAX_GRANT_SECONDS, max(1, math.ceil(r.ends - now))))
             for (address, service), r in self._grants.items()
@@ -96,6 +100,7 @@ class TableKeeper:
     def check(self, config: Config, reread: bool = False) -> None:
         """Restore the table if it is missing; with `reread`, relearn the grants if it is not."""
         table = config.options.table
+        self.memory.forget_ended(self.clock())
         try:
             if not table_listed(self.nft, table):
                 self._restore(config)

@@ -97,6 +97,15 @@ def test_the_periodic_check_restores_a_table_whose_news_was_lost() -> None:
     assert daemon.keeper.restores == 1 and nft.scripts
 
 
+def test_the_periodic_check_forgets_ended_grants() -> None:
+    clock = Clock()
+    daemon, _ = daemon_for(clock)
+    daemon.on_table_events([ElementAdded(A, SSH, "ssh", 5.0), ElementAdded(B, SSH, "ssh", 60.0)])
+    clock.now += 10
+    daemon.check_table()
+    assert len(daemon.keeper.memory) == 1, "memory stays as small as the sets"
+
+
 def test_lost_news_rereads_the_grants_from_the_kernel() -> None:
     daemon, _ = daemon_for(Clock())
     daemon.on_table_events([ElementAdded(A, SSH, "ssh", 60.0)])
