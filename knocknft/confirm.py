@@ -163,11 +163,12 @@ class StateDir:
 
 
 def watcher_alive(pid: int) -> bool:
-    """Whether `pid` is still a knocknft process (pids are reused by unrelated ones)."""
+    """Whether `pid` is still a rollback watcher. Pids are reused, after a reboot by anything,
+    the knocknft daemon included, so the command line must be a watcher's."""
     if pid <= 0:
         return False
     try:
-        return b"knocknft" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"-m\0knocknft.confirm\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
