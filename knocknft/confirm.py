@@ -465,7 +465,11 @@ def _roll_back_now(state: StateDir, pending: Pending, nft: NftSnapshots, why: st
         saved = state.rollback.read_text(encoding="utf-8") if pending.had_table else None
         result = roll_back(nft, table, saved)
     except (OSError, KnocknftError) as exc:
-        _record(state, f"{why}: rolling back table inet {table} FAILED, it stays as applied: {exc}")
+        _record(
+            state,
+            f"{why}: rolling back table inet {table} FAILED, it stays as applied ({exc}); "
+            f"the saved table stays in {state.rollback}",
+        )
         return
     if result.deleted:
         message = (
@@ -485,7 +489,10 @@ def _record(state: StateDir, message: str, ok: bool = False) -> None:
     outcome = {"at": time.time(), "ok": ok, "message": message}
     with contextlib.suppress(OSError):
         write_atomic(state.outcome, json.dumps(outcome) + "\n")
-    state.clear()
+    if ok:
+        state.clear()
+    else:
+        state.marker.unlink(missing_ok=True)  # the saved table stays, for a hand to load
 
 
 def main(argv: list[str]) -> int:

@@ -221,6 +221,7 @@ def test_a_failed_rollback_is_recorded_as_such(state: StateDir) -> None:
     watch(state, SnapshotNft(refuse="run"), clock=clock)
     outcome = state.read_outcome()
     assert outcome is not None and not outcome["ok"] and "FAILED" in outcome["message"]
+    assert not state.marker.exists() and state.rollback.exists(), "kept for a hand to load"
 
 
 def test_a_state_dir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> None:
