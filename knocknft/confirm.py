@@ -311,7 +311,9 @@ def _rollback_file(table: str, saved: str, at: float) -> str:
     return (
         f"# table inet {table} as it was at {clock_text(at)}, before `knocknft apply --confirm`.\n"
         "# Set elements (grants) are left out: the rollback keeps the ones in the kernel.\n"
-        "# The rollback empties and deletes the table's chains, then loads this.\n" + saved
+        "# The rollback empties and deletes the table's chains, then loads this. By hand:\n"
+        f"#   nft flush chain inet {table} input; nft delete chain inet {table} input\n"
+        "#   nft -f THIS_FILE\n" + saved
     )
 
 
