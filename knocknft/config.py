@@ -97,6 +97,9 @@ class Door:
     # Completing the sequence revokes the knocker's grants for these services, whichever door
     # granted them: knockd's "closeSSH" door, whose command deletes what "openSSH" added.
     close: tuple[PortSpec, ...] = ()
+    # When a grant for one of `open`'s services ends (expiry, `knocknft close`, a closing door),
+    # the client's established connections to it end too: TCP with a reset, UDP dropped.
+    close_sessions: bool = False
     target: IPAddress | None = None
     start_command: str | None = None
     stop_command: str | None = None
@@ -139,6 +142,11 @@ class Config:
     @property
     def protected(self) -> frozenset[PortSpec]:
         return frozenset(p for d in self.doors for p in d.open)
+
+    @property
+    def sessions_closed(self) -> frozenset[PortSpec]:
+        """The services whose established connections end with the client's grant."""
+        return frozenset(p for d in self.doors if d.close_sessions for p in d.open)
 
 
 @dataclass(frozen=True)
@@ -394,6 +402,7 @@ DOOR_KEYS = (
     "open",
     "open_for",
     "close",
+    "close_sessions",
     "target",
     "start_command",
     "stop_command",
@@ -527,6 +536,9 @@ def _parse_door(
     target = get("target", parse_address)
     if target is not None:
         fields["target"] = target
+    close_sessions = get("close_sessions", parse_bool)
+    if close_sessions is not None:
+        fields["close_sessions"] = close_sessions
     for key in ("start_command", "stop_command", "start_command_6", "stop_command_6"):
         command = get(key, _parse_command)
         if command is not None:
@@ -555,6 +567,13 @@ def _parse_door(
             f"{base}.open",
             "open needs open_for: how long a knocker's grant lasts",
             "add e.g. open_for: 30s",
+        )
+    if close_sessions and not has_open:
+        w.error(
+            entries["close_sessions"][0],
+            f"{base}.close_sessions",
+            "close_sessions has nothing to close: the door has no open",
+            "add open: [22/tcp] with open_for, or remove close_sessions",
         )
     if "open_for" in entries and not has_open:
         w.error(
@@ -621,7 +640,19 @@ def _check_doors(w: Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
     """Cross-door errors and the weak-sequence warnings."""
     all_knock_ports = {p for d, _ in doors for p in d.knock_ports}
     opened = {p for d, _ in doors for p in d.open}
+    closing_sessions = {p for d, _ in doors if d.close_sessions for p in d.open}
     for door, node in doors:
+        mixed = [] if door.close_sessions else sorted(closing_sessions.intersection(door.open))
+        if mixed:
+            # The kernel rule can only ask "does this address hold a grant for the service",
+            # not which door gave it, so the setting is per service.
+            w.warn(
+                node,
+                f"doors.{door.name}.close_sessions",
+                f"{', '.join(map(str, mixed))} is also opened by a door with close_sessions: "
+                "sessions to it end when the grant ends, whichever door gave it",
+                "set close_sessions the same on every door that opens the service",
+            )
         never_opened = sorted(set(door.close) - opened)
         if never_opened:
             w.warn(

@@ -40,8 +40,10 @@ from knocknft.engine import (
 )
 from knocknft.errors import KnocknftError
 from knocknft.grants import Grant, render_revoke
+from knocknft.keeper import TableKeeper
 from knocknft.lookup import Labelled, NameCache
 from knocknft.nft import Nft
+from knocknft.nftevents import TableEvent
 from knocknft.onetime import mark_used
 from knocknft.operations import apply_config
 from knocknft.pending import STATE_FILE, PendingStops
@@ -123,6 +125,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self.engine = Engine(self.config.doors, self.max_attempts)
         self.knock_log = KnockLog(self.clock)
+        self.keeper = TableKeeper(self.nft, self.clock)
         self.started = self.clock()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -130,6 +133,7 @@ class Daemon:
     def start(self) -> None:
         """Apply the table (keeping grants), then run stop commands that fell due while down."""
         result = apply_config(self.nft, self.config)
+        self.keeper.seed(result.grants)
         log.info(
             "table inet %s %s, %d open grant(s) kept",
             self.config.options.table,
@@ -143,9 +147,18 @@ class Daemon:
 
     def reload(self, config: Config) -> None:
         """Switch to a new, already validated config: re-apply the table, keep attempts."""
-        apply_config(self.nft, config)
+        result = apply_config(self.nft, config)
+        self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
         self.config = config
         self.engine.reload(config.doors)
+
+    def on_table_events(self, events: Sequence[TableEvent]) -> None:
+        """News of our table from the kernel: grants to remember, or the table gone."""
+        self.keeper.on_events(self.config, events)
+
+    def check_table(self) -> None:
+        """The fallback look, for when news was lost: is our table still there?"""
+        self.keeper.check(self.config)
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -346,6 +359,7 @@ class Daemon:
             "commands_failed": getattr(self.runner, "failed", 0),
             "pending_stop_commands": len(self.pending),
             "knock_log_suppressed": self.knock_log.suppressed,
+            "table_restores": self.keeper.restores,
         }
         data.update(extra or {})
         return data
@@ -414,6 +428,14 @@ class PacketSource(Protocol):
     def read_batch(self) -> Sequence[Knock]: ...
 
 
+class TableEventSource(Protocol):
+    """What `serve` needs of the nf_tables notification socket (nftevents.TableEvents)."""
+
+    def fileno(self) -> int: ...
+
+    def read(self, table: str) -> Sequence[TableEvent]: ...
+
+
 def serve(
     daemon: Daemon,
     source: PacketSource,
@@ -422,12 +444,16 @@ def serve(
     source_stats: Callable[[], dict[str, Any]],
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
+    table_events: TableEventSource | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats."""
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
+    table put back when another tool deletes it."""
     signals = Signals()
     selector = selectors.DefaultSelector()
     selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
     selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
+    if table_events is not None:
+        selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
     stats_file = stats_path(daemon.config)
     next_stats = 0.0
     on_ready()
@@ -449,6 +475,8 @@ def serve(
                         if not batch:
                             break
                         daemon.handle_packets(batch)
+                elif key.data == "table" and table_events is not None:
+                    daemon.on_table_events(table_events.read(daemon.config.options.table))
                 else:
                     signals.drain()
             now = daemon.clock()
@@ -460,6 +488,7 @@ def serve(
                 on_reload(_reload(daemon, load))
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
+                daemon.check_table()
                 daemon.knock_log.report()
                 write_stats(stats_file, daemon.stats(source_stats()))
     finally:

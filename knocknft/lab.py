@@ -162,9 +162,12 @@ def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: in
 
 
 class Listener:
-    """A TCP server on both families that accepts and closes: the 'protected service'."""
+    """A TCP server on both families that accepts and closes: the 'protected service'.
 
-    def __init__(self, host: Host, port: int) -> None:
+    With `echo`, it keeps each connection open instead and sends back what it reads, for tests
+    of what happens to an established session."""
+
+    def __init__(self, host: Host, port: int, echo: bool = False) -> None:
         self._sock = host.socket(socket.AF_INET6, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -172,9 +175,10 @@ class Listener:
         self._sock.listen(64)
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
+        self._echo = echo
         self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -183,11 +187,34 @@ class Listener:
             except (TimeoutError, OSError):
                 continue
             self.accepted += 1
-            conn.close()
+            if not self._echo:
+                conn.close()
+                continue
+            thread = threading.Thread(target=self._echo_on, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _echo_on(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        for thread in self._threads:
+            thread.join(timeout=2)
         self._sock.close()
 
 

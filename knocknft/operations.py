@@ -18,6 +18,7 @@ from knocknft.ruleset import render_ruleset
 class ApplyResult:
     replaced: bool  # the table existed before
     grants_kept: int
+    grants: tuple[Grant, ...] = ()  # those kept, as listed right after the apply
 
 
 def apply_config(nft: Nft, config: Config) -> ApplyResult:
@@ -25,8 +26,8 @@ def apply_config(nft: Nft, config: Config) -> ApplyResult:
     table = config.options.table
     existed = table_exists(nft, table)
     nft.run(render_ruleset(config))
-    kept = len(read_grants(nft, table)) if existed else 0
-    return ApplyResult(existed, kept)
+    kept = tuple(read_grants(nft, table)) if existed else ()
+    return ApplyResult(existed, len(kept), kept)
 
 
 def parse_client_address(text: str) -> IPAddress:

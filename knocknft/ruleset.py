@@ -73,10 +73,10 @@ def render_ruleset(config: Config) -> str:
         f"add chain {t} {INPUT_CHAIN} {chain_spec}",
     ]
     rule = f"add rule {t} {INPUT_CHAIN} "
-    lines += [
-        rule + 'iif "lo" accept',
-        rule + "ct state established,related accept",
-    ]
+    lines.append(rule + 'iif "lo" accept')
+    # Before the established accept, or a connection would outlive its grant (close_sessions).
+    lines += [rule + text for text in _session_rules(config, iif)]
+    lines.append(rule + "ct state established,related accept")
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
     for target, doors in _doors_by_target(config.doors):
         ports = {p for d in doors for p in d.knock_ports}
@@ -100,6 +100,32 @@ def render_ruleset(config: Config) -> str:
             rule + f'{iif}meta l4proto . th dport {services} drop comment "protected"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _session_rules(config: Config, iif: str) -> list[str]:
+    """End the established connections to close_sessions services of clients without a grant.
+
+    Only packets of connections the client opened (`ct direction original`), so replies to
+    this host's own connections are never touched, and never from always_allow networks. A
+    reset from the client passes, so that the server's side of the connection ends too the
+    next time it sends. UDP has no reset to send: its packets are dropped.
+    """
+    services = config.sessions_closed
+    exempt = dict(_always_allow(config))
+    rules = []
+    for protocol, end in (("tcp", "tcp flags & rst == 0 reject with tcp reset"), ("udp", "drop")):
+        ports = sorted(p.port for p in services if p.protocol == protocol)
+        if not ports:
+            continue
+        for family, allow in (("ip", ALLOW4), ("ip6", ALLOW6)):
+            networks = f"{family} saddr != {exempt[family]} " if family in exempt else ""
+            rules.append(
+                f"{iif}{protocol} dport {{ {', '.join(map(str, ports))} }} "
+                f"ct direction original ct state established {networks}"
+                f"{family} saddr . meta l4proto . th dport != @{allow} {end} "
+                'comment "close_sessions"'
+            )
+    return rules
 
 
 def _doors_by_target(doors: Iterable[Door]) -> list[tuple[IPAddress | None, list[Door]]]:

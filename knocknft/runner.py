@@ -10,13 +10,15 @@ from pathlib import Path
 from knocknft import __version__
 from knocknft.commands import ShellRunner
 from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
-from knocknft.daemon import Daemon, pending_path, serve
+from knocknft.daemon import STATS_INTERVAL, Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
+from knocknft.errors import NftError
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
 from knocknft.nflog import NflogSocket
 from knocknft.nft import LibNft
+from knocknft.nftevents import TableEvents
 from knocknft.pending import PendingStops
 
 log = logging.getLogger("knocknft")
@@ -122,6 +124,14 @@ def run_daemon(path: Path, options: RunOptions) -> int:
             readiness.close()
 
 
+def _watch_table() -> TableEvents | None:
+    try:
+        return TableEvents()
+    except NftError as exc:
+        log.warning("%s: a deleted table is noticed within %gs only", exc, STATS_INTERVAL)
+        return None
+
+
 def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
     config = loaded.config
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
@@ -139,6 +149,8 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         names=names,
     )
     group = config.options.nflog_group
+    # Listening before the start's apply, so no grant announced after it is missed.
+    table_events = _watch_table()
     try:
         daemon.start()
         with NflogSocket(group) as nflog:
@@ -169,8 +181,17 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
             def reload() -> Config:
                 return load_for_run(path, options).config
 
-            serve(daemon, nflog, load=reload, source_stats=source_stats, on_ready=ready)
+            serve(
+                daemon,
+                nflog,
+                load=reload,
+                source_stats=source_stats,
+                on_ready=ready,
+                table_events=table_events,
+            )
     finally:
+        if table_events is not None:
+            table_events.close()
         runner.close()
         if names is not None:
             names.close()

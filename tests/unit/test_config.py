@@ -299,3 +299,39 @@ def test_closing_what_the_same_door_opens_is_an_error() -> None:
 def test_closing_what_no_door_opens_warns() -> None:
     text = CLOSING.replace("close: [22/tcp]", "close: [2222/tcp]")
     assert any("no door opens 2222/tcp" in w for w in warnings_of(text))
+
+
+SESSIONS = """\
+doors:
+  ssh:
+    sequence: [7000/tcp, 9000/udp, 8000/tcp]
+    open: [22/tcp]
+    open_for: 1m
+    close_sessions: true
+"""
+
+
+def test_close_sessions_is_read_per_door() -> None:
+    cfg = parse_config(SESSIONS).config
+    assert cfg.doors[0].close_sessions is True
+    assert cfg.sessions_closed == {PortSpec(22)}
+    assert parse_config(SESSIONS.replace("true", "false")).config.sessions_closed == frozenset()
+
+
+def test_close_sessions_needs_open() -> None:
+    p = only_error(
+        SESSIONS.replace("open: [22/tcp]\n    open_for: 1m\n", "start_command: 'true'\n")
+    )
+    assert (p.line, p.key) == (5, "doors.ssh.close_sessions")
+    assert "nothing to close" in p.message
+
+
+def test_close_sessions_on_one_of_two_doors_of_a_service_warns() -> None:
+    text = SESSIONS + (
+        "  other:\n    sequence: [4001/udp, 4003/tcp, 4002/udp]\n    open: [22/tcp]\n"
+        "    open_for: 1m\n"
+    )
+    assert any(
+        "doors.other.close_sessions" in w and "22/tcp is also opened" in w
+        for w in warnings_of(text)
+    )
