@@ -167,6 +167,9 @@ class Daemon:
         # Asked once per batch: -D shows every knock packet, as knockd -D does.
         debug = log.isEnabledFor(logging.DEBUG)
         for packet in packets:
+            if self.only_ipv4 and packet.source.version == 6:
+                self.counters.ipv6_ignored += 1
+                continue
             if debug:
                 log.debug(
                     "packet: %s -> %s %d/%s flags 0x%02x",
@@ -176,9 +179,6 @@ class Daemon:
                     packet.protocol,
                     packet.tcp_flags,
                 )
-            if self.only_ipv4 and packet.source.version == 6:
-                self.counters.ipv6_ignored += 1
-                continue
             events += self.engine.on_knock(packet)
         self.execute(events)
 
