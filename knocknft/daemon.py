@@ -43,7 +43,7 @@ from knocknft.grants import Grant, render_revoke
 from knocknft.lookup import Labelled, NameCache
 from knocknft.nft import Nft
 from knocknft.onetime import mark_used
-from knocknft.operations import apply_config
+from knocknft.operations import ApplyResult, apply_config
 from knocknft.pending import STATE_FILE, PendingStops
 
 log = logging.getLogger("knocknft")
@@ -136,6 +136,7 @@ class Daemon:
             "replaced" if result.replaced else "installed",
             result.grants_kept,
         )
+        warn_if_unsaved(result)
         self.pending.load()
         self._run_due_stops(self.clock(), " (overdue from before a restart)")
         if len(self.pending):
@@ -143,7 +144,7 @@ class Daemon:
 
     def reload(self, config: Config) -> None:
         """Switch to a new, already validated config: re-apply the table, keep attempts."""
-        apply_config(self.nft, config)
+        warn_if_unsaved(apply_config(self.nft, config))
         self.config = config
         self.engine.reload(config.doors)
 
@@ -338,6 +339,15 @@ class Daemon:
         }
         data.update(extra or {})
         return data
+
+
+def warn_if_unsaved(result: ApplyResult) -> None:
+    if result.save_error is not None:
+        log.warning(
+            "table loaded, but not kept for the boot guard (%s): after a reboot, "
+            "`knocknft guard` would load an older table, or none",
+            result.save_error,
+        )
 
 
 def write_stats(path: Path, data: dict[str, Any]) -> None:
