@@ -421,8 +421,13 @@ def serve(
     source_stats: Callable[[], dict[str, Any]],
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
+    on_stats: Callable[[dict[str, Any]], None] = lambda stats: None,
 ) -> None:
-    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats."""
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats.
+
+    `load` is called when a reload begins; `on_reload` when it has ended, with its success;
+    `on_stats` with the stats every STATS_INTERVAL, after they are written.
+    """
     signals = Signals()
     selector = selectors.DefaultSelector()
     selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
@@ -460,7 +465,9 @@ def serve(
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
                 daemon.knock_log.report()
-                write_stats(stats_file, daemon.stats(source_stats()))
+                stats = daemon.stats(source_stats())
+                write_stats(stats_file, stats)
+                on_stats(stats)
     finally:
         write_stats(stats_file, daemon.stats(source_stats()))
         selector.close()

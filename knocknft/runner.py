@@ -12,11 +12,13 @@ from knocknft.commands import ShellRunner
 from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
 from knocknft.daemon import Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
+from knocknft.errors import KnocknftError
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
 from knocknft.nflog import NflogSocket
 from knocknft.nft import LibNft
+from knocknft.notify import Notifier, OpenGrants, status_line
 from knocknft.pending import PendingStops
 
 log = logging.getLogger("knocknft")
@@ -127,11 +129,13 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
     if options.knockd_fallback:
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
+    systemd = Notifier.from_environment()
     runner = ShellRunner()
     names = NameCache() if options.lookup else None
+    nft = LibNft()
     daemon = Daemon(
         config,
-        LibNft(),
+        nft,
         runner,
         PendingStops(pending_path(config)),
         native_grants=loaded.native,
@@ -139,7 +143,10 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         names=names,
     )
     group = config.options.nflog_group
+    open_grants = OpenGrants(nft, lambda: daemon.config.options.table)
+    reload_failed = False
     try:
+        systemd.status(f"starting: loading table inet {config.options.table}")
         daemon.start()
         with NflogSocket(group) as nflog:
 
@@ -154,6 +161,8 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 )
                 if readiness is not None:
                     readiness.ready()
+                if systemd.enabled:
+                    systemd.ready(status(daemon.stats(source_stats()), fresh=True))
 
             def source_stats() -> dict[str, object]:
                 c = nflog.counters
@@ -166,13 +175,49 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                     "lookups_dropped": names.dropped if names is not None else 0,
                 }
 
+            def status(stats: dict[str, object], fresh: bool = False) -> str:
+                return status_line(
+                    daemon.config,
+                    open_grants=open_grants.count(fresh),
+                    stats=stats,
+                    reload_failed=reload_failed,
+                )
+
             def reload() -> Config:
+                systemd.reloading()
                 return load_for_run(path, options).config
 
-            serve(daemon, nflog, load=reload, source_stats=source_stats, on_ready=ready)
+            def reloaded(ok: bool) -> None:
+                nonlocal reload_failed
+                reload_failed = not ok
+                # READY=1 either way: the daemon runs, on the new config or on the old one.
+                if systemd.enabled:
+                    systemd.ready(status(daemon.stats(source_stats()), fresh=True))
+
+            def stats_ticked(stats: dict[str, object]) -> None:
+                if systemd.enabled:
+                    systemd.status(status(stats))
+
+            serve(
+                daemon,
+                nflog,
+                load=reload,
+                source_stats=source_stats,
+                on_ready=ready,
+                on_reload=reloaded,
+                on_stats=stats_ticked,
+            )
+            # Commands still running get up to their time limit to finish: say so first.
+            systemd.stopping(
+                f"stopping: running commands get up to {runner.time_limit:g}s to finish"
+            )
+    except KnocknftError as exc:
+        systemd.status(f"failed: {exc}")
+        raise
     finally:
         runner.close()
         if names is not None:
             names.close()
+        systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +36,14 @@ def wait_for_log(
 
 
 class RunningDaemon:
-    def __init__(self, lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        config: Path,
+        log_path: Path,
+        extra: tuple[str, ...] = (),
+        env: Mapping[str, str] | None = None,  # added to this process's environment
+    ) -> None:
         self.lab = lab
         self.config = config
         self.log_path = log_path
@@ -45,6 +53,7 @@ class RunningDaemon:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **env} if env else None,
         )
         self.wait_for(READY, timeout=10)
 
@@ -75,9 +84,13 @@ class RunningDaemon:
 
 @contextmanager
 def running(
-    lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()
+    lab: Lab,
+    config: Path,
+    log_path: Path,
+    extra: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(lab, config, log_path, extra)
+    daemon = RunningDaemon(lab, config, log_path, extra, env)
     try:
         yield daemon
     finally:
