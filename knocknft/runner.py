@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
     if options.knockd_fallback:
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
+    warn_unwritable_one_time_files(config)
     systemd = Notifier.from_environment()
     runner = ShellRunner()
     names = NameCache() if options.lookup else None
@@ -185,7 +187,9 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
 
             def reload() -> Config:
                 systemd.reloading()
-                return load_for_run(path, options).config
+                new = load_for_run(path, options).config
+                warn_unwritable_one_time_files(new)
+                return new
 
             def reloaded(ok: bool) -> None:
                 nonlocal reload_failed
@@ -221,3 +225,22 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0
+
+
+def warn_unwritable_one_time_files(config: Config) -> None:
+    """A used one-time sequence is marked in its file; if the file cannot be written (a
+    read-only /etc under the systemd unit's ProtectSystem=strict), the mark is lost at the next
+    restart and the sequence would open the door again. Say so at start and on reload, not at
+    the first use.
+    """
+    for door in config.doors:
+        path = door.one_time_sequences
+        if path is not None and not os.access(path, os.W_OK):
+            log.error(
+                "%s: %s is not writable: used one-time sequences cannot be marked and would "
+                "work again after a restart (under systemd: ReadWritePaths=%s, see "
+                "packaging/systemd/README.md)",
+                door.name,
+                path,
+                path.parent,
+            )

@@ -1,7 +1,7 @@
 """What the systemd units rely on, against the real kernel in namespaces, with no systemd running:
 the daemon speaks sd_notify to a socket the test binds as systemd would; the guard brings the
 closed table back after `nft flush ruleset`, and keeps the services shut when the daemon cannot
-start (knockd issue #51).
+start (knockd issue #51); and one capability, CAP_NET_ADMIN, is all the daemon and guard need.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import array
 import signal
 import socket
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +19,12 @@ import pytest
 from knocknft.lab import Lab, Listener
 from knocknft.lastgood import LAST_GOOD_FILE
 from tests.integration.conftest import BIN, EXAMPLE_CONFIG, Server, write_config
-from tests.integration.daemon_fixture import running
+from tests.integration.daemon_fixture import READY, running, wait_for_log
 from tests.integration.test_daemon import RIGHT, config_text
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4
+CAP_NET_ADMIN = 12
 
 
 @pytest.fixture
@@ -155,3 +157,52 @@ def test_the_services_stay_shut_when_the_daemon_cannot_start(
     assert not lab.client.tcp_reachable(SERVER, 22)
     lab.client.knock(SERVER, *RIGHT)
     assert not lab.client.tcp_reachable(SERVER, 22), "no daemon: knocking cannot open it"
+
+
+def cap_eff(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no CapEff for {pid}")
+
+
+# As the units' CapabilityBoundingSet=CAP_NET_ADMIN and NoNewPrivileges=yes make it.
+ONLY_NET_ADMIN = ("setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all", "--no-new-privs")
+
+
+def test_cap_net_admin_is_all_the_daemon_and_the_guard_need(
+    lab: Lab, tmp_path: Path, listener: Listener
+) -> None:
+    state = tmp_path / "state"
+    cfg = write_config(tmp_path, config_text(state, open_for="1m"))
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "w") as log:
+        proc = lab.server.popen(
+            *ONLY_NET_ADMIN,
+            str(BIN / "knocknft"),
+            "run",
+            "-c",
+            str(cfg),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def alive() -> None:
+                assert proc.poll() is None, log_path.read_text()
+
+            wait_for_log(log_path, READY, timeout=10, check=alive)
+            assert cap_eff(proc.pid) == 1 << CAP_NET_ADMIN
+            lab.client.knock(SERVER, *RIGHT, source=A)
+            wait_for_log(log_path, f"{A}: ssh: granted 22/tcp", check=alive)
+            assert lab.client.tcp_reachable(SERVER, 22, source=A)
+            assert (state / LAST_GOOD_FILE).exists() and (state / "stats.json").exists()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0, log_path.read_text()
+    lab.server.run("nft", "flush", "ruleset")
+    guard = lab.server.run(
+        *ONLY_NET_ADMIN, str(BIN / "knocknft"), "guard", "--state-dir", str(state), check=False
+    )
+    assert guard.returncode == 0, guard.stderr
+    assert not lab.client.tcp_reachable(SERVER, 22, source=A)
