@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,14 +42,16 @@ class RunningDaemon:
         config: Path,
         log_path: Path,
         extra: tuple[str, ...] = (),
+        *,
         env: Mapping[str, str] | None = None,  # added to this process's environment
+        prefix: Sequence[str] = (),  # a command that runs knocknft, e.g. setpriv with its flags
     ) -> None:
         self.lab = lab
         self.config = config
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
+            lab.server.cmd(*prefix, str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -88,9 +90,11 @@ def running(
     config: Path,
     log_path: Path,
     extra: tuple[str, ...] = (),
+    *,
     env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(lab, config, log_path, extra, env)
+    daemon = RunningDaemon(lab, config, log_path, extra, env=env, prefix=prefix)
     try:
         yield daemon
     finally:

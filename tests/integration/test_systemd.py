@@ -10,7 +10,6 @@ import array
 import signal
 import socket
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from knocknft.lab import Lab, Listener
 from knocknft.lastgood import LAST_GOOD_FILE
 from tests.integration.conftest import BIN, EXAMPLE_CONFIG, Server, write_config
-from tests.integration.daemon_fixture import READY, running, wait_for_log
+from tests.integration.daemon_fixture import running
 from tests.integration.test_daemon import RIGHT, config_text
 
 SERVER = Lab.SERVER_V4
@@ -175,31 +174,14 @@ def test_cap_net_admin_is_all_the_daemon_and_the_guard_need(
 ) -> None:
     state = tmp_path / "state"
     cfg = write_config(tmp_path, config_text(state, open_for="1m"))
-    log_path = tmp_path / "daemon.log"
-    with open(log_path, "w") as log:
-        proc = lab.server.popen(
-            *ONLY_NET_ADMIN,
-            str(BIN / "knocknft"),
-            "run",
-            "-c",
-            str(cfg),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-
-            def alive() -> None:
-                assert proc.poll() is None, log_path.read_text()
-
-            wait_for_log(log_path, READY, timeout=10, check=alive)
-            assert cap_eff(proc.pid) == 1 << CAP_NET_ADMIN
-            lab.client.knock(SERVER, *RIGHT, source=A)
-            wait_for_log(log_path, f"{A}: ssh: granted 22/tcp", check=alive)
-            assert lab.client.tcp_reachable(SERVER, 22, source=A)
-            assert (state / LAST_GOOD_FILE).exists() and (state / "stats.json").exists()
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0, log_path.read_text()
+    with running(lab, cfg, tmp_path / "daemon.log", prefix=ONLY_NET_ADMIN) as daemon:
+        # `ip netns exec` and setpriv exec, so this pid is the daemon's.
+        assert cap_eff(daemon.proc.pid) == 1 << CAP_NET_ADMIN
+        lab.client.knock(SERVER, *RIGHT, source=A)
+        daemon.wait_for(f"{A}: ssh: granted 22/tcp")
+        assert lab.client.tcp_reachable(SERVER, 22, source=A)
+        assert (state / LAST_GOOD_FILE).exists() and (state / "stats.json").exists()
+        assert daemon.stop() == 0, daemon.log()
     lab.server.run("nft", "flush", "ruleset")
     guard = lab.server.run(
         *ONLY_NET_ADMIN, str(BIN / "knocknft"), "guard", "--state-dir", str(state), check=False
