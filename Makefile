@@ -8,7 +8,9 @@ SHELL := /bin/bash
 # installed libnftables.so.1, so the virtual environment is made from it.
 PYTHON := /usr/bin/python3
 VENV := .venv
-APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps
+# systemd: its systemd-analyze and systemd-tmpfiles check packaging/systemd in the tests (only
+# files are read; no unit is started). Debian installs it anyway; minimal containers may not.
+APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd
 
 .PHONY: demo test lint unit integration deps venv clean
 

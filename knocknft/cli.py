@@ -4,6 +4,7 @@ knocknft's errors to a message on stderr and an exit code scripts can rely on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import typer
 from knocknft import __version__
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
+    DEFAULT_STATE_DIR,
     Config,
     Invalid,
     Options,
@@ -29,6 +31,7 @@ from knocknft.files import write_atomic
 from knocknft.grants import format_seconds, format_table
 from knocknft.importer import import_knockd
 from knocknft.knockd_conf import read_knockd_conf
+from knocknft.lastgood import last_good_path, load_last_good
 from knocknft.nft import LibNft, NftSnapshots, read_grants
 from knocknft.operations import (
     apply_config,
@@ -77,7 +80,8 @@ StateDirOption = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Where a pending confirmation is kept; overrides options.state_dir.",
+        help="Where a pending confirmation and the last-known-good copy of the table (for "
+        "`knocknft guard`) are kept; overrides options.state_dir.",
         metavar="DIR",
     ),
 ]
@@ -181,10 +185,18 @@ def apply(
     Only that table is touched. The allowlist sets and every open grant in them survive a
     re-apply, with their remaining time. If anything fails, nothing changes. While an
     `apply --confirm` is pending, a plain apply is refused.
+
+    The script the kernel accepted is kept as STATE_DIR/last-good.nft (0600), which
+    `knocknft guard` loads at boot. If it cannot be kept, a warning says so; the table is
+    loaded all the same and the exit status is 0.
     """
     armed: Armed | None = None
     with _errors():
         cfg = _load(config)
+        if state_dir is not None:
+            cfg = dataclasses.replace(
+                cfg, options=dataclasses.replace(cfg.options, state_dir=state_dir)
+            )
         if dry_run:
             if confirm is not None:
                 raise UsageError("--dry-run loads nothing, so there is nothing to --confirm")
@@ -204,6 +216,12 @@ def apply(
         f"{verb} table inet {cfg.options.table}: {len(cfg.doors)} door(s), "
         f"{result.grants_kept} open grant(s) kept"
     )
+    if result.save_error is not None:
+        typer.echo(
+            f"warning: not kept for the boot guard: {result.save_error}; after a reboot "
+            "`knocknft guard` would load an older table, or none",
+            err=True,
+        )
     if armed is not None:
         _tell_armed(armed, state)
 
@@ -263,6 +281,65 @@ def confirm_(config: ConfigOption = DEFAULT_CONFIG_PATH, state_dir: StateDirOpti
             f"note: its watcher (pid {p.watcher}) was no longer running: no rollback was coming",
             err=True,
         )
+
+
+GUARD_EPILOG = (
+    "At boot this runs from knocknft-guard.service, before network-pre.target and before "
+    "knocknft.service (packaging/systemd/). By hand: knocknft guard; "
+    "knocknft guard --state-dir /srv/knocknft.\n\n"
+    "Exit status: 0 the table is loaded, or nothing was saved yet (a warning says so, nothing "
+    "changes); 1 the saved file cannot be read, is not one knocknft saved, or the kernel "
+    "refused it; 2 invalid arguments."
+)
+
+
+@app.command(epilog=GUARD_EPILOG)
+def guard(
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where apply and the daemon keep last-good.nft: the same directory as "
+            "options.state_dir.",
+            show_default=True,
+            metavar="DIR",
+        ),
+    ] = DEFAULT_STATE_DIR,
+) -> None:
+    """Load the last-known-good table, so the protected services are shut from boot on.
+
+    Loads DIR/last-good.nft, the script of the last successful `knocknft apply` or daemon
+    start or reload, in one transaction. Run early at boot, before any network is up, it keeps
+    the protected services dropped even if the daemon then cannot start: fail closed, where a
+    knockd that failed to start left the ports open (knockd issue #51). The daemon, once
+    running, replaces the table with its current config.
+
+    The table is loaded as `apply` loads it: if it is already there, open grants survive with
+    their remaining time. After `nft flush ruleset` the grants are gone, as the table was;
+    the guard brings back the table, closed.
+
+    The config is not read, so a broken config cannot keep the guard from closing the doors.
+    A file that is not a table knocknft saved (every command must name one inet table) is
+    refused.
+    """
+    path = last_good_path(state_dir)
+    try:
+        with _errors():
+            guarded = load_last_good(nft_factory(), state_dir)
+    except OSError as exc:
+        _fail(EXIT_FAILURE, f"cannot read {path}: {exc.strerror or exc}")
+    if guarded.table is None:
+        typer.echo(
+            f"warning: nothing to load: {path} does not exist yet (`knocknft apply` and the "
+            "daemon save it); nothing changed, the protected services are not guarded",
+            err=True,
+        )
+        return
+    if guarded.replaced:
+        done = f"table inet {guarded.table} reloaded, {guarded.grants_kept} open grant(s) kept"
+    else:
+        done = f"table inet {guarded.table} installed: the protected services are closed"
+    typer.echo(f"loaded {path}: {done}")
 
 
 @app.command(epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'")

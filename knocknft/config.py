@@ -25,6 +25,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_CONFIG_PATH = Path("/etc/knocknft/config.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/knocknft")
 DEFAULT_SEQ_TIMEOUT = 25  # knockd's default, seconds
 DEFAULT_CMD_TIMEOUT = 10  # knockd's default, seconds
 MAX_SEQUENCE_LENGTH = 32  # knockd's limit
@@ -127,7 +128,7 @@ class Options:
     # Sources that reach the protected services without knocking (a management network):
     # the admin's safety line against locking themselves out.
     always_allow: tuple[IPNetwork, ...] = ()
-    state_dir: Path = Path("/var/lib/knocknft")
+    state_dir: Path = DEFAULT_STATE_DIR
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from knocknft.lookup import Labelled, NameCache
 from knocknft.nft import Nft
 from knocknft.nftevents import TableEvent
 from knocknft.onetime import mark_used
-from knocknft.operations import apply_config
+from knocknft.operations import ApplyResult, apply_config
 from knocknft.pending import STATE_FILE, PendingStops
 
 log = logging.getLogger("knocknft")
@@ -140,6 +140,7 @@ class Daemon:
             "replaced" if result.replaced else "installed",
             result.grants_kept,
         )
+        warn_if_unsaved(result)
         self.pending.load()
         self._run_due_stops(self.clock(), " (overdue from before a restart)")
         if len(self.pending):
@@ -148,6 +149,7 @@ class Daemon:
     def reload(self, config: Config) -> None:
         """Switch to a new, already validated config: re-apply the table, keep attempts."""
         result = apply_config(self.nft, config)
+        warn_if_unsaved(result)
         self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
         self.config = config
         self.engine.reload(config.doors)
@@ -365,6 +367,15 @@ class Daemon:
         return data
 
 
+def warn_if_unsaved(result: ApplyResult) -> None:
+    if result.save_error is not None:
+        log.warning(
+            "table loaded, but not kept for the boot guard (%s): after a reboot, "
+            "`knocknft guard` would load an older table, or none",
+            result.save_error,
+        )
+
+
 def write_stats(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     try:
@@ -444,10 +455,15 @@ def serve(
     source_stats: Callable[[], dict[str, Any]],
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
+    on_stats: Callable[[dict[str, Any]], None] = lambda stats: None,
     table_events: TableEventSource | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
-    table put back when another tool deletes it."""
+    table put back when another tool deletes it.
+
+    `load` is called when a reload begins; `on_reload` when it has ended, with its success;
+    `on_stats` with the stats every STATS_INTERVAL, after they are written.
+    """
     signals = Signals()
     selector = selectors.DefaultSelector()
     selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
@@ -490,7 +506,9 @@ def serve(
                 next_stats = now + STATS_INTERVAL
                 daemon.check_table()
                 daemon.knock_log.report()
-                write_stats(stats_file, daemon.stats(source_stats()))
+                stats = daemon.stats(source_stats())
+                write_stats(stats_file, stats)
+                on_stats(stats)
     finally:
         write_stats(stats_file, daemon.stats(source_stats()))
         selector.close()

@@ -25,6 +25,8 @@ ALLOW_SET_SIZE = 65536
 # A set-wide default timeout is the kernel-side guard behind our own rule that every element
 # carries a timeout: an element added without one (by a buggy writer) still expires.
 FALLBACK_TIMEOUT = 3600
+# The first words of every script: how a saved copy is recognised as ours (knocknft.lastgood).
+HEADER = "# knocknft "
 
 
 def services_expr(ports: Iterable[PortSpec]) -> str:
@@ -55,7 +57,7 @@ def render_ruleset(config: Config) -> str:
     iif = f"iifname {_quoted_set(opts.interfaces)} " if opts.interfaces else ""
     timeout = set_default_timeout(config)
     lines = [
-        f"# knocknft {__version__}: table {t}, rendered from {config.source}.",
+        f"{HEADER}{__version__}: table {t}, rendered from {config.source}.",
         "# Generated: edit the config and run `knocknft apply`, not this text.",
         f"add table {t}",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +13,14 @@ from knocknft.commands import ShellRunner
 from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
 from knocknft.daemon import STATS_INTERVAL, Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
-from knocknft.errors import NftError
+from knocknft.errors import KnocknftError, NftError
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
 from knocknft.nflog import NflogSocket
 from knocknft.nft import LibNft
 from knocknft.nftevents import TableEvents
+from knocknft.notify import Notifier, OpenGrants, status_line
 from knocknft.pending import PendingStops
 
 log = logging.getLogger("knocknft")
@@ -137,11 +139,14 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
     if options.knockd_fallback:
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
+    warn_unwritable_one_time_files(config)
+    systemd = Notifier.from_environment()
     runner = ShellRunner()
     names = NameCache() if options.lookup else None
+    nft = LibNft()
     daemon = Daemon(
         config,
-        LibNft(),
+        nft,
         runner,
         PendingStops(pending_path(config)),
         native_grants=loaded.native,
@@ -151,7 +156,10 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     group = config.options.nflog_group
     # Listening before the start's apply, so no grant announced after it is missed.
     table_events = _watch_table()
+    open_grants = OpenGrants(nft, lambda: daemon.config.options.table)
+    reload_failed = False
     try:
+        systemd.status(f"starting: loading table inet {config.options.table}")
         daemon.start()
         with NflogSocket(group) as nflog:
 
@@ -166,6 +174,8 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 )
                 if readiness is not None:
                     readiness.ready()
+                if systemd.enabled:
+                    systemd.ready(status(daemon.stats(source_stats()), fresh=True))
 
             def source_stats() -> dict[str, object]:
                 c = nflog.counters
@@ -178,8 +188,30 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                     "lookups_dropped": names.dropped if names is not None else 0,
                 }
 
+            def status(stats: dict[str, object], fresh: bool = False) -> str:
+                return status_line(
+                    daemon.config,
+                    open_grants=open_grants.count(fresh),
+                    stats=stats,
+                    reload_failed=reload_failed,
+                )
+
             def reload() -> Config:
-                return load_for_run(path, options).config
+                systemd.reloading()
+                new = load_for_run(path, options).config
+                warn_unwritable_one_time_files(new)
+                return new
+
+            def reloaded(ok: bool) -> None:
+                nonlocal reload_failed
+                reload_failed = not ok
+                # READY=1 either way: the daemon runs, on the new config or on the old one.
+                if systemd.enabled:
+                    systemd.ready(status(daemon.stats(source_stats()), fresh=True))
+
+            def stats_ticked(stats: dict[str, object]) -> None:
+                if systemd.enabled:
+                    systemd.status(status(stats))
 
             serve(
                 daemon,
@@ -187,13 +219,42 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 load=reload,
                 source_stats=source_stats,
                 on_ready=ready,
+                on_reload=reloaded,
+                on_stats=stats_ticked,
                 table_events=table_events,
             )
+            # Commands still running get up to their time limit to finish: say so first.
+            systemd.stopping(
+                f"stopping: running commands get up to {runner.time_limit:g}s to finish"
+            )
+    except KnocknftError as exc:
+        systemd.status(f"failed: {exc}")
+        raise
     finally:
         if table_events is not None:
             table_events.close()
         runner.close()
         if names is not None:
             names.close()
+        systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0
+
+
+def warn_unwritable_one_time_files(config: Config) -> None:
+    """A used one-time sequence is marked in its file; if the file cannot be written (a
+    read-only /etc under the systemd unit's ProtectSystem=strict), the mark is lost at the next
+    restart and the sequence would open the door again. Say so at start and on reload, not at
+    the first use.
+    """
+    for door in config.doors:
+        path = door.one_time_sequences
+        if path is not None and not os.access(path, os.W_OK):
+            log.error(
+                "%s: %s is not writable: used one-time sequences cannot be marked and would "
+                "work again after a restart (under systemd: ReadWritePaths=%s, see "
+                "packaging/systemd/README.md)",
+                door.name,
+                path,
+                path.parent,
+            )

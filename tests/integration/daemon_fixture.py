@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,16 +36,26 @@ def wait_for_log(
 
 
 class RunningDaemon:
-    def __init__(self, lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        config: Path,
+        log_path: Path,
+        extra: tuple[str, ...] = (),
+        *,
+        env: Mapping[str, str] | None = None,  # added to this process's environment
+        prefix: Sequence[str] = (),  # a command that runs knocknft, e.g. setpriv with its flags
+    ) -> None:
         self.lab = lab
         self.config = config
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
+            lab.server.cmd(*prefix, str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
+            env={**os.environ, **env} if env else None,
         )
         self.wait_for(READY, timeout=10)
 
@@ -75,9 +86,15 @@ class RunningDaemon:
 
 @contextmanager
 def running(
-    lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()
+    lab: Lab,
+    config: Path,
+    log_path: Path,
+    extra: tuple[str, ...] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
 ) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(lab, config, log_path, extra)
+    daemon = RunningDaemon(lab, config, log_path, extra, env=env, prefix=prefix)
     try:
         yield daemon
     finally:
