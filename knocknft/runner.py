@@ -209,7 +209,22 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 if systemd.enabled:
                     systemd.ready(status(daemon.stats(source_stats()), fresh=True))
 
+            lost_reported = 0
+
             def stats_ticked(stats: dict[str, object]) -> None:
+                nonlocal lost_reported
+                lost = nflog.counters.lost
+                if lost > lost_reported:
+                    # Knocks the kernel logged but could not queue to us: a sequence may break.
+                    log.warning(
+                        "NFLOG group %d: %d knock packet(s) lost in the last %gs (%d in all): "
+                        "the daemon fell behind; see `knocknft status --stats`",
+                        group,
+                        lost - lost_reported,
+                        STATS_INTERVAL,
+                        lost,
+                    )
+                    lost_reported = lost
                 if systemd.enabled:
                     systemd.status(status(stats))
 
