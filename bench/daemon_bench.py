@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from knocknft.lab import Lab, run_in_netns, tcp_segment
+from knocknft.lab import Lab, flood, run_in_netns, spoofed_syn
 
 BIN = Path(sys.executable).parent
 NETLINK_NETFILTER = 12
@@ -153,36 +153,11 @@ def measure_latency(lab: Lab, sequences: int) -> list[float]:
     return latencies
 
 
-def spoofed_syn(source_index: int) -> bytes:
-    """A first-step knock (SYN to 7000/tcp) from 198.19.x.y: the costly case, a new attempt."""
-    source = f"198.19.{(source_index >> 8) & 0xFF}.{source_index & 0xFF}"
-    tcp = tcp_segment(source, Lab.SERVER_V4, 40000, 7000, 0x02)
-    src, dst = socket.inet_aton(source), socket.inet_aton(Lab.SERVER_V4)
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
-    return header + tcp
-
-
-def flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
-    """Send spoofed first-step knocks at `rate` per second for `seconds`; returns (sent, took)."""
-    sock = lab.client.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    packets = [spoofed_syn(i) for i in range(65536)]
-    target = (Lab.SERVER_V4, 0)
-    total = int(rate * seconds)
-    burst = max(1, rate // 1000)
-    sent = 0
-    started = time.perf_counter()
-    try:
-        while sent < total:
-            due = started + sent / rate
-            now = time.perf_counter()
-            if now < due:
-                time.sleep(due - now)
-            for _ in range(min(burst, total - sent)):
-                sock.sendto(packets[sent & 0xFFFF], target)
-                sent += 1
-    finally:
-        sock.close()
-    return sent, time.perf_counter() - started
+def first_step_flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
+    """Spoofed first-step knocks (SYN to 7000/tcp) from 65536 sources, 198.19.x.y: the costly
+    case, a new attempt each."""
+    packets = [spoofed_syn(i, Lab.SERVER_V4, 7000) for i in range(65536)]
+    return flood(lab.client, packets, Lab.SERVER_V4, rate, seconds)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -231,7 +206,7 @@ def main() -> None:
             proc = start_daemon(lab, workdir)
             pid = daemon_pid(proc)
             cpu_before = cpu_seconds(pid)
-            sent, took = flood(lab, rate, args.seconds)
+            sent, took = first_step_flood(lab, rate, args.seconds)
             time.sleep(0.5)  # let the daemon drain its receive buffer
             cpu = cpu_seconds(pid) - cpu_before
             stats = stop_daemon(proc, workdir)
