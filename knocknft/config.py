@@ -28,6 +28,10 @@ DEFAULT_CONFIG_PATH = Path("/etc/knocknft/config.yaml")
 DEFAULT_SEQ_TIMEOUT = 25  # knockd's default, seconds
 DEFAULT_CMD_TIMEOUT = 10  # knockd's default, seconds
 MAX_SEQUENCE_LENGTH = 32  # knockd's limit
+# Knock attempts in progress the daemon keeps (oldest evicted first): what bounds its memory
+# under a spoofed flood. The ceiling keeps a typo from asking for gigabytes.
+DEFAULT_MAX_ATTEMPTS = 65536
+MAX_ATTEMPTS_CEILING = 1 << 20
 # nft element comments are stored as userdata; keep names short and shell/log safe.
 DOOR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 TABLE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -125,6 +129,7 @@ class Options:
     # the admin's safety line against locking themselves out.
     always_allow: tuple[IPNetwork, ...] = ()
     state_dir: Path = Path("/var/lib/knocknft")
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -385,6 +390,7 @@ OPTION_KEYS = (
     "interfaces",
     "always_allow",
     "state_dir",
+    "max_attempts",
 )
 DOOR_KEYS = (
     "sequence",
@@ -419,6 +425,8 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
             parsed = w.scalar(value, key, _parse_abs_path)
         elif name == "syslog":
             parsed = w.scalar(value, key, parse_bool)
+        elif name == "max_attempts":
+            parsed = w.scalar(value, key, _parse_max_attempts)
         elif name == "interfaces":
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
         else:  # always_allow
@@ -426,6 +434,17 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
         if parsed is not None:
             values[name] = parsed
     return Options(**values)  # type: ignore[arg-type]  # keys and types checked above
+
+
+def _parse_max_attempts(text: str) -> int:
+    try:
+        return parse_int(text, 1, MAX_ATTEMPTS_CEILING)
+    except Invalid as exc:
+        raise Invalid(
+            exc.message,
+            f"the default, {DEFAULT_MAX_ATTEMPTS}, keeps a spoofed flood's cost bounded; "
+            "see the README for the memory each size takes",
+        ) from None
 
 
 def _parse_table_name(text: str) -> str:

@@ -26,7 +26,6 @@ from knocknft import __version__
 from knocknft.commands import CommandRunner, command_for, expand_command
 from knocknft.config import Config, Door, IPAddress, PortSpec
 from knocknft.engine import (
-    DEFAULT_MAX_ATTEMPTS,
     DoorDisabled,
     Engine,
     Event,
@@ -113,7 +112,6 @@ class Daemon:
     clock: Callable[[], float] = time.time
     # With a knockd.conf the commands are the only effect, as under knockd.
     native_grants: bool = True
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # knockd's -4: IPv6 knocks are dropped by the table as always, but never reach the engine.
     only_ipv4: bool = False
     # knockd's -l: names for log lines, from a cache that never blocks this loop.
@@ -121,7 +119,7 @@ class Daemon:
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.config.doors, self.max_attempts)
+        self.engine = Engine(self.config.doors, self.config.options.max_attempts)
         self.knock_log = KnockLog(self.clock)
         self.started = self.clock()
 
@@ -145,7 +143,7 @@ class Daemon:
         """Switch to a new, already validated config: re-apply the table, keep attempts."""
         apply_config(self.nft, config)
         self.config = config
-        self.engine.reload(config.doors)
+        self.engine.reload(config.doors, config.options.max_attempts)
 
     # -- the work -----------------------------------------------------------------------------
 
@@ -219,7 +217,7 @@ class Daemon:
                     "%s: %s: attempt evicted (cap %d)",
                     self._who(event.source),
                     event.door.name,
-                    self.max_attempts,
+                    self.engine.max_attempts,
                 )
             elif isinstance(event, OneTimeUsed):
                 self._mark_one_time(event)
@@ -326,7 +324,7 @@ class Daemon:
             "evictions": e.evictions,
             "flags_ignored": e.flags_ignored,
             "attempts_tracked": self.engine.tracked,
-            "attempts_cap": self.max_attempts,
+            "attempts_cap": self.engine.max_attempts,
             "grants": self.counters.grants,
             "grant_failures": self.counters.grant_failures,
             "commands_started": self.counters.commands,

@@ -10,6 +10,7 @@ import pytest
 
 from knocknft.config import (
     DEFAULT_CMD_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SEQ_TIMEOUT,
     PortSpec,
     TcpFlags,
@@ -299,3 +300,16 @@ def test_closing_what_the_same_door_opens_is_an_error() -> None:
 def test_closing_what_no_door_opens_warns() -> None:
     text = CLOSING.replace("close: [22/tcp]", "close: [2222/tcp]")
     assert any("no door opens 2222/tcp" in w for w in warnings_of(text))
+
+
+def test_max_attempts_is_the_engines_cap() -> None:
+    assert parse_config(GOOD).config.options.max_attempts == DEFAULT_MAX_ATTEMPTS == 65536
+    text = GOOD.replace("options:\n", "options:\n  max_attempts: 4096\n")
+    assert parse_config(text).config.options.max_attempts == 4096
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "2000000"])
+def test_max_attempts_out_of_range_is_located(value: str) -> None:
+    p = only_error(GOOD.replace("options:\n", f"options:\n  max_attempts: {value}\n"))
+    assert (p.line, p.key) == (2, "options.max_attempts")
+    assert "from 1 to 1048576" in p.message and "65536" in p.hint
