@@ -228,6 +228,14 @@ def flood(
     return sent, time.perf_counter() - started
 
 
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory (VmRSS): what a flood costs the daemon."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS in /proc/{pid}/status")
+
+
 class Listener:
     """A TCP server on both families that accepts and closes: the 'protected service'."""
 

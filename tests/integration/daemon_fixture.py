@@ -35,13 +35,23 @@ def wait_for_log(
 
 
 class RunningDaemon:
-    def __init__(self, lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        config: Path,
+        log_path: Path,
+        extra: tuple[str, ...] = (),
+        verbose: bool = True,
+    ) -> None:
         self.lab = lab
         self.config = config
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        # -v by default, for the detail a failing test needs; a flood test goes without, since
+        # -v writes a line for every evicted attempt.
+        flags = ("-v",) if verbose else ()
         self.proc = subprocess.Popen(
-            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
+            lab.server.cmd(str(BIN / "knocknft"), "run", "-c", str(config), *flags, *extra),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -75,9 +85,9 @@ class RunningDaemon:
 
 @contextmanager
 def running(
-    lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = ()
+    lab: Lab, config: Path, log_path: Path, extra: tuple[str, ...] = (), verbose: bool = True
 ) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(lab, config, log_path, extra)
+    daemon = RunningDaemon(lab, config, log_path, extra, verbose)
     try:
         yield daemon
     finally:

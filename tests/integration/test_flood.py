@@ -1,0 +1,69 @@
+"""A spoofed flood of first-step knocks against the real daemon: its memory stays bounded by the
+attempt cap, and real knockers still get in while the flood goes on. Behaviour only: nothing
+here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from knocknft.config import DEFAULT_MAX_ATTEMPTS
+from knocknft.lab import SPOOFED_SOURCES, Lab, Listener, flood, rss_bytes, spoofed_syn
+from tests.integration.conftest import REPO, write_config
+from tests.integration.daemon_fixture import running
+from tests.integration.test_daemon import RIGHT, config_text
+
+SERVER = Lab.SERVER_V4
+# The README's promise, checked here: the daemon's resident memory at the default cap.
+RSS_CAP_MIB = 80
+FLOOD_RATE = 40_000
+FLOOD_SECONDS = 6.0
+
+
+def test_the_readme_documents_the_rss_cap_this_test_checks() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert f"under {RSS_CAP_MIB} MiB at the default cap of {DEFAULT_MAX_ATTEMPTS}" in readme
+
+
+def test_a_spoofed_flood_is_bounded_and_real_knockers_still_get_in(
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
+) -> None:
+    clients = [str(lab.client.add_address(f"198.18.0.{10 + i}")) for i in range(10)]
+    state = tmp_path / "state"
+    # seq_timeout outlasts the test: attempts leave only by eviction, so the cap is what bounds.
+    cfg = write_config(tmp_path, config_text(state, open_for="30s", seq_timeout="25s"))
+    # More distinct sources than the cap, so the flood overfills it and evictions must happen.
+    assert SPOOFED_SOURCES > DEFAULT_MAX_ATTEMPTS
+    packets = [spoofed_syn(i, SERVER, 7000) for i in range(SPOOFED_SOURCES)]
+    stop = threading.Event()
+    sent: list[int] = []
+    with running(lab, cfg, tmp_path / "daemon.log", verbose=False) as daemon:
+        assert b"knocknft" in Path(f"/proc/{daemon.proc.pid}/cmdline").read_bytes()
+        sender = threading.Thread(
+            target=lambda: sent.append(
+                flood(lab.client, packets, SERVER, FLOOD_RATE, FLOOD_SECONDS, stop=stop)[0]
+            )
+        )
+        sender.start()
+        try:
+            # Past the point where the cap is full, then each client knocks once, amid the flood.
+            time.sleep(2.0)
+            for client in clients:
+                lab.client.knock(SERVER, *RIGHT, source=client)
+                daemon.wait_for(f"{client}: ssh: OPEN SESAME", timeout=5)
+                assert lab.client.tcp_reachable(SERVER, 22, source=client)
+            assert sender.is_alive(), "every knock above happened during the flood"
+        finally:
+            stop.set()
+            sender.join()
+        rss = rss_bytes(daemon.proc.pid)
+    stats = json.loads((state / "stats.json").read_text())
+    assert sent and stats["knocks"] > DEFAULT_MAX_ATTEMPTS
+    assert stats["opens"] == len(clients)
+    assert stats["attempts_cap"] == DEFAULT_MAX_ATTEMPTS
+    assert stats["attempts_tracked"] <= stats["attempts_cap"]
+    assert stats["evictions"] > 0
+    assert rss < RSS_CAP_MIB << 20, f"RSS {rss / 2**20:.1f} MiB at the cap"
