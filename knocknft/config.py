@@ -118,6 +118,29 @@ class Door:
         return frozenset(ports)
 
 
+RateUnit = Literal["second", "minute", "hour", "day"]
+RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_RATE = 1_000_000  # packets per unit, and burst: far above any knocker, far below nft's u32
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` knock packets per `unit` from one source, after a burst of `burst`:
+    enforced by the kernel before NFLOG, so a noisy source costs the daemon nothing."""
+
+    count: int
+    unit: RateUnit
+    burst: int
+
+    @property
+    def refill_seconds(self) -> float:
+        """How long an emptied bucket takes to fill up again."""
+        return self.burst * RATE_UNIT_SECONDS[self.unit] / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.unit} burst {self.burst}"
+
+
 @dataclass(frozen=True)
 class Options:
     nflog_group: int = 7
@@ -130,6 +153,7 @@ class Options:
     always_allow: tuple[IPNetwork, ...] = ()
     state_dir: Path = Path("/var/lib/knocknft")
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    knock_rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +291,36 @@ def parse_int(text: str, low: int, high: int) -> int:
     return int(value)
 
 
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+_RATE_UNITS: dict[str, RateUnit] = {
+    "s": "second",
+    "sec": "second",
+    "second": "second",
+    "m": "minute",
+    "min": "minute",
+    "minute": "minute",
+    "h": "hour",
+    "hour": "hour",
+    "d": "day",
+    "day": "day",
+}
+
+
+def parse_rate(text: str) -> tuple[int, RateUnit]:
+    """`20/second`, `600/minute`, `20/s` -> (count, unit)."""
+    match = _RATE_RE.match(text.lower())
+    unit = _RATE_UNITS.get(match.group(2)) if match else None
+    if match is None or unit is None:
+        raise Invalid(
+            f"{text!r} is not a rate",
+            "write COUNT/UNIT with a unit of second, minute, hour or day, e.g. 20/second",
+        )
+    count = int(match.group(1))
+    if not 1 <= count <= MAX_RATE:
+        raise Invalid(f"{text!r} is out of range", f"the count is 1 to {MAX_RATE}, e.g. 20/second")
+    return count, unit
+
+
 def parse_one_time_line(text: str) -> tuple[PortSpec, ...]:
     """A one-time-sequences line: knockd's `7000,8000:udp,9000` (our `/` works too)."""
     items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
@@ -391,6 +445,8 @@ OPTION_KEYS = (
     "always_allow",
     "state_dir",
     "max_attempts",
+    "knock_rate_limit",
+    "knock_rate_burst",
 )
 DOOR_KEYS = (
     "sequence",
@@ -415,6 +471,8 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
     entries = w.mapping(node, "options", OPTION_KEYS)
     values: dict[str, object] = {}
     for name, (_, value) in entries.items():
+        if name in ("knock_rate_limit", "knock_rate_burst"):
+            continue  # one RateLimit of two keys: _parse_rate_limit
         key = f"options.{name}"
         parsed: object
         if name == "nflog_group":
@@ -433,7 +491,34 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
             parsed = tuple(w.scalar_list(value, key, parse_network))
         if parsed is not None:
             values[name] = parsed
+    rate_limit = _parse_rate_limit(w, entries)
+    if rate_limit is not None:
+        values["knock_rate_limit"] = rate_limit
     return Options(**values)  # type: ignore[arg-type]  # keys and types checked above
+
+
+def _parse_rate_limit(
+    w: Walker, entries: dict[str, tuple[yaml.Node, yaml.Node]]
+) -> RateLimit | None:
+    """knock_rate_limit and knock_rate_burst, two keys that make one RateLimit."""
+    rate = burst = None
+    if "knock_rate_limit" in entries:
+        rate = w.scalar(entries["knock_rate_limit"][1], "options.knock_rate_limit", parse_rate)
+    if "knock_rate_burst" in entries:
+        key_node, value = entries["knock_rate_burst"]
+        burst = w.scalar(value, "options.knock_rate_burst", lambda t: parse_int(t, 1, MAX_RATE))
+        if "knock_rate_limit" not in entries:
+            w.error(
+                key_node,
+                "options.knock_rate_burst",
+                "knock_rate_burst has no rate to go with",
+                "add knock_rate_limit: 20/second, or remove knock_rate_burst",
+            )
+    if rate is None:
+        return None
+    count, unit = rate
+    # Twice the rate by default: room for a knock sequence and a retry of it.
+    return RateLimit(count, unit, burst or 2 * count)
 
 
 def _parse_max_attempts(text: str) -> int:
@@ -687,6 +772,29 @@ def _check_doors(w: Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
                 )
 
 
+def _check_rate_limit(
+    w: Walker, options: Options, doors: list[Door], options_node: yaml.Node | None
+) -> None:
+    """The burst must let a knocker through a whole sequence at full speed."""
+    limit = options.knock_rate_limit
+    if limit is None or not isinstance(options_node, yaml.MappingNode):
+        return
+    steps = [(len(d.sequence), d.name) for d in doors]
+    steps += [(len(seq.steps), d.name) for d in doors for seq in d.one_time]
+    longest, door = max(steps, default=(0, ""))
+    if limit.burst >= longest:
+        return
+    keys = {str(k.value): k for k, _ in options_node.value if isinstance(k, yaml.ScalarNode)}
+    name = "knock_rate_burst" if "knock_rate_burst" in keys else "knock_rate_limit"
+    w.error(
+        keys.get(name),
+        f"options.{name}",
+        f"a burst of {limit.burst} knocks is less than door {door!r}'s {longest} steps: "
+        "its knockers would be dropped before they finish",
+        f"set knock_rate_burst to {2 * longest} or more",
+    )
+
+
 def compose_yaml(text: str, file: str) -> yaml.Node | None:
     """The document's node graph (None for an empty file); YAML syntax errors are located."""
     try:
@@ -719,7 +827,8 @@ def parse_config(
     if root is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty", "see config.example.yaml")])
     top = w.mapping(root, "", ("options", "doors"))
-    options = _parse_options(w, top["options"][1] if "options" in top else None)
+    options_node = top["options"][1] if "options" in top else None
+    options = _parse_options(w, options_node)
     doors: list[tuple[Door, yaml.Node]] = []
     if "doors" not in top:
         if not w.errors:
@@ -739,6 +848,7 @@ def parse_config(
             w.error(doors_node, "doors", "no doors are defined", "add at least one door")
     if not w.errors:
         _check_doors(w, doors)
+        _check_rate_limit(w, options, [d for d, _ in doors], options_node)
     if w.errors:
         raise ConfigError(w.errors)
     config = Config(options, tuple(d for d, _ in doors), file)

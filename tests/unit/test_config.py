@@ -13,6 +13,7 @@ from knocknft.config import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SEQ_TIMEOUT,
     PortSpec,
+    RateLimit,
     TcpFlags,
     load_config,
     parse_config,
@@ -313,3 +314,50 @@ def test_max_attempts_out_of_range_is_located(value: str) -> None:
     p = only_error(GOOD.replace("options:\n", f"options:\n  max_attempts: {value}\n"))
     assert (p.line, p.key) == (2, "options.max_attempts")
     assert "from 1 to 1048576" in p.message and "65536" in p.hint
+
+
+RATE = GOOD.replace("options:\n", "options:\n  knock_rate_limit: 20/second\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20/second", RateLimit(20, "second", 40)),
+        ("20/s", RateLimit(20, "second", 40)),
+        ("600 / Minute", RateLimit(600, "minute", 1200)),
+        ("5/h", RateLimit(5, "hour", 10)),
+    ],
+)
+def test_knock_rate_limit_with_its_default_burst(text: str, expected: RateLimit) -> None:
+    cfg = parse_config(RATE.replace("20/second", text)).config
+    assert cfg.options.knock_rate_limit == expected
+    assert parse_config(GOOD).config.options.knock_rate_limit is None, "off by default"
+
+
+def test_knock_rate_burst() -> None:
+    text = RATE.replace("options:\n", "options:\n  knock_rate_burst: 7\n")
+    assert parse_config(text).config.options.knock_rate_limit == RateLimit(20, "second", 7)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("20", "is not a rate"), ("20/fortnight", "is not a rate"), ("0/second", "out of range")],
+)
+def test_bad_knock_rate_limit_is_located(value: str, message: str) -> None:
+    p = only_error(RATE.replace("20/second", value))
+    assert (p.line, p.key) == (2, "options.knock_rate_limit")
+    assert message in p.message and "20/second" in p.hint
+
+
+def test_knock_rate_burst_needs_a_rate() -> None:
+    p = only_error(GOOD.replace("options:\n", "options:\n  knock_rate_burst: 10\n"))
+    assert (p.line, p.key) == (2, "options.knock_rate_burst")
+    assert "no rate" in p.message and "knock_rate_limit" in p.hint
+
+
+def test_a_burst_shorter_than_a_sequence_is_an_error() -> None:
+    p = only_error(RATE.replace("options:\n", "options:\n  knock_rate_burst: 2\n"))
+    assert (p.line, p.key) == (2, "options.knock_rate_burst")
+    assert "door 'ssh''s 3 steps" in p.message and "knock_rate_burst to 6" in p.hint
+    p = only_error(RATE.replace("20/second", "1/minute"))
+    assert (p.line, p.key) == (2, "options.knock_rate_limit"), "the default burst of 2"
