@@ -410,14 +410,22 @@ def serve(
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
 ) -> None:
-    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats."""
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats.
+
+    The stats are written every STATS_INTERVAL and once before the daemon says it is ready,
+    so `status --stats` knows the new daemon from its first moment."""
     signals = Signals()
     selector = selectors.DefaultSelector()
     selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
     selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
     stats_file = stats_path(daemon.config)
-    next_stats = 0.0
+
+    def report() -> None:
+        write_stats(stats_file, daemon.stats(source_stats()))
+
+    report()
     on_ready()
+    next_stats = daemon.clock() + STATS_INTERVAL
     # Objects from start-up live as long as the daemon: keep them out of every future GC pass.
     gc.freeze()
     try:
@@ -448,9 +456,9 @@ def serve(
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
                 daemon.knock_log.report()
-                write_stats(stats_file, daemon.stats(source_stats()))
+                report()
     finally:
-        write_stats(stats_file, daemon.stats(source_stats()))
+        report()
         selector.close()
         signals.close()
 

@@ -15,7 +15,7 @@ from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
-from knocknft.nflog import NflogSocket
+from knocknft.nflog import NflogCounters, NflogSocket
 from knocknft.nft import LibNft
 from knocknft.pending import PendingStops
 
@@ -122,6 +122,18 @@ def run_daemon(path: Path, options: RunOptions) -> int:
             readiness.close()
 
 
+def source_stats(nflog: NflogCounters, names: NameCache | None) -> dict[str, object]:
+    """The NFLOG reader's and the name cache's counters, for stats.json beside the daemon's."""
+    return {
+        "nflog_messages": nflog.messages,
+        "nflog_lost": nflog.lost,
+        "nflog_overruns": nflog.overruns,
+        "nflog_malformed": sum(nflog.malformed.values()),
+        "nflog_not_knocks": sum(nflog.non_knock.values()),
+        "lookups_dropped": names.dropped if names is not None else 0,
+    }
+
+
 def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
     config = loaded.config
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
@@ -155,21 +167,16 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 if readiness is not None:
                     readiness.ready()
 
-            def source_stats() -> dict[str, object]:
-                c = nflog.counters
-                return {
-                    "nflog_messages": c.messages,
-                    "nflog_lost": c.lost,
-                    "nflog_overruns": c.overruns,
-                    "nflog_malformed": sum(c.malformed.values()),
-                    "nflog_not_knocks": sum(c.non_knock.values()),
-                    "lookups_dropped": names.dropped if names is not None else 0,
-                }
-
             def reload() -> Config:
                 return load_for_run(path, options).config
 
-            serve(daemon, nflog, load=reload, source_stats=source_stats, on_ready=ready)
+            serve(
+                daemon,
+                nflog,
+                load=reload,
+                source_stats=lambda: source_stats(nflog.counters, names),
+                on_ready=ready,
+            )
     finally:
         runner.close()
         if names is not None:
