@@ -118,6 +118,19 @@ class Door:
         return frozenset(ports)
 
 
+@dataclass(frozen=True)
+class ListenAddress:
+    """An IP address and TCP port to serve on, e.g. the metrics endpoint's."""
+
+    host: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.host}]:{self.port}" if self.host.version == 6 else f"{self.host}:{self.port}"
+        )
+
+
 RateUnit = Literal["second", "minute", "hour", "day"]
 RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 MAX_RATE = 1_000_000  # packets per unit, and burst: far above any knocker, far below nft's u32
@@ -154,6 +167,8 @@ class Options:
     state_dir: Path = Path("/var/lib/knocknft")
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     knock_rate_limit: RateLimit | None = None
+    # The Prometheus endpoint (/metrics); off unless set.
+    metrics: ListenAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -321,6 +336,27 @@ def parse_rate(text: str) -> tuple[int, RateUnit]:
     return count, unit
 
 
+_LISTEN_RE = re.compile(r"^\s*(?:\[([^\]]+)\]|([^\[\]\s]+)):(\d+)\s*$")
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """`127.0.0.1:9641`, `[::1]:9641` -> ListenAddress; an address, not a name: no DNS at start."""
+    hint = "write ADDRESS:PORT, e.g. 127.0.0.1:9641, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9641"
+    match = _LISTEN_RE.match(text)
+    if match is None:
+        raise Invalid(f"{text!r} is not ADDRESS:PORT", hint)
+    try:
+        host = ipaddress.ip_address(match.group(1) or match.group(2))
+    except ValueError:
+        raise Invalid(f"{text!r} does not start with an IP address", hint) from None
+    if match.group(2) is not None and host.version == 6:
+        raise Invalid(f"{text!r}: an IPv6 address needs brackets", hint)
+    port = int(match.group(3))
+    if not 1 <= port <= 65535:
+        raise Invalid(f"port {port} is out of range", "ports are numbers from 1 to 65535")
+    return ListenAddress(host, port)
+
+
 def parse_one_time_line(text: str) -> tuple[PortSpec, ...]:
     """A one-time-sequences line: knockd's `7000,8000:udp,9000` (our `/` works too)."""
     items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
@@ -447,6 +483,7 @@ OPTION_KEYS = (
     "max_attempts",
     "knock_rate_limit",
     "knock_rate_burst",
+    "metrics",
 )
 DOOR_KEYS = (
     "sequence",
@@ -485,6 +522,15 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
             parsed = w.scalar(value, key, parse_bool)
         elif name == "max_attempts":
             parsed = w.scalar(value, key, _parse_max_attempts)
+        elif name == "metrics":
+            parsed = listen = w.scalar(value, key, parse_listen_address)
+            if listen is not None and not listen.host.is_loopback:
+                w.warn(
+                    value,
+                    key,
+                    f"the metrics endpoint on {listen} is open to whoever reaches that address",
+                    "serve it on 127.0.0.1 or [::1], or let your firewall guard the port",
+                )
         elif name == "interfaces":
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
         else:  # always_allow

@@ -409,11 +409,12 @@ def serve(
     source_stats: Callable[[], dict[str, Any]],
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
+    publish: Callable[[dict[str, Any]], None] = lambda stats: None,
 ) -> None:
     """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats.
 
-    The stats are written every STATS_INTERVAL and once before the daemon says it is ready,
-    so `status --stats` knows the new daemon from its first moment."""
+    The stats go to stats.json and to `publish` (the metrics endpoint) every STATS_INTERVAL
+    and once before the daemon says it is ready, so it is known from its first moment."""
     signals = Signals()
     selector = selectors.DefaultSelector()
     selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
@@ -421,7 +422,9 @@ def serve(
     stats_file = stats_path(daemon.config)
 
     def report() -> None:
-        write_stats(stats_file, daemon.stats(source_stats()))
+        stats = daemon.stats(source_stats())
+        write_stats(stats_file, stats)
+        publish(stats)
 
     report()
     on_ready()

@@ -9,12 +9,19 @@ from pathlib import Path
 
 from knocknft import __version__
 from knocknft.commands import ShellRunner
-from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
+from knocknft.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Options,
+    parse_config,
+    read_config_text,
+)
 from knocknft.daemon import Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
+from knocknft.metrics import MetricsServer
 from knocknft.nflog import NflogCounters, NflogSocket
 from knocknft.nft import LibNft
 from knocknft.pending import PendingStops
@@ -122,6 +129,14 @@ def run_daemon(path: Path, options: RunOptions) -> int:
             readiness.close()
 
 
+# Options a reload cannot change under a running daemon: what they set up lives on.
+RESTART_ONLY = ("metrics",)
+
+
+def restart_only_changes(old: Options, new: Options) -> list[str]:
+    return [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
+
+
 def source_stats(nflog: NflogCounters, names: NameCache | None) -> dict[str, object]:
     """The NFLOG reader's and the name cache's counters, for stats.json beside the daemon's."""
     return {
@@ -151,7 +166,11 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         names=names,
     )
     group = config.options.nflog_group
+    metrics: MetricsServer | None = None
     try:
+        if config.options.metrics is not None:
+            # Before the table: a port in use stops the start before anything changed.
+            metrics = MetricsServer(config.options.metrics)
         daemon.start()
         with NflogSocket(group) as nflog:
 
@@ -168,7 +187,10 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                     readiness.ready()
 
             def reload() -> Config:
-                return load_for_run(path, options).config
+                new = load_for_run(path, options).config
+                for key in restart_only_changes(daemon.config.options, new.options):
+                    log.warning("options.%s changed: it takes effect when the daemon restarts", key)
+                return new
 
             serve(
                 daemon,
@@ -176,8 +198,11 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 load=reload,
                 source_stats=lambda: source_stats(nflog.counters, names),
                 on_ready=ready,
+                publish=metrics.publish if metrics is not None else lambda stats: None,
             )
     finally:
+        if metrics is not None:
+            metrics.close()
         runner.close()
         if names is not None:
             names.close()

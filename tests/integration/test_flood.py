@@ -15,12 +15,14 @@ from knocknft.lab import SPOOFED_SOURCES, Lab, Listener, flood, rss_bytes, spoof
 from tests.integration.conftest import REPO, write_config
 from tests.integration.daemon_fixture import running
 from tests.integration.test_daemon import RIGHT, config_text
+from tests.integration.test_observe import scrape
 
 SERVER = Lab.SERVER_V4
 # The README's promise, checked here: the daemon's resident memory at the default cap.
 RSS_CAP_MIB = 80
 FLOOD_RATE = 40_000
 FLOOD_SECONDS = 6.0
+METRICS = "127.0.0.1:9641"
 
 
 def test_the_readme_documents_the_rss_cap_this_test_checks() -> None:
@@ -34,7 +36,8 @@ def test_a_spoofed_flood_is_bounded_and_real_knockers_still_get_in(
     clients = [str(lab.client.add_address(f"198.18.0.{10 + i}")) for i in range(10)]
     state = tmp_path / "state"
     # seq_timeout outlasts the test: attempts leave only by eviction, so the cap is what bounds.
-    cfg = write_config(tmp_path, config_text(state, open_for="30s", seq_timeout="25s"))
+    text = config_text(state, open_for="30s", seq_timeout="25s")
+    cfg = write_config(tmp_path, text.replace("options:\n", f"options:\n  metrics: {METRICS}\n"))
     # More distinct sources than the cap, so the flood overfills it and evictions must happen.
     assert SPOOFED_SOURCES > DEFAULT_MAX_ATTEMPTS
     packets = [spoofed_syn(i, SERVER, 7000) for i in range(SPOOFED_SOURCES)]
@@ -55,7 +58,9 @@ def test_a_spoofed_flood_is_bounded_and_real_knockers_still_get_in(
                 lab.client.knock(SERVER, *RIGHT, source=client)
                 daemon.wait_for(f"{client}: ssh: OPEN SESAME", timeout=5)
                 assert lab.client.tcp_reachable(SERVER, 22, source=client)
-            assert sender.is_alive(), "every knock above happened during the flood"
+            # The metrics thread answers too: the loop's work does not starve it.
+            assert scrape(lab, METRICS).value("knocknft_attempts_cap") == DEFAULT_MAX_ATTEMPTS
+            assert sender.is_alive(), "every knock and scrape above happened during the flood"
         finally:
             stop.set()
             sender.join()

@@ -361,3 +361,41 @@ def test_a_burst_shorter_than_a_sequence_is_an_error() -> None:
     assert "door 'ssh''s 3 steps" in p.message and "knock_rate_burst to 6" in p.hint
     p = only_error(RATE.replace("20/second", "1/minute"))
     assert (p.line, p.key) == (2, "options.knock_rate_limit"), "the default burst of 2"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:9641", "127.0.0.1", 9641, "127.0.0.1:9641"),
+        ("'[::1]:9641'", "::1", 9641, "[::1]:9641"),
+        ("'[2001:db8::1]:80'", "2001:db8::1", 80, "[2001:db8::1]:80"),
+    ],
+)
+def test_metrics_listen_address(text: str, host: str, port: int, shown: str) -> None:
+    loaded = parse_config(GOOD.replace("options:\n", f"options:\n  metrics: {text}\n"))
+    metrics = loaded.config.options.metrics
+    assert metrics is not None and str(metrics.host) == host and metrics.port == port
+    assert str(metrics) == shown
+    assert (loaded.warnings == ()) == metrics.host.is_loopback, "warns off the loopback only"
+    assert parse_config(GOOD).config.options.metrics is None, "off by default"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9641", "is not ADDRESS:PORT"),
+        ("localhost:9641", "does not start with an IP address"),
+        ("'::1:9641'", "needs brackets"),
+        ("127.0.0.1:70000", "port 70000 is out of range"),
+        ("127.0.0.1:0", "port 0 is out of range"),
+    ],
+)
+def test_bad_metrics_address_is_located(text: str, message: str) -> None:
+    p = only_error(GOOD.replace("options:\n", f"options:\n  metrics: {text}\n"))
+    assert (p.line, p.key) == (2, "options.metrics")
+    assert message in p.message
+
+
+def test_metrics_on_a_public_address_warns() -> None:
+    (warning,) = warnings_of(GOOD.replace("options:\n", "options:\n  metrics: 0.0.0.0:9641\n"))
+    assert "options.metrics" in warning and "open to whoever reaches" in warning
