@@ -169,6 +169,8 @@ class Options:
     knock_rate_limit: RateLimit | None = None
     # The Prometheus endpoint (/metrics); off unless set.
     metrics: ListenAddress | None = None
+    # JSON lines of opens, grants, closes, commands...; off unless set.
+    event_log: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -484,6 +486,7 @@ OPTION_KEYS = (
     "knock_rate_limit",
     "knock_rate_burst",
     "metrics",
+    "event_log",
 )
 DOOR_KEYS = (
     "sequence",
@@ -516,7 +519,7 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
             parsed = w.scalar(value, key, lambda t: parse_int(t, 0, 65535))
         elif name == "table":
             parsed = w.scalar(value, key, _parse_table_name)
-        elif name in ("log_file", "state_dir"):
+        elif name in ("log_file", "state_dir", "event_log"):
             parsed = w.scalar(value, key, _parse_abs_path)
         elif name == "syslog":
             parsed = w.scalar(value, key, parse_bool)

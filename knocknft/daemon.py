@@ -38,6 +38,7 @@ from knocknft.engine import (
     TimedOut,
 )
 from knocknft.errors import KnocknftError
+from knocknft.events import EventLog
 from knocknft.grants import Grant, render_revoke
 from knocknft.lookup import Labelled, NameCache
 from knocknft.nft import Nft
@@ -116,6 +117,8 @@ class Daemon:
     only_ipv4: bool = False
     # knockd's -l: names for log lines, from a cache that never blocks this loop.
     names: NameCache | None = None
+    # options.event_log: what an admin audits, one JSON line each; never per knock.
+    events: EventLog | None = None
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
@@ -165,6 +168,7 @@ class Daemon:
     def _run_due_stops(self, now: float, why: str = "") -> None:
         for stop in self.pending.take_due(now):
             log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
+            self._event("command_timeout", source=stop.address, door=stop.door)
             self.runner.submit(stop.door, stop.command)
             self.counters.commands += 1
 
@@ -190,6 +194,7 @@ class Daemon:
                 )
             elif isinstance(event, Opened):
                 log.info("%s: %s: OPEN SESAME", self._who(event.source), event.door.name)
+                self._event("open", source=event.source, door=event.door.name)
                 for g in granted.get(event, ()):
                     log.info(
                         "%s: %s: granted %s for %ds",
@@ -197,6 +202,9 @@ class Daemon:
                         g.door,
                         g.service,
                         g.timeout,
+                    )
+                    self._event(
+                        "grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout
                     )
             elif isinstance(event, TimedOut):
                 self.knock_log.info(
@@ -225,6 +233,7 @@ class Daemon:
                 log.warning(
                     "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
                 )
+                self._event("door_disabled", door=event.door.name, reason=event.reason)
         for event in opened:
             self._start_commands(event.source, event.door, event.at)
 
@@ -254,6 +263,10 @@ class Daemon:
             log.error(
                 "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
             )
+            for g in grants:
+                self._event(
+                    "grant_failed", source=g.address, door=g.door, service=g.service, error=str(exc)
+                )
             return False
         self.counters.grants += len(grants)
         return True
@@ -268,6 +281,7 @@ class Daemon:
             return
         for address, service, door in revokes:
             log.info("%s: %s: closed %s", self._who(address), door, service)
+            self._event("close", source=address, door=door, service=service)
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)
@@ -285,6 +299,7 @@ class Daemon:
                 door.name,
                 door.cmd_timeout,
             )
+            self._event("refresh", source=source, door=door.name, stop_in=door.cmd_timeout)
             return
         if start:
             self.runner.submit(door.name, expand_command(start, source))
@@ -306,6 +321,12 @@ class Daemon:
             )
             return
         log.info("%s: one-time sequence on line %d of %s used", event.door.name, event.line, path)
+        self._event("one_time_used", door=event.door.name, file=path, line=event.line)
+
+    def _event(self, name: str, **fields: object) -> None:
+        # Only ever called for rare events, never per knock: off, it costs one comparison.
+        if self.events is not None:
+            self.events.write(name, **fields)
 
     # -- reporting ------------------------------------------------------------------------------
 

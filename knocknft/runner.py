@@ -18,6 +18,7 @@ from knocknft.config import (
 )
 from knocknft.daemon import Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
+from knocknft.events import EventLog
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
@@ -130,7 +131,7 @@ def run_daemon(path: Path, options: RunOptions) -> int:
 
 
 # Options a reload cannot change under a running daemon: what they set up lives on.
-RESTART_ONLY = ("metrics",)
+RESTART_ONLY = ("metrics", "event_log")
 
 
 def restart_only_changes(old: Options, new: Options) -> list[str]:
@@ -154,7 +155,9 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
     if options.knockd_fallback:
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
-    runner = ShellRunner()
+    event_log = config.options.event_log
+    events = EventLog(event_log) if event_log is not None else None
+    runner = ShellRunner(on_done=events.command if events is not None else None)
     names = NameCache() if options.lookup else None
     daemon = Daemon(
         config,
@@ -164,6 +167,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         native_grants=loaded.native,
         only_ipv4=options.only_ipv4,
         names=names,
+        events=events,
     )
     group = config.options.nflog_group
     metrics: MetricsServer | None = None
@@ -206,5 +210,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         runner.close()
         if names is not None:
             names.close()
+        if events is not None:
+            events.close()  # after the runner: commands still running log their end
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0

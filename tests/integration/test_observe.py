@@ -17,7 +17,7 @@ import pytest
 from knocknft.lab import Lab, Listener, run_in_netns
 from tests.integration.conftest import BIN, write_config
 from tests.integration.daemon_fixture import RunningDaemon, running
-from tests.integration.test_daemon import RIGHT, config_text
+from tests.integration.test_daemon import COMMANDS, RIGHT, config_text
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4
@@ -131,3 +131,25 @@ def test_a_metrics_port_in_use_stops_the_start_before_the_table(lab: Lab, tmp_pa
         result.stderr
     )
     assert "knocknft" not in lab.server.run("nft", "list", "tables").stdout
+
+
+# -- the event log --------------------------------------------------------------------------
+
+
+def test_event_log_records_the_open_its_grant_and_the_commands(
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
+) -> None:
+    events = tmp_path / "log" / "events.jsonl"
+    out = tmp_path / "commands.out"
+    text = config_text(tmp_path / "state", COMMANDS.format(out=out))
+    cfg = write_config(tmp_path, text.replace("options:\n", f"options:\n  event_log: {events}\n"))
+    with running(lab, cfg, tmp_path / "daemon.log") as daemon:
+        lab.client.knock(SERVER, "7000", "8000", source=A)  # broken: a knock, not an event
+        lab.client.knock(SERVER, *RIGHT, source=A)
+        daemon.wait_for("ssh: command exited 0", count=2, timeout=6)
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in lines] == ["open", "grant", "command", "command_timeout", "command"]
+    assert lines[0]["source"] == A and lines[0]["door"] == "ssh"
+    assert (lines[1]["service"], lines[1]["timeout"]) == ("22/tcp", 3)
+    assert (lines[2]["command"], lines[2]["exit"]) == (f"echo start {A} >> {out}", 0)
+    assert (lines[4]["command"], lines[4]["exit"]) == (f"echo stop {A} >> {out}", 0)
