@@ -49,8 +49,8 @@ def render_metrics(stats: Mapping[str, Any]) -> str:
 
 
 class _Server(HTTPServer):
-    # The server thread ends with the daemon; it must never hold up its exit.
-    daemon_threads = True
+    """One request at a time (no ThreadingMixIn): scrapes are rare, and no client can make the
+    daemon start threads."""
 
     def __init__(self, address: ListenAddress) -> None:
         self.address_family = socket.AF_INET6 if address.host.version == 6 else socket.AF_INET
@@ -97,6 +97,7 @@ class MetricsServer:
                 f"options.metrics: cannot serve on {address}: {exc.strerror or exc}; pick a free "
                 "port or an address of this host"
             ) from exc
+        # A daemon thread: it must never hold up the daemon's exit.
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
         )
