@@ -342,19 +342,46 @@ def guard(
     typer.echo(f"loaded {path}: {done}")
 
 
-@app.command(epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'")
+@app.command(
+    epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'; "
+    "knocknft status --stats"
+)
 def status(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     as_json: Annotated[
         bool, typer.Option("--json", help="Machine-readable output (stable).")
     ] = False,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="Instead of the grants, the running daemon's counters, from its stats.json; "
+            "exits 1 when the daemon is not running or its stats are stale.",
+        ),
+    ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="With --stats: the daemon's state directory; overrides options.state_dir.",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """List the open grants: address, door, service, time left.
 
     Reads the kernel's sets, so it works with or without the daemon. The --json form is a
     stable object {"table": ..., "grants": [{"address", "family", "door", "service", "port",
     "protocol", "timeout", "expires_in"}]} with times in seconds.
+
+    With --stats: the daemon's counters (knocks, stages, opens, timeouts, evictions, lost NFLOG
+    messages, failed commands...) as it last wrote them (every 5s), and whether it is running.
+    --json then gives {"state": "running"|"stale"|"stopped"|"absent", "running", "reason",
+    "path", "age", "stats": {...} or null}.
     """
+    if stats:
+        _daemon_stats(config, state_dir, as_json)
+        return
     with _errors():
         table = _table_name(config)
         grants = read_grants(nft_factory(), table)
@@ -364,15 +391,28 @@ def status(
         typer.echo(format_table(grants), nl=False)
 
 
-def _table_name(config: Path) -> str:
-    return _options(config).table
+def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:
+    from knocknft.stats import format_status, read_status
+
+    with _errors():
+        found = read_status(state_dir or _options(config).state_dir)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2))
+    else:
+        typer.echo(format_status(found), nl=False)
+    if not found.running:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 def _options(config: Path) -> Options:
-    """The options to go by: from the config when there is one; the defaults otherwise."""
+    """The options to read: from the config when there is one; the defaults otherwise."""
     if config == DEFAULT_CONFIG_PATH and not config.exists():
         return Options()
     return _load(config, show_warnings=False).options
+
+
+def _table_name(config: Path) -> str:
+    return _options(config).table
 
 
 def _duration(text: str | None) -> int | None:

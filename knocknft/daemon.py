@@ -26,7 +26,6 @@ from knocknft import __version__
 from knocknft.commands import CommandRunner, command_for, expand_command
 from knocknft.config import Config, Door, IPAddress, PortSpec
 from knocknft.engine import (
-    DEFAULT_MAX_ATTEMPTS,
     DoorDisabled,
     Engine,
     Event,
@@ -39,6 +38,7 @@ from knocknft.engine import (
     TimedOut,
 )
 from knocknft.errors import KnocknftError
+from knocknft.events import EventLog
 from knocknft.grants import Grant, render_revoke
 from knocknft.keeper import TableKeeper
 from knocknft.lookup import Labelled, NameCache
@@ -115,15 +115,16 @@ class Daemon:
     clock: Callable[[], float] = time.time
     # With a knockd.conf the commands are the only effect, as under knockd.
     native_grants: bool = True
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # knockd's -4: IPv6 knocks are dropped by the table as always, but never reach the engine.
     only_ipv4: bool = False
     # knockd's -l: names for log lines, from a cache that never blocks this loop.
     names: NameCache | None = None
+    # options.event_log: what an admin audits, one JSON line each; never per knock.
+    events: EventLog | None = None
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.config.doors, self.max_attempts)
+        self.engine = Engine(self.config.doors, self.config.options.max_attempts)
         self.knock_log = KnockLog(self.clock)
         self.keeper = TableKeeper(self.nft, self.clock)
         self.started = self.clock()
@@ -152,7 +153,7 @@ class Daemon:
         warn_if_unsaved(result)
         self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
         self.config = config
-        self.engine.reload(config.doors)
+        self.engine.reload(config.doors, config.options.max_attempts)
 
     def on_table_events(self, events: Sequence[TableEvent]) -> None:
         """News of our table from the kernel: grants to remember, or the table gone."""
@@ -193,6 +194,7 @@ class Daemon:
     def _run_due_stops(self, now: float, why: str = "") -> None:
         for stop in self.pending.take_due(now):
             log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
+            self._event("command_timeout", source=stop.address, door=stop.door)
             self.runner.submit(stop.door, stop.command)
             self.counters.commands += 1
 
@@ -218,6 +220,7 @@ class Daemon:
                 )
             elif isinstance(event, Opened):
                 log.info("%s: %s: OPEN SESAME", self._who(event.source), event.door.name)
+                self._event("open", source=event.source, door=event.door.name)
                 for g in granted.get(event, ()):
                     log.info(
                         "%s: %s: granted %s for %ds",
@@ -225,6 +228,9 @@ class Daemon:
                         g.door,
                         g.service,
                         g.timeout,
+                    )
+                    self._event(
+                        "grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout
                     )
             elif isinstance(event, TimedOut):
                 self.knock_log.info(
@@ -245,7 +251,7 @@ class Daemon:
                     "%s: %s: attempt evicted (cap %d)",
                     self._who(event.source),
                     event.door.name,
-                    self.max_attempts,
+                    self.engine.max_attempts,
                 )
             elif isinstance(event, OneTimeUsed):
                 self._mark_one_time(event)
@@ -253,6 +259,7 @@ class Daemon:
                 log.warning(
                     "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
                 )
+                self._event("door_disabled", door=event.door.name, reason=event.reason)
         for event in opened:
             self._start_commands(event.source, event.door, event.at)
 
@@ -282,6 +289,10 @@ class Daemon:
             log.error(
                 "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
             )
+            for g in grants:
+                self._event(
+                    "grant_failed", source=g.address, door=g.door, service=g.service, error=str(exc)
+                )
             return False
         self.counters.grants += len(grants)
         return True
@@ -296,6 +307,7 @@ class Daemon:
             return
         for address, service, door in revokes:
             log.info("%s: %s: closed %s", self._who(address), door, service)
+            self._event("close", source=address, door=door, service=service)
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)
@@ -313,6 +325,7 @@ class Daemon:
                 door.name,
                 door.cmd_timeout,
             )
+            self._event("refresh", source=source, door=door.name, stop_in=door.cmd_timeout)
             return
         if start:
             self.runner.submit(door.name, expand_command(start, source))
@@ -334,6 +347,12 @@ class Daemon:
             )
             return
         log.info("%s: one-time sequence on line %d of %s used", event.door.name, event.line, path)
+        self._event("one_time_used", door=event.door.name, file=path, line=event.line)
+
+    def _event(self, name: str, **fields: object) -> None:
+        # Only ever called for rare events, never per knock: off, it costs one comparison.
+        if self.events is not None:
+            self.events.write(name, **fields)
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -352,7 +371,7 @@ class Daemon:
             "evictions": e.evictions,
             "flags_ignored": e.flags_ignored,
             "attempts_tracked": self.engine.tracked,
-            "attempts_cap": self.max_attempts,
+            "attempts_cap": self.engine.max_attempts,
             "grants": self.counters.grants,
             "grant_failures": self.counters.grant_failures,
             "commands_started": self.counters.commands,
@@ -461,8 +480,10 @@ def serve(
     """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
     table put back when another tool deletes it.
 
-    `load` is called when a reload begins; `on_reload` when it has ended, with its success;
-    `on_stats` with the stats every STATS_INTERVAL, after they are written.
+    `load` is called when a reload begins; `on_reload` when it has ended, with its success.
+    The stats go to stats.json and to `on_stats` (the metrics endpoint, systemd's status line)
+    every STATS_INTERVAL and once before the daemon says it is ready, so it is known from its
+    first moment.
     """
     signals = Signals()
     selector = selectors.DefaultSelector()
@@ -471,8 +492,15 @@ def serve(
     if table_events is not None:
         selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
     stats_file = stats_path(daemon.config)
-    next_stats = 0.0
+
+    def report() -> None:
+        stats = daemon.stats(source_stats())
+        write_stats(stats_file, stats)
+        on_stats(stats)
+
+    report()
     on_ready()
+    next_stats = daemon.clock() + STATS_INTERVAL
     # Objects from start-up live as long as the daemon: keep them out of every future GC pass.
     gc.freeze()
     try:
@@ -506,11 +534,9 @@ def serve(
                 next_stats = now + STATS_INTERVAL
                 daemon.check_table()
                 daemon.knock_log.report()
-                stats = daemon.stats(source_stats())
-                write_stats(stats_file, stats)
-                on_stats(stats)
+                report()
     finally:
-        write_stats(stats_file, daemon.stats(source_stats()))
+        report()
         selector.close()
         signals.close()
 

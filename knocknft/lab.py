@@ -17,6 +17,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -159,6 +160,80 @@ def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: in
         pseudo = src.packed + dst.packed + struct.pack("!I3xB", len(header), socket.IPPROTO_TCP)
     checksum = _checksum(pseudo + header)
     return header[:16] + struct.pack("!H", checksum) + header[18:]
+
+
+# Spoofed knockers: distinct sources inside 198.18.0.0/15 and away from the lab's own /24, more
+# of them than the engine's default cap of 65536 attempts, so a flood can overfill it.
+SPOOFED_NETWORKS = (
+    ipaddress.IPv4Network("198.19.0.0/16"),
+    ipaddress.IPv4Network("198.18.128.0/17"),
+)
+SPOOFED_SOURCES = sum(net.num_addresses for net in SPOOFED_NETWORKS)
+
+
+def spoofed_source(index: int) -> ipaddress.IPv4Address:
+    """The index-th spoofed source: 198.19.0.0 upwards, then 198.18.128.0 upwards, wrapping."""
+    index %= SPOOFED_SOURCES
+    for net in SPOOFED_NETWORKS:
+        if index < net.num_addresses:
+            return net[index]
+        index -= net.num_addresses
+    raise AssertionError("unreachable: index was reduced modulo SPOOFED_SOURCES")
+
+
+def spoofed_syn(index: int, destination: str, port: int) -> bytes:
+    """A SYN to destination:port from the index-th spoofed source, IPv4 header included, for a
+    raw IPPROTO_RAW socket: a first-step knock from a new source is the engine's costly case."""
+    source = str(spoofed_source(index))
+    tcp = tcp_segment(source, destination, 40000, port, 0x02)
+    src, dst = socket.inet_aton(source), socket.inet_aton(destination)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+    return header + tcp
+
+
+def flood(
+    host: Host,
+    packets: Sequence[bytes],
+    destination: str,
+    rate: int,
+    seconds: float,
+    *,
+    stop: threading.Event | None = None,
+) -> tuple[int, float]:
+    """Send `packets` round-robin from `host` at `rate` per second; returns (sent, took).
+
+    Bounded in count (rate * seconds) and in time (seconds, plus one to catch up), and ends early
+    when `stop` is set: a flood always ends by itself. Packets go out in bursts of a
+    millisecond's worth, paced against the clock."""
+    sock = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    target = (destination, 0)
+    total = int(rate * seconds)
+    burst = max(1, rate // 1000)
+    sent = 0
+    started = time.perf_counter()
+    deadline = started + seconds + 1.0
+    try:
+        while sent < total and not (stop is not None and stop.is_set()):
+            due = started + sent / rate
+            now = time.perf_counter()
+            if now > deadline:
+                break
+            if now < due:
+                time.sleep(due - now)
+            for _ in range(min(burst, total - sent)):
+                sock.sendto(packets[sent % len(packets)], target)
+                sent += 1
+    finally:
+        sock.close()
+    return sent, time.perf_counter() - started
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory (VmRSS): what a flood costs the daemon."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS in /proc/{pid}/status")
 
 
 class Listener:

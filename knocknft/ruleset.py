@@ -8,10 +8,11 @@ hook, priority and rules always match the config. Nothing outside our table is n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from knocknft import __version__
-from knocknft.config import Config, Door, IPAddress, PortSpec
+from knocknft.config import Config, Door, IPAddress, PortSpec, RateLimit
 
 ALLOW4 = "allow4"
 ALLOW6 = "allow6"
@@ -27,6 +28,19 @@ ALLOW_SET_SIZE = 65536
 FALLBACK_TIMEOUT = 3600
 # The first words of every script: how a saved copy is recognised as ours (knocknft.lastgood).
 HEADER = "# knocknft "
+
+# options.knock_rate_limit: the kernel keeps one token bucket per source in these dynamic sets.
+KNOCK_RATE4 = "knock_rate4"
+KNOCK_RATE6 = "knock_rate6"
+# When a set is full the kernel adds no element and the rule does not match: new sources go on
+# to the daemon unlimited, whose own attempt cap then bounds what they cost. The limit only
+# ever fails open, so it can never lock a knocker out.
+KNOCK_RATE_SET_SIZE = 65536
+# A source's bucket lives this long after its last knock (at least): long enough to refill.
+KNOCK_RATE_MIN_TIMEOUT = 60
+# IPv6 sources are limited per /64, the block one host or LAN gets: a single attacker holds
+# 2^64 addresses, so a limit per address would limit nothing.
+IPV6_RATE_MASK = "ffff:ffff:ffff:ffff::"
 
 
 def services_expr(ports: Iterable[PortSpec]) -> str:
@@ -72,8 +86,11 @@ def render_ruleset(config: Config) -> str:
         f"add chain {t} {INPUT_CHAIN} {chain_spec}",
         f"flush chain {t} {INPUT_CHAIN}",
         f"delete chain {t} {INPUT_CHAIN}",
-        f"add chain {t} {INPUT_CHAIN} {chain_spec}",
     ]
+    limit = opts.knock_rate_limit
+    if limit is not None:
+        lines += _rate_sets(t, limit)
+    lines.append(f"add chain {t} {INPUT_CHAIN} {chain_spec}")
     rule = f"add rule {t} {INPUT_CHAIN} "
     lines.append(rule + 'iif "lo" accept')
     # Before the established accept, or a connection would outlive its grant (close_sessions).
@@ -84,10 +101,10 @@ def render_ruleset(config: Config) -> str:
         ports = {p for d in doors for p in d.knock_ports}
         if ports:
             names = ",".join(d.name for d in doors)
-            lines.append(
-                rule + f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
-                f'{log} drop comment "knock: {names}"'
-            )
+            knock = f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
+            if limit is not None:
+                lines += [rule + knock + match for match in _rate_matches(limit, target)]
+            lines.append(rule + knock + f'{log} drop comment "knock: {names}"')
     protected = config.protected
     if protected:
         services = services_expr(protected)
@@ -128,6 +145,36 @@ def _session_rules(config: Config, iif: str) -> list[str]:
                 'comment "close_sessions"'
             )
     return rules
+
+
+def _rate_sets(t: str, limit: RateLimit) -> list[str]:
+    """The per-source bucket sets, made anew (add, delete, add) so size and timeout always
+    follow the config; the buckets are only rate state, nothing is lost with them."""
+    timeout = max(KNOCK_RATE_MIN_TIMEOUT, math.ceil(limit.refill_seconds))
+    lines = []
+    for name, addr_type in ((KNOCK_RATE4, "ipv4_addr"), (KNOCK_RATE6, "ipv6_addr")):
+        spec = (
+            f"{{ type {addr_type}; flags dynamic,timeout; timeout {timeout}s; "
+            f"size {KNOCK_RATE_SET_SIZE}; }}"
+        )
+        lines += [
+            f"add set {t} {name} {spec}",
+            f"delete set {t} {name}",
+            f"add set {t} {name} {spec}",
+        ]
+    return lines
+
+
+def _rate_matches(limit: RateLimit, target: IPAddress | None) -> list[str]:
+    """What drops a source's knocks beyond the limit, before they are logged: one rule per
+    family the knock rule can see. `update` keeps a busy source's bucket alive."""
+    over = f"limit rate over {limit.count}/{limit.unit} burst {limit.burst} packets"
+    keys = [(4, KNOCK_RATE4, "ip saddr"), (6, KNOCK_RATE6, f"ip6 saddr and {IPV6_RATE_MASK}")]
+    return [
+        f'update @{name} {{ {key} {over} }} counter drop comment "knock rate limit"'
+        for version, name, key in keys
+        if target is None or target.version == version
+    ]
 
 
 def _doors_by_target(doors: Iterable[Door]) -> list[tuple[IPAddress | None, list[Door]]]:

@@ -10,14 +10,22 @@ from pathlib import Path
 
 from knocknft import __version__
 from knocknft.commands import ShellRunner
-from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
+from knocknft.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Options,
+    parse_config,
+    read_config_text,
+)
 from knocknft.daemon import STATS_INTERVAL, Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
 from knocknft.errors import KnocknftError, NftError
+from knocknft.events import EventLog
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
-from knocknft.nflog import NflogSocket
+from knocknft.metrics import MetricsServer
+from knocknft.nflog import NflogCounters, NflogSocket
 from knocknft.nft import LibNft
 from knocknft.nftevents import TableEvents
 from knocknft.notify import Notifier, OpenGrants, status_line
@@ -134,6 +142,26 @@ def _watch_table() -> TableEvents | None:
         return None
 
 
+# Options a reload cannot change under a running daemon: what they set up lives on.
+RESTART_ONLY = ("metrics", "event_log")
+
+
+def restart_only_changes(old: Options, new: Options) -> list[str]:
+    return [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
+
+
+def source_stats(nflog: NflogCounters, names: NameCache | None) -> dict[str, object]:
+    """The NFLOG reader's and the name cache's counters, for stats.json beside the daemon's."""
+    return {
+        "nflog_messages": nflog.messages,
+        "nflog_lost": nflog.lost,
+        "nflog_overruns": nflog.overruns,
+        "nflog_malformed": sum(nflog.malformed.values()),
+        "nflog_not_knocks": sum(nflog.non_knock.values()),
+        "lookups_dropped": names.dropped if names is not None else 0,
+    }
+
+
 def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
     config = loaded.config
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
@@ -141,7 +169,9 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
     warn_unwritable_one_time_files(config)
     systemd = Notifier.from_environment()
-    runner = ShellRunner()
+    event_log = config.options.event_log
+    events = EventLog(event_log) if event_log is not None else None
+    runner = ShellRunner(on_done=events.command if events is not None else None)
     names = NameCache() if options.lookup else None
     nft = LibNft()
     daemon = Daemon(
@@ -152,13 +182,18 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         native_grants=loaded.native,
         only_ipv4=options.only_ipv4,
         names=names,
+        events=events,
     )
     group = config.options.nflog_group
     # Listening before the start's apply, so no grant announced after it is missed.
     table_events = _watch_table()
     open_grants = OpenGrants(nft, lambda: daemon.config.options.table)
     reload_failed = False
+    metrics: MetricsServer | None = None
     try:
+        if config.options.metrics is not None:
+            # Before the table: a port in use stops the start before anything changed.
+            metrics = MetricsServer(config.options.metrics)
         systemd.status(f"starting: loading table inet {config.options.table}")
         daemon.start()
         with NflogSocket(group) as nflog:
@@ -175,18 +210,10 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 if readiness is not None:
                     readiness.ready()
                 if systemd.enabled:
-                    systemd.ready(status(daemon.stats(source_stats()), fresh=True))
+                    systemd.ready(status(daemon.stats(counters()), fresh=True))
 
-            def source_stats() -> dict[str, object]:
-                c = nflog.counters
-                return {
-                    "nflog_messages": c.messages,
-                    "nflog_lost": c.lost,
-                    "nflog_overruns": c.overruns,
-                    "nflog_malformed": sum(c.malformed.values()),
-                    "nflog_not_knocks": sum(c.non_knock.values()),
-                    "lookups_dropped": names.dropped if names is not None else 0,
-                }
+            def counters() -> dict[str, object]:
+                return source_stats(nflog.counters, names)
 
             def status(stats: dict[str, object], fresh: bool = False) -> str:
                 return status_line(
@@ -200,6 +227,8 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 systemd.reloading()
                 new = load_for_run(path, options).config
                 warn_unwritable_one_time_files(new)
+                for key in restart_only_changes(daemon.config.options, new.options):
+                    log.warning("options.%s changed: it takes effect when the daemon restarts", key)
                 return new
 
             def reloaded(ok: bool) -> None:
@@ -207,7 +236,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 reload_failed = not ok
                 # READY=1 either way: the daemon runs, on the new config or on the old one.
                 if systemd.enabled:
-                    systemd.ready(status(daemon.stats(source_stats()), fresh=True))
+                    systemd.ready(status(daemon.stats(counters()), fresh=True))
 
             lost_reported = 0
 
@@ -225,6 +254,8 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                         lost,
                     )
                     lost_reported = lost
+                if metrics is not None:
+                    metrics.publish(stats)
                 if systemd.enabled:
                     systemd.status(status(stats))
 
@@ -232,7 +263,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 daemon,
                 nflog,
                 load=reload,
-                source_stats=source_stats,
+                source_stats=counters,
                 on_ready=ready,
                 on_reload=reloaded,
                 on_stats=stats_ticked,
@@ -246,11 +277,15 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         systemd.status(f"failed: {exc}")
         raise
     finally:
+        if metrics is not None:
+            metrics.close()
         if table_events is not None:
             table_events.close()
         runner.close()
         if names is not None:
             names.close()
+        if events is not None:
+            events.close()  # after the runner: commands still running log their end
         systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0

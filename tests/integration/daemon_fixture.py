@@ -45,13 +45,19 @@ class RunningDaemon:
         *,
         env: Mapping[str, str] | None = None,  # added to this process's environment
         prefix: Sequence[str] = (),  # a command that runs knocknft, e.g. setpriv with its flags
+        verbose: bool = True,
     ) -> None:
         self.lab = lab
         self.config = config
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        # -v by default, for the detail a failing test needs; a flood test goes without, since
+        # -v writes a line for every evicted attempt.
+        flags = ("-v",) if verbose else ()
         self.proc = subprocess.Popen(
-            lab.server.cmd(*prefix, str(BIN / "knocknft"), "run", "-c", str(config), "-v", *extra),
+            lab.server.cmd(
+                *prefix, str(BIN / "knocknft"), "run", "-c", str(config), *flags, *extra
+            ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -93,8 +99,9 @@ def running(
     *,
     env: Mapping[str, str] | None = None,
     prefix: Sequence[str] = (),
+    verbose: bool = True,
 ) -> Iterator[RunningDaemon]:
-    daemon = RunningDaemon(lab, config, log_path, extra, env=env, prefix=prefix)
+    daemon = RunningDaemon(lab, config, log_path, extra, env=env, prefix=prefix, verbose=verbose)
     try:
         yield daemon
     finally:
