@@ -76,16 +76,17 @@ class KnockLog:
         self.suppressed = 0
         self._reported = 0
 
-    def info(self, message: str, *args: object) -> None:
-        """Log `message % args` if the bucket allows; formatting is skipped when it does not."""
+    def allow(self) -> bool:
+        """Whether the bucket lets one more line through; counts it as held back if not.
+        Asked before formatting, so a suppressed line costs no formatting at all."""
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
-            log.info(message, *args)
-        else:
-            self.suppressed += 1
+            return True
+        self.suppressed += 1
+        return False
 
     def report(self) -> None:
         if self.suppressed > self._reported:
@@ -203,7 +204,9 @@ class Daemon:
         return min(times, default=None)
 
     def execute(self, events: Sequence[Event]) -> None:
-        opened = [event for event in events if isinstance(event, Opened)]
+        # `type(e) is`, not isinstance: the events are leaf classes, and under a flood this loop
+        # runs for every packet, most of them Progress and Evicted.
+        opened = [event for event in events if type(event) is Opened]
         # The set first: it is what the knocker waits for. Log lines, files and commands follow.
         granted: dict[Opened, list[Grant]] = {}
         if opened and self.native_grants:
@@ -213,11 +216,38 @@ class Daemon:
             granted = {event: self._grants_for(event.source, event.door) for event in opened}
             if not self._grant([g for grants in granted.values() for g in grants]):
                 granted = {}
+        debug = log.isEnabledFor(logging.DEBUG)
+        knock_log = self.knock_log
         for event in events:
-            if isinstance(event, Progress):
-                self.knock_log.info(
-                    "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
-                )
+            if type(event) is Progress:
+                if knock_log.allow():
+                    log.info(
+                        "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
+                    )
+            elif type(event) is Evicted:
+                if debug:
+                    log.debug(
+                        "%s: %s: attempt evicted (cap %d)",
+                        self._who(event.source),
+                        event.door.name,
+                        self.engine.max_attempts,
+                    )
+            elif type(event) is TimedOut:
+                if knock_log.allow():
+                    log.info(
+                        "%s: %s: sequence timeout (stage %d)",
+                        self._who(event.source),
+                        event.door.name,
+                        event.stage,
+                    )
+            elif type(event) is Invalidated:
+                if debug:
+                    log.debug(
+                        "%s: %s: sequence broken at stage %d",
+                        self._who(event.source),
+                        event.door.name,
+                        event.stage,
+                    )
             elif isinstance(event, Opened):
                 log.info("%s: %s: OPEN SESAME", self._who(event.source), event.door.name)
                 self._event("open", source=event.source, door=event.door.name)
@@ -232,27 +262,6 @@ class Daemon:
                     self._event(
                         "grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout
                     )
-            elif isinstance(event, TimedOut):
-                self.knock_log.info(
-                    "%s: %s: sequence timeout (stage %d)",
-                    self._who(event.source),
-                    event.door.name,
-                    event.stage,
-                )
-            elif isinstance(event, Invalidated):
-                log.debug(
-                    "%s: %s: sequence broken at stage %d",
-                    self._who(event.source),
-                    event.door.name,
-                    event.stage,
-                )
-            elif isinstance(event, Evicted):
-                log.debug(
-                    "%s: %s: attempt evicted (cap %d)",
-                    self._who(event.source),
-                    event.door.name,
-                    self.engine.max_attempts,
-                )
             elif isinstance(event, OneTimeUsed):
                 self._mark_one_time(event)
             elif isinstance(event, DoorDisabled):

@@ -51,7 +51,10 @@ class Knock(Protocol):
 # -- events -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, three times the
+# cost of a plain one, and under a flood every packet makes one or two of these. Treat them as
+# immutable all the same; unsafe_hash keeps them hashable like the frozen events.
+@dataclass(slots=True, unsafe_hash=True)
 class AttemptEvent:
     """Something that happened to one source's attempt on one door, at `stage` steps done."""
 
@@ -60,7 +63,7 @@ class AttemptEvent:
     stage: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Progress(AttemptEvent):
     pass
 
@@ -72,17 +75,17 @@ class Opened:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TimedOut(AttemptEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Invalidated(AttemptEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Evicted(AttemptEvent):
     pass
 
