@@ -10,10 +10,12 @@ SHELL := /bin/bash
 # installed libnftables.so.1, so the virtual environment is made from it.
 PYTHON := /usr/bin/python3
 VENV := .venv
+# systemd: its systemd-analyze and systemd-tmpfiles check packaging/systemd in the tests (only
+# files are read; no unit is started). Debian installs it anyway; minimal containers may not.
 # knockd and iptables are for the tests only: Debian's knockd and knock are the real peers knocknft
 # is checked against, and the knockd.conf files users import run iptables (in the tests' own
 # network namespaces only).
-APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps knockd iptables
+APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables
 
 .PHONY: demo test lint unit integration bench deps venv clean
 

@@ -5,9 +5,10 @@
 1. Latency: the client knocks a full sequence; the time from sending the last knock to the
    kernel announcing the new set element (an nftables netlink multicast, read in the server
    namespace by this same process, so both ends use one clock). p50/p99/max over all sequences.
-2. Throughput: spoofed first-step knocks (sources from 198.19.0.0/16) are sent at fixed rates
-   for a bounded time; the daemon's own counters (knocks judged, NFLOG sequence gaps) say
-   whether it kept up, and /proc says how much CPU it used.
+2. Throughput: spoofed first-step knocks (98304 sources from 198.19.0.0/16 and
+   198.18.128.0/17, more than the attempt cap) are sent at fixed rates for a bounded time; the
+   daemon's own counters (knocks judged, NFLOG sequence gaps) say whether it kept up, and /proc
+   says how much CPU it used and its resident memory (VmRSS) with the attempt table full.
 
 Traffic stays between the two namespaces this script creates (198.18.0.0/15 only), every
 load is bounded in count and time, and the namespaces are removed on exit.
@@ -22,7 +23,6 @@ import select
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import tempfile
 import time
@@ -39,7 +39,7 @@ from harness import (
     wait_new_element,
 )
 
-from knocknft.lab import Lab, tcp_segment
+from knocknft.lab import SPOOFED_SOURCES, Lab, flood, rss_bytes, spoofed_syn
 
 CONFIG = KNOCKNFT_CONFIG.format(seq_timeout=5)
 
@@ -47,7 +47,10 @@ CONFIG = KNOCKNFT_CONFIG.format(seq_timeout=5)
 def start_daemon(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
     config = workdir / "config.yaml"
     config.write_text(CONFIG)
-    log = open(workdir / "daemon.log", "ab")  # noqa: SIM115 - the daemon owns it until it exits
+    log_path = workdir / "daemon.log"
+    # The log is shared by every daemon of a run: only what this one writes says it is ready.
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    log = open(log_path, "ab")  # noqa: SIM115 - the daemon owns it until it exits
     proc = subprocess.Popen(
         lab.server.cmd(
             "taskset",
@@ -64,9 +67,9 @@ def start_daemon(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
         stderr=log,
     )
     deadline = time.monotonic() + 10
-    while b"listening on NFLOG" not in (workdir / "daemon.log").read_bytes():
+    while b"listening on NFLOG" not in log_path.read_bytes()[offset:]:
         if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit((workdir / "daemon.log").read_text())
+            raise SystemExit(log_path.read_text())
         time.sleep(0.05)
     return proc
 
@@ -110,36 +113,11 @@ def measure_latency(lab: Lab, sequences: int) -> list[float]:
     return latencies
 
 
-def spoofed_syn(source_index: int) -> bytes:
-    """A first-step knock (SYN to 7000/tcp) from 198.19.x.y: the costly case, a new attempt."""
-    source = f"198.19.{(source_index >> 8) & 0xFF}.{source_index & 0xFF}"
-    tcp = tcp_segment(source, Lab.SERVER_V4, 40000, 7000, 0x02)
-    src, dst = socket.inet_aton(source), socket.inet_aton(Lab.SERVER_V4)
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
-    return header + tcp
-
-
-def flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
-    """Send spoofed first-step knocks at `rate` per second for `seconds`; returns (sent, took)."""
-    sock = lab.client.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    packets = [spoofed_syn(i) for i in range(65536)]
-    target = (Lab.SERVER_V4, 0)
-    total = int(rate * seconds)
-    burst = max(1, rate // 1000)
-    sent = 0
-    started = time.perf_counter()
-    try:
-        while sent < total:
-            due = started + sent / rate
-            now = time.perf_counter()
-            if now < due:
-                time.sleep(due - now)
-            for _ in range(min(burst, total - sent)):
-                sock.sendto(packets[sent & 0xFFFF], target)
-                sent += 1
-    finally:
-        sock.close()
-    return sent, time.perf_counter() - started
+def first_step_flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
+    """Spoofed first-step knocks (SYN to 7000/tcp), each from a new source until they wrap: the
+    costly case, a new attempt each, and past the cap an eviction each."""
+    packets = [spoofed_syn(i, Lab.SERVER_V4, 7000) for i in range(SPOOFED_SOURCES)]
+    return flood(lab.client, packets, Lab.SERVER_V4, rate, seconds)
 
 
 def main() -> None:
@@ -183,9 +161,11 @@ def main() -> None:
             proc = start_daemon(lab, workdir)
             pid = daemon_pid(proc)
             cpu_before = cpu_seconds(pid)
-            sent, took = flood(lab, rate, args.seconds)
+            idle = rss_bytes(pid)
+            sent, took = first_step_flood(lab, rate, args.seconds)
             time.sleep(0.5)  # let the daemon drain its receive buffer
             cpu = cpu_seconds(pid) - cpu_before
+            rss = rss_bytes(pid)
             stats = stop_daemon(proc, workdir)
             row = {
                 "target_rate": rate,
@@ -194,11 +174,17 @@ def main() -> None:
                 "judged": int(stats["knocks"]),
                 "nflog_lost": int(stats["nflog_lost"]),
                 "cpu_s_per_100k": round(cpu / sent * 100_000, 3),
+                "attempts_tracked": int(stats["attempts_tracked"]),
+                "evictions": int(stats["evictions"]),
+                "rss_idle_mib": round(idle / 2**20, 1),
+                "rss_mib": round(rss / 2**20, 1),
             }
             rows.append(row)
             print(
                 f"rate {row['achieved_rate']:>7}/s: sent {sent}, judged {row['judged']}, "
-                f"lost {row['nflog_lost']}, daemon CPU {row['cpu_s_per_100k']} s per 100k knocks"
+                f"lost {row['nflog_lost']}, daemon CPU {row['cpu_s_per_100k']} s per 100k knocks, "
+                f"{row['attempts_tracked']} attempts tracked, {row['evictions']} evicted, "
+                f"RSS {row['rss_mib']} MiB (idle {row['rss_idle_mib']} MiB)"
             )
         results["throughput"] = rows
     if args.json:

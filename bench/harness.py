@@ -366,13 +366,6 @@ def cpu_seconds(pid: int) -> float:
     return time.clock_gettime(process_sched_clock)
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 def wait_idle(pid: int, timeout: float, quiet: float = 0.3) -> bool:
     """Wait until the process has used no CPU for `quiet` seconds (it has worked off what was
     sent); False if it was still busy after `timeout`."""

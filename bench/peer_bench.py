@@ -63,7 +63,6 @@ from harness import (
     machine,
     percentile,
     raw_socket,
-    rss_kib,
     send_paced,
     wait_idle,
     wait_new_element,
@@ -72,7 +71,7 @@ from harness import (
 from knocknft import __version__
 from knocknft.config import parse_port_spec
 from knocknft.knock import Target, knock_once
-from knocknft.lab import Lab, LabDaemon, Listener, run_in_netns
+from knocknft.lab import Lab, LabDaemon, Listener, rss_bytes, run_in_netns
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = Lab.SERVER_V4
@@ -301,12 +300,12 @@ def measure_memory(bench: Bench, contender: Contender) -> Result:
             started = time.monotonic()
             if not feed(n - sent, fill_rate):
                 # Still working through what it was sent: its memory so far says something too.
-                rss = rss_kib(run.pid)
+                rss = rss_bytes(run.pid) // 1024
                 skipped.append({"sources": n, "sent": sent, "budget_s": budget, "rss_kib": rss})
                 print(f"  {n} sources: out of time, RSS {rss / 1024:.1f} MiB", flush=True)
                 break
             fill_s = time.monotonic() - started
-            rss = rss_kib(run.pid)
+            rss = rss_bytes(run.pid) // 1024
             before = cpu_seconds(run.pid)
             feed(probe, min(fill_rate, 10_000))
             per_packet = (cpu_seconds(run.pid) - before) / probe

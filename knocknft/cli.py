@@ -4,6 +4,7 @@ knocknft's errors to a message on stderr and an exit code scripts can rely on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,18 +16,23 @@ import typer
 from knocknft import __version__
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
+    DEFAULT_STATE_DIR,
     Config,
     Invalid,
+    Options,
     load_config,
     parse_duration,
     read_config_text,
 )
+from knocknft.confirm import Armed, Pending, StateDir, arm, clock_text, refuse_if_pending
+from knocknft.confirm import confirm as confirm_change
 from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
 from knocknft.files import write_atomic
 from knocknft.grants import format_seconds, format_table
 from knocknft.importer import import_knockd
 from knocknft.knockd_conf import read_knockd_conf
-from knocknft.nft import LibNft, Nft, read_grants
+from knocknft.lastgood import last_good_path, load_last_good
+from knocknft.nft import LibNft, NftSnapshots, read_grants
 from knocknft.operations import (
     apply_config,
     close_grants,
@@ -70,9 +76,18 @@ ConfigOption = Annotated[
         metavar="FILE",
     ),
 ]
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where a pending confirmation and the last-known-good copy of the table (for "
+        "`knocknft guard`) are kept; overrides options.state_dir.",
+        metavar="DIR",
+    ),
+]
 
 # Tests swap this for a factory that targets a fake or a namespace.
-nft_factory: Callable[[], Nft] = LibNft
+nft_factory: Callable[[], NftSnapshots] = LibNft
 
 
 def _fail(code: int, message: str) -> NoReturn:
@@ -142,45 +157,231 @@ def check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
 
 
 @app.command(
-    epilog="Examples: knocknft apply; knocknft apply --dry-run | less; nft list table inet knocknft"
+    epilog=(
+        "Examples: knocknft apply; knocknft apply --dry-run | less; "
+        "knocknft apply --confirm 2m, then from a new session: knocknft confirm"
+    )
 )
 def apply(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Print the nft script and load nothing.")
     ] = False,
+    confirm: Annotated[
+        str | None,
+        typer.Option(
+            "--confirm",
+            help="Roll the table back to how it is now after DURATION (e.g. 60, 2m) unless "
+            "`knocknft confirm` runs first, so a change that locks you out undoes itself. "
+            "Grants are kept both ways. Again while one is pending: the timer restarts, the "
+            "rollback point stays.",
+            metavar="DURATION",
+        ),
+    ] = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Install or replace knocknft's table (inet knocknft) in one transaction.
 
     Only that table is touched. The allowlist sets and every open grant in them survive a
-    re-apply, with their remaining time. If anything fails, nothing changes.
+    re-apply, with their remaining time. If anything fails, nothing changes. While an
+    `apply --confirm` is pending, a plain apply is refused.
+
+    The script the kernel accepted is kept as STATE_DIR/last-good.nft (0600), which
+    `knocknft guard` loads at boot. If it cannot be kept, a warning says so; the table is
+    loaded all the same and the exit status is 0.
     """
+    armed: Armed | None = None
     with _errors():
         cfg = _load(config)
+        if state_dir is not None:
+            cfg = dataclasses.replace(
+                cfg, options=dataclasses.replace(cfg.options, state_dir=state_dir)
+            )
         if dry_run:
+            if confirm is not None:
+                raise UsageError("--dry-run loads nothing, so there is nothing to --confirm")
             typer.echo(render_ruleset(cfg), nl=False)
             return
-        result = apply_config(nft_factory(), cfg)
+        state = StateDir(state_dir or cfg.options.state_dir)
+        if confirm is None:
+            _warn_stale(refuse_if_pending(state))
+            result = apply_config(nft_factory(), cfg)
+        else:
+            seconds = _seconds(confirm, "--confirm")
+            armed = arm(nft_factory(), cfg, seconds, state)
+            _warn_stale(armed.stale)
+            result = armed.applied
     verb = "replaced" if result.replaced else "installed"
     typer.echo(
         f"{verb} table inet {cfg.options.table}: {len(cfg.doors)} door(s), "
         f"{result.grants_kept} open grant(s) kept"
     )
+    if result.save_error is not None:
+        typer.echo(
+            f"warning: not kept for the boot guard: {result.save_error}; after a reboot "
+            "`knocknft guard` would load an older table, or none",
+            err=True,
+        )
+    if armed is not None:
+        _tell_armed(armed, state)
 
 
-@app.command(epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'")
+def _warn_stale(stale: Pending | None) -> None:
+    if stale is not None:
+        typer.echo(
+            "warning: dropped a pending confirmation whose rollback watcher is gone "
+            "(killed, or the machine restarted)",
+            err=True,
+        )
+
+
+def _tell_armed(armed: Armed, state: StateDir) -> None:
+    p = armed.pending
+    if armed.extended:
+        typer.echo(
+            "a confirmation was already pending: the rollback still returns to the table as it "
+            f"was at {clock_text(p.saved_at)}, before the first unconfirmed apply"
+        )
+    if p.had_table:
+        what = (
+            f"table inet {p.table} returns to how it was at {clock_text(p.saved_at)} "
+            f"(saved in {state.rollback}), grants kept"
+        )
+    else:
+        what = (
+            f"there was no table inet {p.table} before, so the rollback DELETES it, "
+            "with every grant in it"
+        )
+    typer.echo(
+        f"rolling back in {format_seconds(p.seconds)} (at {clock_text(p.due_at)}) unless "
+        f"`knocknft confirm` runs: {what}"
+    )
+    typer.echo(f"the rollback watcher is pid {p.watcher}; it logs to {state.log}")
+
+
+@app.command(
+    "confirm",
+    epilog="Example: knocknft apply --confirm 2m; ssh in anew to check; knocknft confirm",
+)
+def confirm_(config: ConfigOption = DEFAULT_CONFIG_PATH, state_dir: StateDirOption = None) -> None:
+    """Keep what `knocknft apply --confirm` applied: cancel its rollback.
+
+    Exits 0 when a rollback was cancelled, 1 when none was pending (the message says when the
+    last one was rolled back, if it was).
+    """
+    with _errors():
+        done = confirm_change(StateDir(state_dir or _options(config).state_dir))
+    p = done.pending
+    typer.echo(
+        f"confirmed: table inet {p.table} stays as applied; the rollback due at "
+        f"{clock_text(p.due_at)} is cancelled"
+    )
+    if not done.watcher_was_running:
+        typer.echo(
+            f"note: its watcher (pid {p.watcher}) was no longer running: no rollback was coming",
+            err=True,
+        )
+
+
+GUARD_EPILOG = (
+    "At boot this runs from knocknft-guard.service, before network-pre.target and before "
+    "knocknft.service (packaging/systemd/). By hand: knocknft guard; "
+    "knocknft guard --state-dir /srv/knocknft.\n\n"
+    "Exit status: 0 the table is loaded, or nothing was saved yet (a warning says so, nothing "
+    "changes); 1 the saved file cannot be read, is not one knocknft saved, or the kernel "
+    "refused it; 2 invalid arguments."
+)
+
+
+@app.command(epilog=GUARD_EPILOG)
+def guard(
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="Where apply and the daemon keep last-good.nft: the same directory as "
+            "options.state_dir.",
+            show_default=True,
+            metavar="DIR",
+        ),
+    ] = DEFAULT_STATE_DIR,
+) -> None:
+    """Load the last-known-good table, so the protected services are shut from boot on.
+
+    Loads DIR/last-good.nft, the script of the last successful `knocknft apply` or daemon
+    start or reload, in one transaction. Run early at boot, before any network is up, it keeps
+    the protected services dropped even if the daemon then cannot start: fail closed, where a
+    knockd that failed to start left the ports open (knockd issue #51). The daemon, once
+    running, replaces the table with its current config.
+
+    The table is loaded as `apply` loads it: if it is already there, open grants survive with
+    their remaining time. After `nft flush ruleset` the grants are gone, as the table was;
+    the guard brings back the table, closed.
+
+    The config is not read, so a broken config cannot keep the guard from closing the doors.
+    A file that is not a table knocknft saved (every command must name one inet table) is
+    refused.
+    """
+    path = last_good_path(state_dir)
+    try:
+        with _errors():
+            guarded = load_last_good(nft_factory(), state_dir)
+    except OSError as exc:
+        _fail(EXIT_FAILURE, f"cannot read {path}: {exc.strerror or exc}")
+    if guarded.table is None:
+        typer.echo(
+            f"warning: nothing to load: {path} does not exist yet (`knocknft apply` and the "
+            "daemon save it); nothing changed, the protected services are not guarded",
+            err=True,
+        )
+        return
+    if guarded.replaced:
+        done = f"table inet {guarded.table} reloaded, {guarded.grants_kept} open grant(s) kept"
+    else:
+        done = f"table inet {guarded.table} installed: the protected services are closed"
+    typer.echo(f"loaded {path}: {done}")
+
+
+@app.command(
+    epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'; "
+    "knocknft status --stats"
+)
 def status(
     config: ConfigOption = DEFAULT_CONFIG_PATH,
     as_json: Annotated[
         bool, typer.Option("--json", help="Machine-readable output (stable).")
     ] = False,
+    stats: Annotated[
+        bool,
+        typer.Option(
+            "--stats",
+            help="Instead of the grants, the running daemon's counters, from its stats.json; "
+            "exits 1 when the daemon is not running or its stats are stale.",
+        ),
+    ] = False,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="With --stats: the daemon's state directory; overrides options.state_dir.",
+            metavar="DIR",
+        ),
+    ] = None,
 ) -> None:
     """List the open grants: address, door, service, time left.
 
     Reads the kernel's sets, so it works with or without the daemon. The --json form is a
     stable object {"table": ..., "grants": [{"address", "family", "door", "service", "port",
     "protocol", "timeout", "expires_in"}]} with times in seconds.
+
+    With --stats: the daemon's counters (knocks, stages, opens, timeouts, evictions, lost NFLOG
+    messages, failed commands...) as it last wrote them (every 5s), and whether it is running.
+    --json then gives {"state": "running"|"stale"|"stopped"|"absent", "running", "reason",
+    "path", "age", "stats": {...} or null}.
     """
+    if stats:
+        _daemon_stats(config, state_dir, as_json)
+        return
     with _errors():
         table = _table_name(config)
         grants = read_grants(nft_factory(), table)
@@ -190,20 +391,39 @@ def status(
         typer.echo(format_table(grants), nl=False)
 
 
-def _table_name(config: Path) -> str:
-    """The table to read: from the config when there is one; the default table otherwise."""
+def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:
+    from knocknft.stats import format_status, read_status
+
+    with _errors():
+        found = read_status(state_dir or _options(config).state_dir)
+    if as_json:
+        typer.echo(json.dumps(found.to_json(), indent=2))
+    else:
+        typer.echo(format_status(found), nl=False)
+    if not found.running:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _options(config: Path) -> Options:
+    """The options to read: from the config when there is one; the defaults otherwise."""
     if config == DEFAULT_CONFIG_PATH and not config.exists():
-        return "knocknft"
-    return _load(config, show_warnings=False).options.table
+        return Options()
+    return _load(config, show_warnings=False).options
+
+
+def _table_name(config: Path) -> str:
+    return _options(config).table
 
 
 def _duration(text: str | None) -> int | None:
-    if text is None:
-        return None
+    return None if text is None else _seconds(text, "--for")
+
+
+def _seconds(text: str, option: str) -> int:
     try:
         return parse_duration(text)
     except Invalid as exc:
-        raise UsageError(f"--for: {exc.message} ({exc.hint})") from None
+        raise UsageError(f"{option}: {exc.message} ({exc.hint})") from None
 
 
 @app.command("open", epilog="Example: knocknft open 198.18.0.2 --door ssh --for 10m")
@@ -367,7 +587,8 @@ def run(  # one parameter per knockd flag; keyword-only since typer passes them 
     completed knock sequences into grants: the knocker's address enters the allowlist set with
     the door's open_for as timeout, and the door's start_command/stop_command run as under knockd.
     Logs a ready line ("listening on NFLOG group N") once listening. SIGHUP reloads the config;
-    SIGTERM or SIGINT stop.
+    SIGTERM or SIGINT stop. If another tool deletes the table (nft flush ruleset), the daemon
+    applies it again at once, with the grants that were in it.
 
     -c also takes a knockd.conf: its commands are then the only effect, as under knockd.
     """

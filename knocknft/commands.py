@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,8 +57,15 @@ class CommandRunner(Protocol):
 class ShellRunner:
     """Runs commands with /bin/sh on worker threads; logs each start and its exit status."""
 
-    def __init__(self, time_limit: float = DEFAULT_TIME_LIMIT, workers: int = 4) -> None:
+    def __init__(
+        self,
+        time_limit: float = DEFAULT_TIME_LIMIT,
+        workers: int = 4,
+        on_done: Callable[[CommandResult], None] | None = None,
+    ) -> None:
         self.time_limit = time_limit
+        # Told of every command's end, on the worker thread that ran it (the event log).
+        self._on_done = on_done
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
         self._lock = threading.Lock()
         self.failed = 0
@@ -106,6 +114,8 @@ class ShellRunner:
                 result.returncode,
                 detail,
             )
+        if self._on_done is not None:
+            self._on_done(result)
         return result
 
     def close(self) -> None:

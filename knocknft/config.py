@@ -25,9 +25,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_CONFIG_PATH = Path("/etc/knocknft/config.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/knocknft")
 DEFAULT_SEQ_TIMEOUT = 25  # knockd's default, seconds
 DEFAULT_CMD_TIMEOUT = 10  # knockd's default, seconds
 MAX_SEQUENCE_LENGTH = 32  # knockd's limit
+# Knock attempts in progress the daemon keeps (oldest evicted first): what bounds its memory
+# under a spoofed flood. The ceiling keeps a typo from asking for gigabytes.
+DEFAULT_MAX_ATTEMPTS = 65536
+MAX_ATTEMPTS_CEILING = 1 << 20
 # nft element comments are stored as userdata; keep names short and shell/log safe.
 DOOR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 TABLE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -97,6 +102,9 @@ class Door:
     # Completing the sequence revokes the knocker's grants for these services, whichever door
     # granted them: knockd's "closeSSH" door, whose command deletes what "openSSH" added.
     close: tuple[PortSpec, ...] = ()
+    # When a grant for one of `open`'s services ends (expiry, `knocknft close`, a closing door),
+    # the client's established connections to it end too: TCP with a reset, UDP dropped.
+    close_sessions: bool = False
     target: IPAddress | None = None
     start_command: str | None = None
     stop_command: str | None = None
@@ -115,6 +123,42 @@ class Door:
 
 
 @dataclass(frozen=True)
+class ListenAddress:
+    """An IP address and TCP port to serve on, e.g. the metrics endpoint's."""
+
+    host: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.host}]:{self.port}" if self.host.version == 6 else f"{self.host}:{self.port}"
+        )
+
+
+RateUnit = Literal["second", "minute", "hour", "day"]
+RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_RATE = 1_000_000  # packets per unit, and burst: far above any knocker, far below nft's u32
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` knock packets per `unit` from one source, after a burst of `burst`:
+    enforced by the kernel before NFLOG, so a noisy source costs the daemon nothing."""
+
+    count: int
+    unit: RateUnit
+    burst: int
+
+    @property
+    def refill_seconds(self) -> float:
+        """How long an emptied bucket takes to fill up again."""
+        return self.burst * RATE_UNIT_SECONDS[self.unit] / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.unit} burst {self.burst}"
+
+
+@dataclass(frozen=True)
 class Options:
     nflog_group: int = 7
     table: str = "knocknft"
@@ -124,7 +168,13 @@ class Options:
     # Sources that reach the protected services without knocking (a management network):
     # the admin's safety line against locking themselves out.
     always_allow: tuple[IPNetwork, ...] = ()
-    state_dir: Path = Path("/var/lib/knocknft")
+    state_dir: Path = DEFAULT_STATE_DIR
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    knock_rate_limit: RateLimit | None = None
+    # The Prometheus endpoint (/metrics); off unless set.
+    metrics: ListenAddress | None = None
+    # JSON lines of opens, grants, closes, commands...; off unless set.
+    event_log: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +189,11 @@ class Config:
     @property
     def protected(self) -> frozenset[PortSpec]:
         return frozenset(p for d in self.doors for p in d.open)
+
+    @property
+    def sessions_closed(self) -> frozenset[PortSpec]:
+        """The services whose established connections end with the client's grant."""
+        return frozenset(p for d in self.doors if d.close_sessions for p in d.open)
 
 
 @dataclass(frozen=True)
@@ -260,6 +315,57 @@ def parse_int(text: str, low: int, high: int) -> int:
     if not value.isdigit() or not low <= int(value) <= high:
         raise Invalid(f"{text!r} is not a number from {low} to {high}")
     return int(value)
+
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+_RATE_UNITS: dict[str, RateUnit] = {
+    "s": "second",
+    "sec": "second",
+    "second": "second",
+    "m": "minute",
+    "min": "minute",
+    "minute": "minute",
+    "h": "hour",
+    "hour": "hour",
+    "d": "day",
+    "day": "day",
+}
+
+
+def parse_rate(text: str) -> tuple[int, RateUnit]:
+    """`20/second`, `600/minute`, `20/s` -> (count, unit)."""
+    match = _RATE_RE.match(text.lower())
+    unit = _RATE_UNITS.get(match.group(2)) if match else None
+    if match is None or unit is None:
+        raise Invalid(
+            f"{text!r} is not a rate",
+            "write COUNT/UNIT with a unit of second, minute, hour or day, e.g. 20/second",
+        )
+    count = int(match.group(1))
+    if not 1 <= count <= MAX_RATE:
+        raise Invalid(f"{text!r} is out of range", f"the count is 1 to {MAX_RATE}, e.g. 20/second")
+    return count, unit
+
+
+_LISTEN_RE = re.compile(r"^\s*(?:\[([^\]]+)\]|([^\[\]\s]+)):(\d+)\s*$")
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """`127.0.0.1:9641`, `[::1]:9641` -> ListenAddress; an address, not a name: no DNS at start."""
+    hint = "write ADDRESS:PORT, e.g. 127.0.0.1:9641, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9641"
+    match = _LISTEN_RE.match(text)
+    if match is None:
+        raise Invalid(f"{text!r} is not ADDRESS:PORT", hint)
+    try:
+        host = ipaddress.ip_address(match.group(1) or match.group(2))
+    except ValueError:
+        raise Invalid(f"{text!r} does not start with an IP address", hint) from None
+    if match.group(2) is not None and host.version == 6:
+        raise Invalid(f"{text!r}: an IPv6 address needs brackets", hint)
+    port = int(match.group(3))
+    if not 1 <= port <= 65535:
+        raise Invalid(f"port {port} is out of range", "ports are numbers from 1 to 65535")
+    return ListenAddress(host, port)
 
 
 def parse_one_time_line(text: str) -> tuple[PortSpec, ...]:
@@ -385,6 +491,11 @@ OPTION_KEYS = (
     "interfaces",
     "always_allow",
     "state_dir",
+    "max_attempts",
+    "knock_rate_limit",
+    "knock_rate_burst",
+    "metrics",
+    "event_log",
 )
 DOOR_KEYS = (
     "sequence",
@@ -394,6 +505,7 @@ DOOR_KEYS = (
     "open",
     "open_for",
     "close",
+    "close_sessions",
     "target",
     "start_command",
     "stop_command",
@@ -409,23 +521,74 @@ def _parse_options(w: Walker, node: yaml.Node | None) -> Options:
     entries = w.mapping(node, "options", OPTION_KEYS)
     values: dict[str, object] = {}
     for name, (_, value) in entries.items():
+        if name in ("knock_rate_limit", "knock_rate_burst"):
+            continue  # one RateLimit of two keys: _parse_rate_limit
         key = f"options.{name}"
         parsed: object
         if name == "nflog_group":
             parsed = w.scalar(value, key, lambda t: parse_int(t, 0, 65535))
         elif name == "table":
             parsed = w.scalar(value, key, _parse_table_name)
-        elif name in ("log_file", "state_dir"):
+        elif name in ("log_file", "state_dir", "event_log"):
             parsed = w.scalar(value, key, _parse_abs_path)
         elif name == "syslog":
             parsed = w.scalar(value, key, parse_bool)
+        elif name == "max_attempts":
+            parsed = w.scalar(value, key, _parse_max_attempts)
+        elif name == "metrics":
+            parsed = listen = w.scalar(value, key, parse_listen_address)
+            if listen is not None and not listen.host.is_loopback:
+                w.warn(
+                    value,
+                    key,
+                    f"the metrics endpoint on {listen} is open to whoever reaches that address",
+                    "serve it on 127.0.0.1 or [::1], or let your firewall guard the port",
+                )
         elif name == "interfaces":
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
         else:  # always_allow
             parsed = tuple(w.scalar_list(value, key, parse_network))
         if parsed is not None:
             values[name] = parsed
+    rate_limit = _parse_rate_limit(w, entries)
+    if rate_limit is not None:
+        values["knock_rate_limit"] = rate_limit
     return Options(**values)  # type: ignore[arg-type]  # keys and types checked above
+
+
+def _parse_rate_limit(
+    w: Walker, entries: dict[str, tuple[yaml.Node, yaml.Node]]
+) -> RateLimit | None:
+    """knock_rate_limit and knock_rate_burst, two keys that make one RateLimit."""
+    rate = burst = None
+    if "knock_rate_limit" in entries:
+        rate = w.scalar(entries["knock_rate_limit"][1], "options.knock_rate_limit", parse_rate)
+    if "knock_rate_burst" in entries:
+        key_node, value = entries["knock_rate_burst"]
+        burst = w.scalar(value, "options.knock_rate_burst", lambda t: parse_int(t, 1, MAX_RATE))
+        if "knock_rate_limit" not in entries:
+            w.error(
+                key_node,
+                "options.knock_rate_burst",
+                "knock_rate_burst has no rate to go with",
+                "add knock_rate_limit: 20/second, or remove knock_rate_burst",
+            )
+    if rate is None:
+        return None
+    count, unit = rate
+    # Twice the rate by default: room for a knock sequence and a retry of it.
+    return RateLimit(count, unit, burst or 2 * count)
+
+
+def _parse_max_attempts(text: str) -> int:
+    try:
+        return parse_int(text, 1, MAX_ATTEMPTS_CEILING)
+    except Invalid as exc:
+        raise Invalid(
+            exc.message,
+            f"the default, {DEFAULT_MAX_ATTEMPTS}, keeps a spoofed flood's cost bounded; "
+            "see the README for the memory each size takes",
+        ) from None
 
 
 def _parse_table_name(text: str) -> str:
@@ -527,6 +690,9 @@ def _parse_door(
     target = get("target", parse_address)
     if target is not None:
         fields["target"] = target
+    close_sessions = get("close_sessions", parse_bool)
+    if close_sessions is not None:
+        fields["close_sessions"] = close_sessions
     for key in ("start_command", "stop_command", "start_command_6", "stop_command_6"):
         command = get(key, _parse_command)
         if command is not None:
@@ -555,6 +721,13 @@ def _parse_door(
             f"{base}.open",
             "open needs open_for: how long a knocker's grant lasts",
             "add e.g. open_for: 30s",
+        )
+    if close_sessions and not has_open:
+        w.error(
+            entries["close_sessions"][0],
+            f"{base}.close_sessions",
+            "close_sessions has nothing to close: the door has no open",
+            "add open: [22/tcp] with open_for, or remove close_sessions",
         )
     if "open_for" in entries and not has_open:
         w.error(
@@ -621,7 +794,19 @@ def _check_doors(w: Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
     """Cross-door errors and the weak-sequence warnings."""
     all_knock_ports = {p for d, _ in doors for p in d.knock_ports}
     opened = {p for d, _ in doors for p in d.open}
+    closing_sessions = {p for d, _ in doors if d.close_sessions for p in d.open}
     for door, node in doors:
+        mixed = [] if door.close_sessions else sorted(closing_sessions.intersection(door.open))
+        if mixed:
+            # The kernel rule can only ask "does this address hold a grant for the service",
+            # not which door gave it, so the setting is per service.
+            w.warn(
+                node,
+                f"doors.{door.name}.close_sessions",
+                f"{', '.join(map(str, mixed))} is also opened by a door with close_sessions: "
+                "sessions to it end when the grant ends, whichever door gave it",
+                "set close_sessions the same on every door that opens the service",
+            )
         never_opened = sorted(set(door.close) - opened)
         if never_opened:
             w.warn(
@@ -668,6 +853,29 @@ def _check_doors(w: Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
                 )
 
 
+def _check_rate_limit(
+    w: Walker, options: Options, doors: list[Door], options_node: yaml.Node | None
+) -> None:
+    """The burst must let a knocker through a whole sequence at full speed."""
+    limit = options.knock_rate_limit
+    if limit is None or not isinstance(options_node, yaml.MappingNode):
+        return
+    steps = [(len(d.sequence), d.name) for d in doors]
+    steps += [(len(seq.steps), d.name) for d in doors for seq in d.one_time]
+    longest, door = max(steps, default=(0, ""))
+    if limit.burst >= longest:
+        return
+    keys = {str(k.value): k for k, _ in options_node.value if isinstance(k, yaml.ScalarNode)}
+    name = "knock_rate_burst" if "knock_rate_burst" in keys else "knock_rate_limit"
+    w.error(
+        keys.get(name),
+        f"options.{name}",
+        f"a burst of {limit.burst} knocks is less than door {door!r}'s {longest} steps: "
+        "its knockers would be dropped before they finish",
+        f"set knock_rate_burst to {2 * longest} or more",
+    )
+
+
 def compose_yaml(text: str, file: str) -> yaml.Node | None:
     """The document's node graph (None for an empty file); YAML syntax errors are located."""
     try:
@@ -700,7 +908,8 @@ def parse_config(
     if root is None:
         raise ConfigError([Problem(file, 1, "", "the file is empty", "see config.example.yaml")])
     top = w.mapping(root, "", ("options", "doors"))
-    options = _parse_options(w, top["options"][1] if "options" in top else None)
+    options_node = top["options"][1] if "options" in top else None
+    options = _parse_options(w, options_node)
     doors: list[tuple[Door, yaml.Node]] = []
     if "doors" not in top:
         if not w.errors:
@@ -720,6 +929,7 @@ def parse_config(
             w.error(doors_node, "doors", "no doors are defined", "add at least one door")
     if not w.errors:
         _check_doors(w, doors)
+        _check_rate_limit(w, options, [d for d, _ in doors], options_node)
     if w.errors:
         raise ConfigError(w.errors)
     config = Config(options, tuple(d for d, _ in doors), file)

@@ -26,7 +26,6 @@ from knocknft import __version__
 from knocknft.commands import CommandRunner, command_for, expand_command
 from knocknft.config import Config, Door, IPAddress, PortSpec
 from knocknft.engine import (
-    DEFAULT_MAX_ATTEMPTS,
     DoorDisabled,
     Engine,
     Event,
@@ -39,11 +38,14 @@ from knocknft.engine import (
     TimedOut,
 )
 from knocknft.errors import KnocknftError
+from knocknft.events import EventLog
 from knocknft.grants import Grant, render_revoke
+from knocknft.keeper import TableKeeper
 from knocknft.lookup import Labelled, NameCache
 from knocknft.nft import Nft
+from knocknft.nftevents import TableEvent
 from knocknft.onetime import mark_used
-from knocknft.operations import apply_config
+from knocknft.operations import ApplyResult, apply_config
 from knocknft.pending import STATE_FILE, PendingStops
 
 log = logging.getLogger("knocknft")
@@ -74,16 +76,17 @@ class KnockLog:
         self.suppressed = 0
         self._reported = 0
 
-    def info(self, message: str, *args: object) -> None:
-        """Log `message % args` if the bucket allows; formatting is skipped when it does not."""
+    def allow(self) -> bool:
+        """Whether the bucket lets one more line through; counts it as held back if not.
+        Asked before formatting, so a suppressed line costs no formatting at all."""
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
         if self._tokens >= 1:
             self._tokens -= 1
-            log.info(message, *args)
-        else:
-            self.suppressed += 1
+            return True
+        self.suppressed += 1
+        return False
 
     def report(self) -> None:
         if self.suppressed > self._reported:
@@ -113,16 +116,18 @@ class Daemon:
     clock: Callable[[], float] = time.time
     # With a knockd.conf the commands are the only effect, as under knockd.
     native_grants: bool = True
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # knockd's -4: IPv6 knocks are dropped by the table as always, but never reach the engine.
     only_ipv4: bool = False
     # knockd's -l: names for log lines, from a cache that never blocks this loop.
     names: NameCache | None = None
+    # options.event_log: what an admin audits, one JSON line each; never per knock.
+    events: EventLog | None = None
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.config.doors, self.max_attempts)
+        self.engine = Engine(self.config.doors, self.config.options.max_attempts)
         self.knock_log = KnockLog(self.clock)
+        self.keeper = TableKeeper(self.nft, self.clock)
         self.started = self.clock()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -130,12 +135,14 @@ class Daemon:
     def start(self) -> None:
         """Apply the table (keeping grants), then run stop commands that fell due while down."""
         result = apply_config(self.nft, self.config)
+        self.keeper.seed(result.grants)
         log.info(
             "table inet %s %s, %d open grant(s) kept",
             self.config.options.table,
             "replaced" if result.replaced else "installed",
             result.grants_kept,
         )
+        warn_if_unsaved(result)
         self.pending.load()
         self._run_due_stops(self.clock(), " (overdue from before a restart)")
         if len(self.pending):
@@ -143,18 +150,39 @@ class Daemon:
 
     def reload(self, config: Config) -> None:
         """Switch to a new, already validated config: re-apply the table, keep attempts."""
-        apply_config(self.nft, config)
+        result = apply_config(self.nft, config)
+        warn_if_unsaved(result)
+        self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
         self.config = config
-        self.engine.reload(config.doors)
+        self.engine.reload(config.doors, config.options.max_attempts)
+
+    def on_table_events(self, events: Sequence[TableEvent]) -> None:
+        """News of our table from the kernel: grants to remember, or the table gone."""
+        self.keeper.on_events(self.config, events)
+
+    def check_table(self) -> None:
+        """The fallback look, for when news was lost: is our table still there?"""
+        self.keeper.check(self.config)
 
     # -- the work -----------------------------------------------------------------------------
 
     def handle_packets(self, packets: Iterable[Knock]) -> None:
         events: list[Event] = []
+        # Asked once per batch: -D shows every knock packet, as knockd -D does.
+        debug = log.isEnabledFor(logging.DEBUG)
         for packet in packets:
             if self.only_ipv4 and packet.source.version == 6:
                 self.counters.ipv6_ignored += 1
                 continue
+            if debug:
+                log.debug(
+                    "packet: %s -> %s %d/%s flags 0x%02x",
+                    packet.source,
+                    packet.destination,
+                    packet.dport,
+                    packet.protocol,
+                    packet.tcp_flags,
+                )
             events += self.engine.on_knock(packet)
         self.execute(events)
 
@@ -167,6 +195,7 @@ class Daemon:
     def _run_due_stops(self, now: float, why: str = "") -> None:
         for stop in self.pending.take_due(now):
             log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
+            self._event("command_timeout", source=stop.address, door=stop.door)
             self.runner.submit(stop.door, stop.command)
             self.counters.commands += 1
 
@@ -175,7 +204,9 @@ class Daemon:
         return min(times, default=None)
 
     def execute(self, events: Sequence[Event]) -> None:
-        opened = [event for event in events if isinstance(event, Opened)]
+        # `type(e) is`, not isinstance: the events are leaf classes, and under a flood this loop
+        # runs for every packet, most of them Progress and Evicted.
+        opened = [event for event in events if type(event) is Opened]
         # The set first: it is what the knocker waits for. Log lines, files and commands follow.
         granted: dict[Opened, list[Grant]] = {}
         if opened and self.native_grants:
@@ -185,13 +216,41 @@ class Daemon:
             granted = {event: self._grants_for(event.source, event.door) for event in opened}
             if not self._grant([g for grants in granted.values() for g in grants]):
                 granted = {}
+        debug = log.isEnabledFor(logging.DEBUG)
+        knock_log = self.knock_log
         for event in events:
-            if isinstance(event, Progress):
-                self.knock_log.info(
-                    "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
-                )
+            if type(event) is Progress:
+                if knock_log.allow():
+                    log.info(
+                        "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
+                    )
+            elif type(event) is Evicted:
+                if debug:
+                    log.debug(
+                        "%s: %s: attempt evicted (cap %d)",
+                        self._who(event.source),
+                        event.door.name,
+                        self.engine.max_attempts,
+                    )
+            elif type(event) is TimedOut:
+                if knock_log.allow():
+                    log.info(
+                        "%s: %s: sequence timeout (stage %d)",
+                        self._who(event.source),
+                        event.door.name,
+                        event.stage,
+                    )
+            elif type(event) is Invalidated:
+                if debug:
+                    log.debug(
+                        "%s: %s: sequence broken at stage %d",
+                        self._who(event.source),
+                        event.door.name,
+                        event.stage,
+                    )
             elif isinstance(event, Opened):
                 log.info("%s: %s: OPEN SESAME", self._who(event.source), event.door.name)
+                self._event("open", source=event.source, door=event.door.name)
                 for g in granted.get(event, ()):
                     log.info(
                         "%s: %s: granted %s for %ds",
@@ -200,33 +259,16 @@ class Daemon:
                         g.service,
                         g.timeout,
                     )
-            elif isinstance(event, TimedOut):
-                self.knock_log.info(
-                    "%s: %s: sequence timeout (stage %d)",
-                    self._who(event.source),
-                    event.door.name,
-                    event.stage,
-                )
-            elif isinstance(event, Invalidated):
-                log.debug(
-                    "%s: %s: sequence broken at stage %d",
-                    self._who(event.source),
-                    event.door.name,
-                    event.stage,
-                )
-            elif isinstance(event, Evicted):
-                log.debug(
-                    "%s: %s: attempt evicted (cap %d)",
-                    self._who(event.source),
-                    event.door.name,
-                    self.max_attempts,
-                )
+                    self._event(
+                        "grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout
+                    )
             elif isinstance(event, OneTimeUsed):
                 self._mark_one_time(event)
             elif isinstance(event, DoorDisabled):
                 log.warning(
                     "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
                 )
+                self._event("door_disabled", door=event.door.name, reason=event.reason)
         for event in opened:
             self._start_commands(event.source, event.door, event.at)
 
@@ -256,6 +298,10 @@ class Daemon:
             log.error(
                 "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
             )
+            for g in grants:
+                self._event(
+                    "grant_failed", source=g.address, door=g.door, service=g.service, error=str(exc)
+                )
             return False
         self.counters.grants += len(grants)
         return True
@@ -270,6 +316,7 @@ class Daemon:
             return
         for address, service, door in revokes:
             log.info("%s: %s: closed %s", self._who(address), door, service)
+            self._event("close", source=address, door=door, service=service)
 
     def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
         start = command_for(door.start_command, door.start_command_6, source)
@@ -287,6 +334,7 @@ class Daemon:
                 door.name,
                 door.cmd_timeout,
             )
+            self._event("refresh", source=source, door=door.name, stop_in=door.cmd_timeout)
             return
         if start:
             self.runner.submit(door.name, expand_command(start, source))
@@ -308,6 +356,12 @@ class Daemon:
             )
             return
         log.info("%s: one-time sequence on line %d of %s used", event.door.name, event.line, path)
+        self._event("one_time_used", door=event.door.name, file=path, line=event.line)
+
+    def _event(self, name: str, **fields: object) -> None:
+        # Only ever called for rare events, never per knock: off, it costs one comparison.
+        if self.events is not None:
+            self.events.write(name, **fields)
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -326,7 +380,7 @@ class Daemon:
             "evictions": e.evictions,
             "flags_ignored": e.flags_ignored,
             "attempts_tracked": self.engine.tracked,
-            "attempts_cap": self.max_attempts,
+            "attempts_cap": self.engine.max_attempts,
             "grants": self.counters.grants,
             "grant_failures": self.counters.grant_failures,
             "commands_started": self.counters.commands,
@@ -335,9 +389,19 @@ class Daemon:
             "commands_failed": getattr(self.runner, "failed", 0),
             "pending_stop_commands": len(self.pending),
             "knock_log_suppressed": self.knock_log.suppressed,
+            "table_restores": self.keeper.restores,
         }
         data.update(extra or {})
         return data
+
+
+def warn_if_unsaved(result: ApplyResult) -> None:
+    if result.save_error is not None:
+        log.warning(
+            "table loaded, but not kept for the boot guard (%s): after a reboot, "
+            "`knocknft guard` would load an older table, or none",
+            result.save_error,
+        )
 
 
 def write_stats(path: Path, data: dict[str, Any]) -> None:
@@ -403,6 +467,14 @@ class PacketSource(Protocol):
     def read_batch(self) -> Sequence[Knock]: ...
 
 
+class TableEventSource(Protocol):
+    """What `serve` needs of the nf_tables notification socket (nftevents.TableEvents)."""
+
+    def fileno(self) -> int: ...
+
+    def read(self, table: str) -> Sequence[TableEvent]: ...
+
+
 def serve(
     daemon: Daemon,
     source: PacketSource,
@@ -411,15 +483,33 @@ def serve(
     source_stats: Callable[[], dict[str, Any]],
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
+    on_stats: Callable[[dict[str, Any]], None] = lambda stats: None,
+    table_events: TableEventSource | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats."""
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
+    table put back when another tool deletes it.
+
+    `load` is called when a reload begins; `on_reload` when it has ended, with its success.
+    The stats go to stats.json and to `on_stats` (the metrics endpoint, systemd's status line)
+    every STATS_INTERVAL and once before the daemon says it is ready, so it is known from its
+    first moment.
+    """
     signals = Signals()
     selector = selectors.DefaultSelector()
     selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
     selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
+    if table_events is not None:
+        selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
     stats_file = stats_path(daemon.config)
-    next_stats = 0.0
+
+    def report() -> None:
+        stats = daemon.stats(source_stats())
+        write_stats(stats_file, stats)
+        on_stats(stats)
+
+    report()
     on_ready()
+    next_stats = daemon.clock() + STATS_INTERVAL
     # Objects from start-up live as long as the daemon: keep them out of every future GC pass.
     gc.freeze()
     try:
@@ -438,6 +528,8 @@ def serve(
                         if not batch:
                             break
                         daemon.handle_packets(batch)
+                elif key.data == "table" and table_events is not None:
+                    daemon.on_table_events(table_events.read(daemon.config.options.table))
                 else:
                     signals.drain()
             now = daemon.clock()
@@ -449,10 +541,11 @@ def serve(
                 on_reload(_reload(daemon, load))
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
+                daemon.check_table()
                 daemon.knock_log.report()
-                write_stats(stats_file, daemon.stats(source_stats()))
+                report()
     finally:
-        write_stats(stats_file, daemon.stats(source_stats()))
+        report()
         selector.close()
         signals.close()
 

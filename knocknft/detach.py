@@ -69,22 +69,12 @@ def detach(pid_file: Path, timeout: float = READY_TIMEOUT) -> Readiness | None:
     """
     check_not_running(pid_file)
     read_end, write_end = os.pipe()
-    child = os.fork()
-    if child:
+    if not fork_detached():
         os.close(write_end)
-        os.waitpid(child, 0)  # the first child exits at once; reap it
         _wait_ready(read_end, timeout)
         return None
     try:
         os.close(read_end)
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        os.chdir("/")
-        devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(devnull, fd)
-        os.close(devnull)
         readiness = Readiness(write_end, pid_file)
         try:
             write_pid_file(pid_file)
@@ -97,23 +87,53 @@ def detach(pid_file: Path, timeout: float = READY_TIMEOUT) -> Readiness | None:
         os._exit(1)
 
 
-def _wait_ready(fd: int, timeout: float) -> None:
+def fork_detached() -> bool:
+    """The double fork. False in the calling process, once the middle process has exited; True
+    in the detached one: in a session of its own whose leader has exited (so it can never get a
+    controlling terminal), a child of init's, running from / with stdio on /dev/null.
+    """
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)  # the middle process exits at once; reap it
+        return False
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        return True
+    except BaseException:
+        os._exit(1)
+
+
+def read_until_closed(fd: int, timeout: float) -> bytes | None:
+    """All that arrives on a pipe until the writer closes it; None if that takes too long."""
     deadline = time.monotonic() + timeout
     data = b""
     try:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DaemonFailed(f"the daemon did not report ready within {timeout:g}s")
+                return None
             readable, _, _ = select.select([fd], [], [], left)
             if not readable:
                 continue
             chunk = os.read(fd, 4096)
             if not chunk:
-                break
+                return data
             data += chunk
     finally:
         os.close(fd)
+
+
+def _wait_ready(fd: int, timeout: float) -> None:
+    data = read_until_closed(fd, timeout)
+    if data is None:
+        raise DaemonFailed(f"the daemon did not report ready within {timeout:g}s")
     if data != _READY:
         raise DaemonFailed(data.decode("utf-8", "replace").strip() or "the daemon died at start")
 

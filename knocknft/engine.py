@@ -28,9 +28,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
-from knocknft.config import Door, IPAddress
-
-DEFAULT_MAX_ATTEMPTS = 65536
+from knocknft.config import DEFAULT_MAX_ATTEMPTS, Door, IPAddress
 
 
 class Knock(Protocol):
@@ -53,7 +51,10 @@ class Knock(Protocol):
 # -- events -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, three times the
+# cost of a plain one, and under a flood every packet makes one or two of these. Treat them as
+# immutable all the same; unsafe_hash keeps them hashable like the frozen events.
+@dataclass(slots=True, unsafe_hash=True)
 class AttemptEvent:
     """Something that happened to one source's attempt on one door, at `stage` steps done."""
 
@@ -62,7 +63,7 @@ class AttemptEvent:
     stage: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Progress(AttemptEvent):
     pass
 
@@ -74,17 +75,17 @@ class Opened:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TimedOut(AttemptEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Invalidated(AttemptEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Evicted(AttemptEvent):
     pass
 
@@ -169,8 +170,6 @@ def _same_door(a: Door, b: Door) -> bool:
 
 class Engine:
     def __init__(self, doors: Sequence[Door], max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         self.max_attempts = max_attempts
         self.counters = EngineCounters()
         self._doors: list[_DoorState] = []
@@ -178,12 +177,13 @@ class Engine:
         self._pending: list[Event] = []
         # No attempt runs out before this time (it may be early after removals, never late).
         self._expire_at = math.inf
-        self.reload(doors)
+        self.reload(doors, max_attempts)
 
     # -- configuration ----------------------------------------------------------------------
 
-    def reload(self, doors: Sequence[Door]) -> None:
-        """Take a new set of doors; attempts on doors that did not change survive."""
+    def reload(self, doors: Sequence[Door], max_attempts: int | None = None) -> None:
+        """Take a new set of doors (and cap); attempts on doors that did not change survive,
+        the oldest of them evicted if a lower cap leaves too many."""
         old = {s.door.name: s for s in self._doors}
         states: list[_DoorState] = []
         for door in doors:
@@ -198,6 +198,12 @@ class Engine:
                 states.append(state)
         self._doors = states
         self._tracked = sum(len(s.attempts) for s in states)
+        if max_attempts is not None:
+            if max_attempts < 1:
+                raise ValueError("max_attempts must be at least 1")
+            self.max_attempts = max_attempts
+            while self._tracked > max_attempts:
+                self._evict_oldest(self._pending)
         self._expire_at = -math.inf  # walk at the next knock: new timeouts, pending events
 
     @property

@@ -19,7 +19,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -166,10 +166,87 @@ def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: in
     return header[:16] + struct.pack("!H", checksum) + header[18:]
 
 
-class Listener:
-    """A TCP server on both families that accepts and closes: the 'protected service'."""
+# Spoofed knockers: distinct sources inside 198.18.0.0/15 and away from the lab's own /24, more
+# of them than the engine's default cap of 65536 attempts, so a flood can overfill it.
+SPOOFED_NETWORKS = (
+    ipaddress.IPv4Network("198.19.0.0/16"),
+    ipaddress.IPv4Network("198.18.128.0/17"),
+)
+SPOOFED_SOURCES = sum(net.num_addresses for net in SPOOFED_NETWORKS)
 
-    def __init__(self, host: Host, port: int) -> None:
+
+def spoofed_source(index: int) -> ipaddress.IPv4Address:
+    """The index-th spoofed source: 198.19.0.0 upwards, then 198.18.128.0 upwards, wrapping."""
+    index %= SPOOFED_SOURCES
+    for net in SPOOFED_NETWORKS:
+        if index < net.num_addresses:
+            return net[index]
+        index -= net.num_addresses
+    raise AssertionError("unreachable: index was reduced modulo SPOOFED_SOURCES")
+
+
+def spoofed_syn(index: int, destination: str, port: int) -> bytes:
+    """A SYN to destination:port from the index-th spoofed source, IPv4 header included, for a
+    raw IPPROTO_RAW socket: a first-step knock from a new source is the engine's costly case."""
+    source = str(spoofed_source(index))
+    tcp = tcp_segment(source, destination, 40000, port, 0x02)
+    src, dst = socket.inet_aton(source), socket.inet_aton(destination)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
+    return header + tcp
+
+
+def flood(
+    host: Host,
+    packets: Sequence[bytes],
+    destination: str,
+    rate: int,
+    seconds: float,
+    *,
+    stop: threading.Event | None = None,
+) -> tuple[int, float]:
+    """Send `packets` round-robin from `host` at `rate` per second; returns (sent, took).
+
+    Bounded in count (rate * seconds) and in time (seconds, plus one to catch up), and ends early
+    when `stop` is set: a flood always ends by itself. Packets go out in bursts of a
+    millisecond's worth, paced against the clock."""
+    sock = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    target = (destination, 0)
+    total = int(rate * seconds)
+    burst = max(1, rate // 1000)
+    sent = 0
+    started = time.perf_counter()
+    deadline = started + seconds + 1.0
+    try:
+        while sent < total and not (stop is not None and stop.is_set()):
+            due = started + sent / rate
+            now = time.perf_counter()
+            if now > deadline:
+                break
+            if now < due:
+                time.sleep(due - now)
+            for _ in range(min(burst, total - sent)):
+                sock.sendto(packets[sent % len(packets)], target)
+                sent += 1
+    finally:
+        sock.close()
+    return sent, time.perf_counter() - started
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory (VmRSS): what a flood costs the daemon."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"no VmRSS in /proc/{pid}/status")
+
+
+class Listener:
+    """A TCP server on both families that accepts and closes: the 'protected service'.
+
+    With `echo`, it keeps each connection open instead and sends back what it reads, for tests
+    of what happens to an established session."""
+
+    def __init__(self, host: Host, port: int, echo: bool = False) -> None:
         self._sock = host.socket(socket.AF_INET6, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -177,9 +254,10 @@ class Listener:
         self._sock.listen(64)
         self._sock.settimeout(0.2)
         self._stop = threading.Event()
+        self._echo = echo
         self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._serve, daemon=True)]
+        self._threads[0].start()
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -188,11 +266,34 @@ class Listener:
             except (TimeoutError, OSError):
                 continue
             self.accepted += 1
-            conn.close()
+            if not self._echo:
+                conn.close()
+                continue
+            thread = threading.Thread(target=self._echo_on, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _echo_on(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        with conn:
+            while not self._stop.is_set():
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        for thread in self._threads:
+            thread.join(timeout=2)
         self._sock.close()
 
 
@@ -314,7 +415,8 @@ class LabDaemon:
     to `log_path`. Ready once `ready` is logged; stopped with SIGTERM (SIGKILL if it lingers) by
     `stop` or on leaving a `with` block. A daemon that fails to get ready is stopped too: a
     process left behind would keep its namespace alive after the lab is deleted. `cpu` pins it
-    to one CPU (the benchmarks give the daemon a core of its own)."""
+    to one CPU (the benchmarks give the daemon a core of its own); `env` is added to this
+    process's environment; `name` is how failures call it (argv[0]'s name by default)."""
 
     def __init__(
         self,
@@ -325,14 +427,20 @@ class LabDaemon:
         *,
         timeout: float = 10.0,
         cpu: int | None = None,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
     ) -> None:
         self.host = host
-        self.name = Path(argv[0]).name
+        self.name = name or Path(argv[0]).name
         self.log_path = log_path
         pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            host.cmd(*pinned, *argv), stdout=self._log, stderr=subprocess.STDOUT, text=True
+            host.cmd(*pinned, *argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **env} if env else None,
         )
         try:
             self.wait_for(ready, timeout=timeout)

@@ -35,7 +35,7 @@ def setup_logging(options: Options, verbose: bool = False, debug: bool = False) 
     stderr.setFormatter(_StderrFormatter())
     logger.addHandler(stderr)
     if options.log_file is not None:
-        logger.addHandler(_file_handler(options.log_file))
+        logger.addHandler(file_handler(options.log_file))
     if options.syslog:
         try:
             syslog = logging.handlers.SysLogHandler(
@@ -48,7 +48,7 @@ def setup_logging(options: Options, verbose: bool = False, debug: bool = False) 
     return logger
 
 
-def _file_handler(path: Path) -> logging.Handler:
+def file_handler(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     # WatchedFileHandler reopens the file after logrotate moves it.
     handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")

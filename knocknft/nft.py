@@ -32,6 +32,17 @@ class Nft(Protocol):
         """Add or refresh `grants` in one transaction (see grants.render_grant)."""
 
 
+class NftSnapshots(Nft, Protocol):
+    """What saving a table and restoring it later needs beyond `Nft` (knocknft.confirm)."""
+
+    def list_text(self, command: str) -> str:
+        """A listing as nft text, without set elements or counters: a script that re-declares
+        the objects and adds nothing else."""
+
+    def check(self, script: str) -> None:
+        """Have the kernel validate a script without committing it, as `nft -c` does."""
+
+
 class LibNft:
     """`Nft` over libnftables. One handle per instance; not thread-safe, like libnftables."""
 
@@ -69,6 +80,25 @@ class LibNft:
                 log.warning("direct set-element writes failed (%s); using libnftables", exc)
         self.run(render_grant(table, grants))
 
+    def list_text(self, command: str) -> str:
+        self._nft.set_terse_output(True)
+        self._nft.set_stateless_output(True)
+        try:
+            rc, out, err = self._nft.cmd(command)
+        finally:
+            self._nft.set_terse_output(False)
+            self._nft.set_stateless_output(False)
+        if rc != 0:
+            raise _classify(err, command)
+        return str(out)
+
+    def check(self, script: str) -> None:
+        self._nft.set_dry_run(True)
+        try:
+            self.run(script)
+        finally:
+            self._nft.set_dry_run(False)
+
     def list_json(self, command: str) -> dict[str, Any]:
         self._nft.set_json_output(True)
         try:
@@ -103,6 +133,30 @@ def read_grants(nft: Nft, table: str) -> list[Grant]:
 
 def table_missing(table: str) -> TableMissing:
     return TableMissing(f"table inet {table} is not loaded: run `knocknft apply` first")
+
+
+def chain_names(nft: Nft, table: str) -> list[str]:
+    """The chains of our table as the kernel has them now; none when the table is missing."""
+    listing = nft.list_json("list chains inet")
+    return [
+        item["chain"]["name"]
+        for item in listing.get("nftables", [])
+        if isinstance(item, dict)
+        and isinstance(item.get("chain"), dict)
+        and item["chain"].get("table") == table
+    ]
+
+
+def table_listed(nft: Nft, table: str) -> bool:
+    """Whether our table exists, asking only for the list of tables: cheap enough to poll, as
+    it reads no set element."""
+    listing = nft.list_json("list tables inet")
+    return any(
+        isinstance(item, dict)
+        and isinstance(item.get("table"), dict)
+        and item["table"].get("name") == table
+        for item in listing.get("nftables", [])
+    )
 
 
 def table_exists(nft: Nft, table: str) -> bool:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from pathlib import Path
 
 from knocknft.config import Config, Door, IPAddress
 from knocknft.errors import UsageError
 from knocknft.grants import Grant, render_revoke
+from knocknft.lastgood import last_good_path, save_last_good
 from knocknft.nft import Nft, read_grants, table_exists, table_missing
 from knocknft.ruleset import render_ruleset
 
@@ -18,15 +20,29 @@ from knocknft.ruleset import render_ruleset
 class ApplyResult:
     replaced: bool  # the table existed before
     grants_kept: int
+    grants: tuple[Grant, ...] = ()  # those kept, as listed right after the apply
+    saved: Path | None = None  # the last-known-good copy for the boot guard
+    save_error: str | None = None  # why it could not be saved (the table is loaded all the same)
 
 
 def apply_config(nft: Nft, config: Config) -> ApplyResult:
-    """Install or replace our table in one transaction; grants in the sets are kept."""
+    """Install or replace our table in one transaction; grants in the sets are kept.
+
+    Once the kernel has accepted the script it is kept as the last-known-good ruleset that
+    `knocknft guard` loads at boot. Failing to save does not undo or fail the apply: the kernel
+    holds what was asked for, and the caller reports `save_error`.
+    """
     table = config.options.table
     existed = table_exists(nft, table)
-    nft.run(render_ruleset(config))
-    kept = len(read_grants(nft, table)) if existed else 0
-    return ApplyResult(existed, kept)
+    script = render_ruleset(config)
+    nft.run(script)
+    kept = tuple(read_grants(nft, table)) if existed else ()
+    try:
+        saved = save_last_good(config.options.state_dir, script)
+    except OSError as exc:
+        where = last_good_path(config.options.state_dir)
+        return ApplyResult(existed, len(kept), kept, save_error=f"{where}: {exc.strerror or exc}")
+    return ApplyResult(existed, len(kept), kept, saved)
 
 
 def parse_client_address(text: str) -> IPAddress:

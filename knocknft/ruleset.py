@@ -8,10 +8,11 @@ hook, priority and rules always match the config. Nothing outside our table is n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from knocknft import __version__
-from knocknft.config import Config, Door, IPAddress, PortSpec
+from knocknft.config import Config, Door, IPAddress, PortSpec, RateLimit
 
 ALLOW4 = "allow4"
 ALLOW6 = "allow6"
@@ -25,6 +26,21 @@ ALLOW_SET_SIZE = 65536
 # A set-wide default timeout is the kernel-side guard behind our own rule that every element
 # carries a timeout: an element added without one (by a buggy writer) still expires.
 FALLBACK_TIMEOUT = 3600
+# The first words of every script: how a saved copy is recognised as ours (knocknft.lastgood).
+HEADER = "# knocknft "
+
+# options.knock_rate_limit: the kernel keeps one token bucket per source in these dynamic sets.
+KNOCK_RATE4 = "knock_rate4"
+KNOCK_RATE6 = "knock_rate6"
+# When a set is full the kernel adds no element and the rule does not match: new sources go on
+# to the daemon unlimited, whose own attempt cap then bounds what they cost. The limit only
+# ever fails open, so it can never lock a knocker out.
+KNOCK_RATE_SET_SIZE = 65536
+# A source's bucket lives this long after its last knock (at least): long enough to refill.
+KNOCK_RATE_MIN_TIMEOUT = 60
+# IPv6 sources are limited per /64, the block one host or LAN gets: a single attacker holds
+# 2^64 addresses, so a limit per address would limit nothing.
+IPV6_RATE_MASK = "ffff:ffff:ffff:ffff::"
 
 
 def services_expr(ports: Iterable[PortSpec]) -> str:
@@ -55,7 +71,7 @@ def render_ruleset(config: Config) -> str:
     iif = f"iifname {_quoted_set(opts.interfaces)} " if opts.interfaces else ""
     timeout = set_default_timeout(config)
     lines = [
-        f"# knocknft {__version__}: table {t}, rendered from {config.source}.",
+        f"{HEADER}{__version__}: table {t}, rendered from {config.source}.",
         "# Generated: edit the config and run `knocknft apply`, not this text.",
         f"add table {t}",
     ]
@@ -70,22 +86,25 @@ def render_ruleset(config: Config) -> str:
         f"add chain {t} {INPUT_CHAIN} {chain_spec}",
         f"flush chain {t} {INPUT_CHAIN}",
         f"delete chain {t} {INPUT_CHAIN}",
-        f"add chain {t} {INPUT_CHAIN} {chain_spec}",
     ]
+    limit = opts.knock_rate_limit
+    if limit is not None:
+        lines += _rate_sets(t, limit)
+    lines.append(f"add chain {t} {INPUT_CHAIN} {chain_spec}")
     rule = f"add rule {t} {INPUT_CHAIN} "
-    lines += [
-        rule + 'iif "lo" accept',
-        rule + "ct state established,related accept",
-    ]
+    lines.append(rule + 'iif "lo" accept')
+    # Before the established accept, or a connection would outlive its grant (close_sessions).
+    lines += [rule + text for text in _session_rules(config, iif)]
+    lines.append(rule + "ct state established,related accept")
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
     for target, doors in _doors_by_target(config.doors):
         ports = {p for d in doors for p in d.knock_ports}
         if ports:
             names = ",".join(d.name for d in doors)
-            lines.append(
-                rule + f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
-                f'{log} drop comment "knock: {names}"'
-            )
+            knock = f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
+            if limit is not None:
+                lines += [rule + knock + match for match in _rate_matches(limit, target)]
+            lines.append(rule + knock + f'{log} drop comment "knock: {names}"')
     protected = config.protected
     if protected:
         services = services_expr(protected)
@@ -100,6 +119,62 @@ def render_ruleset(config: Config) -> str:
             rule + f'{iif}meta l4proto . th dport {services} drop comment "protected"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _session_rules(config: Config, iif: str) -> list[str]:
+    """End the established connections to close_sessions services of clients without a grant.
+
+    Only packets of connections the client opened (`ct direction original`), so replies to
+    this host's own connections are never touched, and never from always_allow networks. A
+    reset from the client passes, so that the server's side of the connection ends too the
+    next time it sends. UDP has no reset to send: its packets are dropped.
+    """
+    services = config.sessions_closed
+    exempt = dict(_always_allow(config))
+    rules = []
+    for protocol, end in (("tcp", "tcp flags & rst == 0 reject with tcp reset"), ("udp", "drop")):
+        ports = sorted(p.port for p in services if p.protocol == protocol)
+        if not ports:
+            continue
+        for family, allow in (("ip", ALLOW4), ("ip6", ALLOW6)):
+            networks = f"{family} saddr != {exempt[family]} " if family in exempt else ""
+            rules.append(
+                f"{iif}{protocol} dport {{ {', '.join(map(str, ports))} }} "
+                f"ct direction original ct state established {networks}"
+                f"{family} saddr . meta l4proto . th dport != @{allow} {end} "
+                'comment "close_sessions"'
+            )
+    return rules
+
+
+def _rate_sets(t: str, limit: RateLimit) -> list[str]:
+    """The per-source bucket sets, made anew (add, delete, add) so size and timeout always
+    follow the config; the buckets are only rate state, nothing is lost with them."""
+    timeout = max(KNOCK_RATE_MIN_TIMEOUT, math.ceil(limit.refill_seconds))
+    lines = []
+    for name, addr_type in ((KNOCK_RATE4, "ipv4_addr"), (KNOCK_RATE6, "ipv6_addr")):
+        spec = (
+            f"{{ type {addr_type}; flags dynamic,timeout; timeout {timeout}s; "
+            f"size {KNOCK_RATE_SET_SIZE}; }}"
+        )
+        lines += [
+            f"add set {t} {name} {spec}",
+            f"delete set {t} {name}",
+            f"add set {t} {name} {spec}",
+        ]
+    return lines
+
+
+def _rate_matches(limit: RateLimit, target: IPAddress | None) -> list[str]:
+    """What drops a source's knocks beyond the limit, before they are logged: one rule per
+    family the knock rule can see. `update` keeps a busy source's bucket alive."""
+    over = f"limit rate over {limit.count}/{limit.unit} burst {limit.burst} packets"
+    keys = [(4, KNOCK_RATE4, "ip saddr"), (6, KNOCK_RATE6, f"ip6 saddr and {IPV6_RATE_MASK}")]
+    return [
+        f'update @{name} {{ {key} {over} }} counter drop comment "knock rate limit"'
+        for version, name, key in keys
+        if target is None or target.version == version
+    ]
 
 
 def _doors_by_target(doors: Iterable[Door]) -> list[tuple[IPAddress | None, list[Door]]]:

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft import __version__
 from knocknft.commands import ShellRunner
-from knocknft.config import DEFAULT_CONFIG_PATH, Config, parse_config, read_config_text
-from knocknft.daemon import Daemon, pending_path, serve
+from knocknft.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Options,
+    parse_config,
+    read_config_text,
+)
+from knocknft.daemon import STATS_INTERVAL, Daemon, pending_path, serve
 from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
+from knocknft.errors import KnocknftError, NftError
+from knocknft.events import EventLog
 from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.logs import setup_logging
 from knocknft.lookup import NameCache
-from knocknft.nflog import NflogSocket
+from knocknft.metrics import MetricsServer
+from knocknft.nflog import NflogCounters, NflogSocket
 from knocknft.nft import LibNft
+from knocknft.nftevents import TableEvents
+from knocknft.notify import Notifier, OpenGrants, status_line
 from knocknft.pending import PendingStops
 
 log = logging.getLogger("knocknft")
@@ -122,24 +134,67 @@ def run_daemon(path: Path, options: RunOptions) -> int:
             readiness.close()
 
 
+def _watch_table() -> TableEvents | None:
+    try:
+        return TableEvents()
+    except NftError as exc:
+        log.warning("%s: a deleted table is noticed within %gs only", exc, STATS_INTERVAL)
+        return None
+
+
+# Options a reload cannot change under a running daemon: what they set up lives on.
+RESTART_ONLY = ("metrics", "event_log")
+
+
+def restart_only_changes(old: Options, new: Options) -> list[str]:
+    return [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
+
+
+def source_stats(nflog: NflogCounters, names: NameCache | None) -> dict[str, object]:
+    """The NFLOG reader's and the name cache's counters, for stats.json beside the daemon's."""
+    return {
+        "nflog_messages": nflog.messages,
+        "nflog_lost": nflog.lost,
+        "nflog_overruns": nflog.overruns,
+        "nflog_malformed": sum(nflog.malformed.values()),
+        "nflog_not_knocks": sum(nflog.non_knock.values()),
+        "lookups_dropped": names.dropped if names is not None else 0,
+    }
+
+
 def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
     config = loaded.config
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
     if options.knockd_fallback:
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
-    runner = ShellRunner()
+    warn_unwritable_one_time_files(config)
+    systemd = Notifier.from_environment()
+    event_log = config.options.event_log
+    events = EventLog(event_log) if event_log is not None else None
+    runner = ShellRunner(on_done=events.command if events is not None else None)
     names = NameCache() if options.lookup else None
+    nft = LibNft()
     daemon = Daemon(
         config,
-        LibNft(),
+        nft,
         runner,
         PendingStops(pending_path(config)),
         native_grants=loaded.native,
         only_ipv4=options.only_ipv4,
         names=names,
+        events=events,
     )
     group = config.options.nflog_group
+    # Listening before the start's apply, so no grant announced after it is missed.
+    table_events = _watch_table()
+    open_grants = OpenGrants(nft, lambda: daemon.config.options.table)
+    reload_failed = False
+    metrics: MetricsServer | None = None
     try:
+        if config.options.metrics is not None:
+            # Before the table: a port in use stops the start before anything changed.
+            metrics = MetricsServer(config.options.metrics)
+        systemd.status(f"starting: loading table inet {config.options.table}")
         daemon.start()
         with NflogSocket(group) as nflog:
 
@@ -154,25 +209,102 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 )
                 if readiness is not None:
                     readiness.ready()
+                if systemd.enabled:
+                    systemd.ready(status(daemon.stats(counters()), fresh=True))
 
-            def source_stats() -> dict[str, object]:
-                c = nflog.counters
-                return {
-                    "nflog_messages": c.messages,
-                    "nflog_lost": c.lost,
-                    "nflog_overruns": c.overruns,
-                    "nflog_malformed": sum(c.malformed.values()),
-                    "nflog_not_knocks": sum(c.non_knock.values()),
-                    "lookups_dropped": names.dropped if names is not None else 0,
-                }
+            def counters() -> dict[str, object]:
+                return source_stats(nflog.counters, names)
+
+            def status(stats: dict[str, object], fresh: bool = False) -> str:
+                return status_line(
+                    daemon.config,
+                    open_grants=open_grants.count(fresh),
+                    stats=stats,
+                    reload_failed=reload_failed,
+                )
 
             def reload() -> Config:
-                return load_for_run(path, options).config
+                systemd.reloading()
+                new = load_for_run(path, options).config
+                warn_unwritable_one_time_files(new)
+                for key in restart_only_changes(daemon.config.options, new.options):
+                    log.warning("options.%s changed: it takes effect when the daemon restarts", key)
+                return new
 
-            serve(daemon, nflog, load=reload, source_stats=source_stats, on_ready=ready)
+            def reloaded(ok: bool) -> None:
+                nonlocal reload_failed
+                reload_failed = not ok
+                # READY=1 either way: the daemon runs, on the new config or on the old one.
+                if systemd.enabled:
+                    systemd.ready(status(daemon.stats(counters()), fresh=True))
+
+            lost_reported = 0
+
+            def stats_ticked(stats: dict[str, object]) -> None:
+                nonlocal lost_reported
+                lost = nflog.counters.lost
+                if lost > lost_reported:
+                    # Knocks the kernel logged but could not queue to us: a sequence may break.
+                    log.warning(
+                        "NFLOG group %d: %d knock packet(s) lost in the last %gs (%d in all): "
+                        "the daemon fell behind; see `knocknft status --stats`",
+                        group,
+                        lost - lost_reported,
+                        STATS_INTERVAL,
+                        lost,
+                    )
+                    lost_reported = lost
+                if metrics is not None:
+                    metrics.publish(stats)
+                if systemd.enabled:
+                    systemd.status(status(stats))
+
+            serve(
+                daemon,
+                nflog,
+                load=reload,
+                source_stats=counters,
+                on_ready=ready,
+                on_reload=reloaded,
+                on_stats=stats_ticked,
+                table_events=table_events,
+            )
+            # Commands still running get up to their time limit to finish: say so first.
+            systemd.stopping(
+                f"stopping: running commands get up to {runner.time_limit:g}s to finish"
+            )
+    except KnocknftError as exc:
+        systemd.status(f"failed: {exc}")
+        raise
     finally:
+        if metrics is not None:
+            metrics.close()
+        if table_events is not None:
+            table_events.close()
         runner.close()
         if names is not None:
             names.close()
+        if events is not None:
+            events.close()  # after the runner: commands still running log their end
+        systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0
+
+
+def warn_unwritable_one_time_files(config: Config) -> None:
+    """A used one-time sequence is marked in its file; if the file cannot be written (a
+    read-only /etc under the systemd unit's ProtectSystem=strict), the mark is lost at the next
+    restart and the sequence would open the door again. Say so at start and on reload, not at
+    the first use.
+    """
+    for door in config.doors:
+        path = door.one_time_sequences
+        if path is not None and not os.access(path, os.W_OK):
+            log.error(
+                "%s: %s is not writable: used one-time sequences cannot be marked and would "
+                "work again after a restart (under systemd: ReadWritePaths=%s, see "
+                "packaging/systemd/README.md)",
+                door.name,
+                path,
+                path.parent,
+            )

@@ -56,6 +56,8 @@ _PROTOCOL_NUMBERS: Final = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP
 _NLMSG: Final = struct.Struct("=IHHII")
 _NLA: Final = struct.Struct("=HH")
 _ACK_TIMEOUT: Final = 1.0
+SO_SNDBUFFORCE: Final = 32
+_SEND_BUFFER: Final = 4 << 20
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
@@ -120,28 +122,32 @@ def _element_list(
 
 
 def encode_grant_batch(table: str, grants: Sequence[Grant], first_seq: int) -> tuple[bytes, int]:
-    """The batch for `grants`, numbered from `first_seq`; returns (bytes, messages to ack)."""
+    """The batch for `grants`, numbered from `first_seq`; returns (bytes, the seq to await).
+
+    Only the last element message asks for an ack: the kernel reports every failing message
+    anyway and answers the whole batch before that ack, so one ack (not one per message, which
+    overflows the socket for hundreds of grants) says the transaction is done.
+    """
     new = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
     delete = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM
-    flags = NLM_F_REQUEST | NLM_F_ACK
     seq = first_seq
     parts = [_batch_marker(NFNL_MSG_BATCH_BEGIN, seq)]
-    for grant in grants:
+    for index, grant in enumerate(grants):
         timeout_ms = check_timeout(grant.timeout) * 1000
         key = element_key(grant)
         name = set_for(grant.address)
+        last = index == len(grants) - 1
         steps = (
-            (new, flags | NLM_F_CREATE, timeout_ms, None),
-            (delete, flags, None, None),
-            (new, flags | NLM_F_CREATE, timeout_ms, grant.door),
+            (new, NLM_F_CREATE, timeout_ms, None),
+            (delete, 0, None, None),
+            (new, NLM_F_CREATE | (NLM_F_ACK if last else 0), timeout_ms, grant.door),
         )
-        for kind, msg_flags, timeout, comment in steps:
+        for kind, flags, timeout, comment in steps:
             seq += 1
             body = _element_list(table, name, key, timeout, comment)
-            parts.append(_message(kind, msg_flags, seq, body))
-    seq += 1
-    parts.append(_batch_marker(NFNL_MSG_BATCH_END, seq))
-    return b"".join(parts), 3 * len(grants)
+            parts.append(_message(kind, NLM_F_REQUEST | flags, seq, body))
+    parts.append(_batch_marker(NFNL_MSG_BATCH_END, seq + 1))
+    return b"".join(parts), seq
 
 
 def parse_acks(data: bytes) -> Iterable[tuple[int, int]]:
@@ -164,6 +170,11 @@ class SetElementSocket:
         try:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self._sock.bind((0, 0))
+            # A batch is one datagram: room for thousands of grants (a restore after a flush).
+            try:
+                self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, _SEND_BUFFER)
+            except PermissionError:
+                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
         except OSError as exc:
             raise NftError(f"cannot open a netfilter netlink socket: {exc}") from exc
         self._seq = int(time.time()) & 0x3FFFFFFF
@@ -172,33 +183,34 @@ class SetElementSocket:
         """Add or refresh `grants` in one transaction; raises NftError (TableMissing) if refused."""
         if not grants:
             return
-        batch, expected = encode_grant_batch(table, grants, self._seq)
-        first = self._seq + 1  # the batch-begin message itself is not acknowledged
-        self._seq = (self._seq + 3 * len(grants) + 2) & 0x3FFFFFFF
+        first = self._seq
+        batch, last = encode_grant_batch(table, grants, first)
+        self._seq = (last + 2) & 0x3FFFFFFF
         try:
             self._sock.send(batch)
+            failure = self._await(first, last)
         except OSError as exc:
-            raise NftError(f"cannot send set elements: {exc}") from exc
-        self._await(table, range(first, first + expected))
-
-    def _await(self, table: str, seqs: range) -> None:
-        waiting = set(seqs)
-        failure = 0
-        deadline = time.monotonic() + _ACK_TIMEOUT
-        while waiting:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
-                raise NftError("the kernel did not answer a set-element batch in time")
-            for seq, code in parse_acks(self._sock.recv(65536)):
-                if seq in waiting or seq == seqs.start - 1:
-                    waiting.discard(seq)
-                    failure = failure or code
-                    if seq == seqs.start - 1:  # an error pinned on the batch header ends it
-                        waiting.clear()
+            raise NftError(f"set-element batch failed: {exc}") from exc
         if failure == errno.ENOENT:
             raise TableMissing(f"table inet {table} or its sets are missing")
         if failure:
             raise NftError(f"the kernel refused the grant: {os.strerror(failure)}")
+
+    def _await(self, first: int, last: int) -> int:
+        """Read answers until the ack of message `last`; the first error seen, or 0."""
+        failure = 0
+        deadline = time.monotonic() + _ACK_TIMEOUT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                raise NftError("the kernel did not answer a set-element batch in time")
+            for seq, code in parse_acks(self._sock.recv(65536)):
+                if not first <= seq <= last:
+                    continue  # a late answer to an earlier batch
+                failure = failure or code
+                # An error pinned on the batch header (seq `first`) ends the batch too.
+                if seq in (first, last):
+                    return failure
 
     def close(self) -> None:
         self._sock.close()

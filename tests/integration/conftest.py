@@ -26,20 +26,29 @@ _why_not = can_use_namespaces()
 pytestmark = pytest.mark.skipif(_why_not is not None, reason=f"kernel tests: {_why_not}")
 
 
+# Commands that keep the last-known-good table in a state dir.
+STATE_DIR_COMMANDS = ("apply", "guard")
+
+
 @dataclass
 class Server:
     """The server namespace, with knocknft's CLI run inside it."""
 
     lab: Lab
     config: Path
+    # apply keeps the table here for the guard: a test's own directory, not the host's
+    # /var/lib/knocknft.
+    state_dir: Path | None = None
 
     def knocknft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         has_config = any(a in ("-c", "--config") for a in args)
         extra = (
             []
-            if has_config or args[:1] in (("--version",), ("--help",))
+            if has_config or args[:1] in (("--version",), ("--help",), ("guard",))
             else ["-c", str(self.config)]
         )
+        if self.state_dir is not None and args[:1] in [(c,) for c in STATE_DIR_COMMANDS]:
+            extra += ["--state-dir", str(self.state_dir)]
         result = self.lab.server.run(str(BIN / "knocknft"), *args, *extra, check=False)
         if check and result.returncode != 0:
             raise AssertionError(
@@ -81,6 +90,6 @@ def write_config(tmp_path: Path, text: str) -> Path:
 @pytest.fixture
 def server(lab: Lab, tmp_path: Path) -> Server:
     """The server with the example config (interfaces: [eth0], 22/tcp protected) applied."""
-    srv = Server(lab, EXAMPLE_CONFIG)
+    srv = Server(lab, EXAMPLE_CONFIG, tmp_path / "state")
     srv.knocknft("apply")
     return srv

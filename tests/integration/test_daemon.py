@@ -22,7 +22,7 @@ B = "198.18.0.3"
 RIGHT = ("7000", "9000/udp", "8000")
 
 
-def config_text(state: Path, extra: str = "", open_for: str = "3s") -> str:
+def config_text(state: Path, extra: str = "", open_for: str = "3s", seq_timeout: str = "2s") -> str:
     return f"""\
 options:
   state_dir: {state}
@@ -30,7 +30,7 @@ options:
 doors:
   ssh:
     sequence: [7000/tcp, 9000/udp, 8000/tcp]
-    seq_timeout: 2s
+    seq_timeout: {seq_timeout}
     tcpflags: syn,!ack
     open: [22/tcp]
     open_for: {open_for}

@@ -130,14 +130,14 @@ def test_bad_config_changes_nothing(server: Server, tmp_path: Path) -> None:
     assert server.nft("list", "ruleset").stdout == before
 
 
-def test_other_tables_are_never_touched(lab: Lab) -> None:
+def test_other_tables_are_never_touched(lab: Lab, tmp_path: Path) -> None:
     admin = (
         "table inet filter {\n\tchain input {\n"
         "\t\ttype filter hook input priority filter; policy accept;\n"
         "\t\ttcp dport 2222 drop\n\t}\n}\n"
     )
     lab.server.run("nft", "-f", "-", input=admin)
-    srv = Server(lab, EXAMPLE_CONFIG)
+    srv = Server(lab, EXAMPLE_CONFIG, tmp_path / "state")
     srv.knocknft("apply")
     srv.knocknft("apply")
     srv.knocknft("open", Lab.CLIENT_V4, "--door", "ssh")
@@ -150,7 +150,7 @@ def test_always_allow_reaches_the_service_without_knocking(lab: Lab, tmp_path: P
         text = EXAMPLE_CONFIG.read_text().replace(
             "  # always_allow: [198.51.100.0/24]", "  always_allow: [198.18.0.2]"
         )
-        srv = Server(lab, write_config(tmp_path, text))
+        srv = Server(lab, write_config(tmp_path, text), tmp_path / "state")
         srv.knocknft("apply")
         other = str(lab.client.add_address("198.18.0.3"))
         assert lab.client.tcp_reachable(V4, 22, source=Lab.CLIENT_V4)
@@ -164,7 +164,7 @@ def test_services_on_other_interfaces_are_not_guarded(lab: Lab, tmp_path: Path) 
     listener = Listener(lab.server, 22)
     try:
         text = EXAMPLE_CONFIG.read_text().replace("interfaces: [eth0]", "interfaces: [wan0]")
-        srv = Server(lab, write_config(tmp_path, text))
+        srv = Server(lab, write_config(tmp_path, text), tmp_path / "state")
         srv.knocknft("apply")
         assert lab.client.tcp_reachable(V4, 22)
     finally:

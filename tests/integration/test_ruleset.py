@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from knocknft.lab import Lab
@@ -18,9 +20,9 @@ def test_expected_ruleset_loads_and_reloads(lab: Lab, name: str) -> None:
     assert "allow4" in listing and "chain input" in listing
 
 
-def test_audit_skeleton_is_what_apply_installs_for_the_example(lab: Lab) -> None:
+def test_audit_skeleton_is_what_apply_installs_for_the_example(lab: Lab, tmp_path: Path) -> None:
     """rulesets/knocknft.nft must not drift from the renderer: both give the same table."""
-    srv = Server(lab, EXAMPLE_CONFIG)
+    srv = Server(lab, EXAMPLE_CONFIG, tmp_path / "state")
     srv.knocknft("apply")
     applied = srv.nft("list", "table", "inet", "knocknft").stdout
     srv.nft("delete", "table", "inet", "knocknft")

@@ -47,6 +47,19 @@ def grants_both_ways() -> dict[str, Any]:
     seen["refreshed"] = [
         g.timeout for g in read_grants(nft, "knocknft") if g.address == short.address
     ]
+    # Hundreds of grants in one transaction (a restore after `nft flush ruleset`, say): one ack,
+    # so the answers cannot overflow the socket.
+    many = [
+        Grant(
+            ipaddress.ip_address(f"198.18.{2 + i // 250}.{i % 250 + 1}"),
+            PortSpec(22, "tcp"),
+            "ssh",
+            60,
+        )
+        for i in range(1000)
+    ]
+    direct.grant("knocknft", many)
+    seen["many"] = len(read_grants(nft, "knocknft"))
     try:
         direct.grant("missing", GRANTS)
     except TableMissing as exc:
@@ -61,3 +74,4 @@ def test_direct_grants_equal_the_scripted_ones(lab: Lab) -> None:
     assert len(seen["direct"]) == len(GRANTS)
     assert seen["refreshed"] == [300]
     assert "missing" in seen["missing"]
+    assert seen["many"] == len(GRANTS) + 1000

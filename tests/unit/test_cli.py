@@ -67,3 +67,23 @@ def test_import_of_a_config_knockd_refuses_is_exit_2_and_writes_nothing(tmp_path
     assert result.exit_code == EXIT_INVALID
     assert f"error: {conf}:2: [opions]: the door has no Sequence" in result.stderr
     assert not out.exists()
+
+
+def test_confirm_with_nothing_pending_is_exit_1(tmp_path: Path) -> None:
+    args = ["confirm", "-c", str(EXAMPLE), "--state-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "nothing to confirm: no `knocknft apply --confirm` is pending" in result.stderr
+
+
+def test_dry_run_cannot_be_confirmed() -> None:
+    result = runner.invoke(app, ["apply", "--dry-run", "--confirm", "1m", "-c", str(EXAMPLE)])
+    assert result.exit_code == EXIT_INVALID and "nothing to --confirm" in result.stderr
+
+
+def test_confirm_takes_a_duration(tmp_path: Path) -> None:
+    args = ["apply", "--confirm", "soon", "-c", str(EXAMPLE), "--state-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert (
+        result.exit_code == EXIT_INVALID and "--confirm: 'soon' is not a duration" in result.stderr
+    )

@@ -10,8 +10,10 @@ import pytest
 
 from knocknft.config import (
     DEFAULT_CMD_TIMEOUT,
+    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SEQ_TIMEOUT,
     PortSpec,
+    RateLimit,
     TcpFlags,
     load_config,
     parse_config,
@@ -299,3 +301,137 @@ def test_closing_what_the_same_door_opens_is_an_error() -> None:
 def test_closing_what_no_door_opens_warns() -> None:
     text = CLOSING.replace("close: [22/tcp]", "close: [2222/tcp]")
     assert any("no door opens 2222/tcp" in w for w in warnings_of(text))
+
+
+SESSIONS = """\
+doors:
+  ssh:
+    sequence: [7000/tcp, 9000/udp, 8000/tcp]
+    open: [22/tcp]
+    open_for: 1m
+    close_sessions: true
+"""
+
+
+def test_close_sessions_is_read_per_door() -> None:
+    cfg = parse_config(SESSIONS).config
+    assert cfg.doors[0].close_sessions is True
+    assert cfg.sessions_closed == {PortSpec(22)}
+    assert parse_config(SESSIONS.replace("true", "false")).config.sessions_closed == frozenset()
+
+
+def test_close_sessions_needs_open() -> None:
+    p = only_error(
+        SESSIONS.replace("open: [22/tcp]\n    open_for: 1m\n", "start_command: 'true'\n")
+    )
+    assert (p.line, p.key) == (5, "doors.ssh.close_sessions")
+    assert "nothing to close" in p.message
+
+
+def test_close_sessions_on_one_of_two_doors_of_a_service_warns() -> None:
+    text = SESSIONS + (
+        "  other:\n    sequence: [4001/udp, 4003/tcp, 4002/udp]\n    open: [22/tcp]\n"
+        "    open_for: 1m\n"
+    )
+    assert any(
+        "doors.other.close_sessions" in w and "22/tcp is also opened" in w
+        for w in warnings_of(text)
+    )
+
+
+def test_max_attempts_is_the_engines_cap() -> None:
+    assert parse_config(GOOD).config.options.max_attempts == DEFAULT_MAX_ATTEMPTS == 65536
+    text = GOOD.replace("options:\n", "options:\n  max_attempts: 4096\n")
+    assert parse_config(text).config.options.max_attempts == 4096
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "2000000"])
+def test_max_attempts_out_of_range_is_located(value: str) -> None:
+    p = only_error(GOOD.replace("options:\n", f"options:\n  max_attempts: {value}\n"))
+    assert (p.line, p.key) == (2, "options.max_attempts")
+    assert "from 1 to 1048576" in p.message and "65536" in p.hint
+
+
+RATE = GOOD.replace("options:\n", "options:\n  knock_rate_limit: 20/second\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20/second", RateLimit(20, "second", 40)),
+        ("20/s", RateLimit(20, "second", 40)),
+        ("600 / Minute", RateLimit(600, "minute", 1200)),
+        ("5/h", RateLimit(5, "hour", 10)),
+    ],
+)
+def test_knock_rate_limit_with_its_default_burst(text: str, expected: RateLimit) -> None:
+    cfg = parse_config(RATE.replace("20/second", text)).config
+    assert cfg.options.knock_rate_limit == expected
+    assert parse_config(GOOD).config.options.knock_rate_limit is None, "off by default"
+
+
+def test_knock_rate_burst() -> None:
+    text = RATE.replace("options:\n", "options:\n  knock_rate_burst: 7\n")
+    assert parse_config(text).config.options.knock_rate_limit == RateLimit(20, "second", 7)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("20", "is not a rate"), ("20/fortnight", "is not a rate"), ("0/second", "out of range")],
+)
+def test_bad_knock_rate_limit_is_located(value: str, message: str) -> None:
+    p = only_error(RATE.replace("20/second", value))
+    assert (p.line, p.key) == (2, "options.knock_rate_limit")
+    assert message in p.message and "20/second" in p.hint
+
+
+def test_knock_rate_burst_needs_a_rate() -> None:
+    p = only_error(GOOD.replace("options:\n", "options:\n  knock_rate_burst: 10\n"))
+    assert (p.line, p.key) == (2, "options.knock_rate_burst")
+    assert "no rate" in p.message and "knock_rate_limit" in p.hint
+
+
+def test_a_burst_shorter_than_a_sequence_is_an_error() -> None:
+    p = only_error(RATE.replace("options:\n", "options:\n  knock_rate_burst: 2\n"))
+    assert (p.line, p.key) == (2, "options.knock_rate_burst")
+    assert "door 'ssh''s 3 steps" in p.message and "knock_rate_burst to 6" in p.hint
+    p = only_error(RATE.replace("20/second", "1/minute"))
+    assert (p.line, p.key) == (2, "options.knock_rate_limit"), "the default burst of 2"
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:9641", "127.0.0.1", 9641, "127.0.0.1:9641"),
+        ("'[::1]:9641'", "::1", 9641, "[::1]:9641"),
+        ("'[2001:db8::1]:80'", "2001:db8::1", 80, "[2001:db8::1]:80"),
+    ],
+)
+def test_metrics_listen_address(text: str, host: str, port: int, shown: str) -> None:
+    loaded = parse_config(GOOD.replace("options:\n", f"options:\n  metrics: {text}\n"))
+    metrics = loaded.config.options.metrics
+    assert metrics is not None and str(metrics.host) == host and metrics.port == port
+    assert str(metrics) == shown
+    assert (loaded.warnings == ()) == metrics.host.is_loopback, "warns off the loopback only"
+    assert parse_config(GOOD).config.options.metrics is None, "off by default"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("9641", "is not ADDRESS:PORT"),
+        ("localhost:9641", "does not start with an IP address"),
+        ("'::1:9641'", "needs brackets"),
+        ("127.0.0.1:70000", "port 70000 is out of range"),
+        ("127.0.0.1:0", "port 0 is out of range"),
+    ],
+)
+def test_bad_metrics_address_is_located(text: str, message: str) -> None:
+    p = only_error(GOOD.replace("options:\n", f"options:\n  metrics: {text}\n"))
+    assert (p.line, p.key) == (2, "options.metrics")
+    assert message in p.message
+
+
+def test_metrics_on_a_public_address_warns() -> None:
+    (warning,) = warnings_of(GOOD.replace("options:\n", "options:\n  metrics: 0.0.0.0:9641\n"))
+    assert "options.metrics" in warning and "open to whoever reaches" in warning

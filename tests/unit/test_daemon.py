@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
+
+import pytest
 
 from knocknft.config import Config, parse_config
 from knocknft.daemon import Daemon
 from knocknft.engine import Opened
+from knocknft.packet import KnockPacket
 from knocknft.pending import PendingStops
 from tests.unit.fakes import RecordingNft, RecordingRunner
 from tests.unit.test_config import CLOSING as CONFIG
@@ -40,3 +44,15 @@ def test_a_closing_door_has_no_native_effect_under_a_knockd_conf() -> None:
     daemon, nft = daemon_for(config, native=False)
     daemon.execute([Opened(KNOCKER, config.doors[1], 0.0)])
     assert nft.scripts == []
+
+
+def test_debug_logs_every_knock_packet_and_info_none(caplog: pytest.LogCaptureFixture) -> None:
+    config = parse_config(CONFIG).config
+    daemon, _ = daemon_for(config)
+    packet = KnockPacket(KNOCKER, ipaddress.ip_address("198.18.0.1"), "tcp", 7000, 0x02, 2, 0.0)
+    with caplog.at_level(logging.INFO, logger="knocknft"):
+        daemon.handle_packets([packet])
+    assert "packet:" not in caplog.text
+    with caplog.at_level(logging.DEBUG, logger="knocknft"):
+        daemon.handle_packets([packet])
+    assert "packet: 198.18.0.2 -> 198.18.0.1 7000/tcp flags 0x02" in caplog.text

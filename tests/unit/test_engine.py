@@ -248,6 +248,19 @@ def test_flood_of_spoofed_first_steps_is_bounded_and_evicts_oldest_first() -> No
     assert opened(more) == [(A, "ssh")]
 
 
+def test_a_lower_cap_on_reload_evicts_the_oldest_attempts_at_once() -> None:
+    engine = Engine(config(SSH).doors, max_attempts=10)
+    for i in range(10):
+        engine.on_knock(knock(i * 0.1, f"198.19.0.{i + 1}", "7000"))
+    engine.reload(config(SSH).doors, max_attempts=4)
+    assert engine.tracked == 4 and engine.max_attempts == 4
+    evicted = [e for e in engine.expire(1.0) if isinstance(e, Evicted)]
+    assert [str(e.source) for e in evicted] == [f"198.19.0.{i}" for i in range(1, 7)]
+    assert engine.counters.evictions == 6
+    with pytest.raises(ValueError, match="at least 1"):
+        engine.reload(config(SSH).doors, max_attempts=0)
+
+
 def test_reload_keeps_attempts_on_unchanged_doors_only() -> None:
     web = "  web:\n    sequence: [6000/udp, 6001/tcp, 6002/udp]\n    open: [443/tcp]\n"
     two = SSH + web + "    open_for: 30s\n"

@@ -53,3 +53,14 @@ def test_sets_are_only_added_so_reapply_keeps_grants() -> None:
     text = render_ruleset(load_scenario(SCENARIOS / "basic"))
     set_lines = [line for line in text.splitlines() if " set " in line or "element" in line]
     assert set_lines and all(line.startswith("add set ") for line in set_lines)
+
+
+def test_sessions_end_before_the_established_accept_and_spare_always_allow() -> None:
+    lines = render_ruleset(load_scenario(SCENARIOS / "close-sessions")).splitlines()
+    established = lines.index("add rule inet knocknft input ct state established,related accept")
+    sessions = [i for i, line in enumerate(lines) if 'comment "close_sessions"' in line]
+    assert sessions and max(sessions) < established
+    for i in sessions:
+        assert "saddr != {" in lines[i], "an always_allow network's connection is never ended"
+        assert lines[i].split(" input ")[1].startswith('iifname { "eth0", "wg*" } ')
+    assert not any("8443" in lines[i] for i in sessions), "only doors that ask for it"

@@ -1,0 +1,531 @@
+"""Commit-confirmed: `knocknft apply --confirm N` is undone unless `knocknft confirm` follows.
+
+A bad ruleset on a remote machine can cut off the very session that would fix it. So the table
+is saved as it is, the new one applied, and a watcher process restores the saved table N
+seconds later unless `knocknft confirm` runs first. The watcher is a process of its own (double
+fork, new session, stdio on /dev/null), so it outlives the SSH session that started it: that is
+the point.
+
+What "the previous ruleset" is: our table as the kernel had it just before the apply, listed
+without set elements (they are the grants, and they stay where they are). When there was no
+table, the rollback deletes ours, since that is the state it returns to; it says so loudly.
+
+Grants survive both ways. The saved listing only declares the sets, which keeps the elements
+of an existing set, and the rollback empties and deletes the chains the table has at that
+moment before loading it, as render_ruleset does; the table itself is never deleted while
+there is one to return to.
+
+A second `apply --confirm` while one is pending keeps the rollback point (the last state nobody
+has confirmed away from) and restarts the timer with its own N: a router's commit-confirmed does
+the same. A plain `apply` is refused meanwhile: it would be undone by the rollback without
+saying so.
+
+State, in state_dir; one lock serialises `apply --confirm`, `confirm` and the watcher:
+
+    confirm.json      the pending confirmation: table, deadline, watcher pid
+    rollback.nft      the table as it was (absent: there was none)
+    confirm.log       the watcher's log (also to the config's log_file and syslog)
+    rolled-back.json  what the last rollback did, for a `confirm` that comes too late
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from knocknft.config import Config, Options
+from knocknft.detach import fork_detached, read_until_closed
+from knocknft.errors import KnocknftError, TableMissing
+from knocknft.files import write_atomic
+from knocknft.logs import file_handler, setup_logging
+from knocknft.nft import LibNft, NftSnapshots, chain_names, read_grants
+from knocknft.operations import ApplyResult, apply_config
+
+log = logging.getLogger("knocknft")
+
+MARKER = "confirm.json"
+ROLLBACK = "rollback.nft"
+LOCK = "confirm.lock"
+LOG = "confirm.log"
+OUTCOME = "rolled-back.json"
+
+# How often the watcher looks at the marker while it waits: a second `apply --confirm` that
+# moves the deadline earlier is honoured within this.
+POLL_SECONDS = 1.0
+READY_TIMEOUT = 10.0
+
+
+def boottime() -> float:
+    """A clock every process shares that NTP never steps: deadlines survive a clock change."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class NothingPending(KnocknftError):
+    """`knocknft confirm` found no `apply --confirm` to confirm."""
+
+
+class ConfirmPending(KnocknftError):
+    """A plain `apply` while a confirmation is pending: the rollback would undo it unseen."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The marker: an applied change that is rolled back at `deadline` unless confirmed."""
+
+    table: str
+    seconds: int
+    deadline: float  # boottime()
+    due_at: float  # wall clock, for people
+    saved_at: float  # wall clock: when the rollback point was saved
+    had_table: bool  # False: the rollback deletes the table
+    watcher: int = 0
+    log_file: str | None = None
+    syslog: bool = False
+
+    @classmethod
+    def from_json(cls, data: Any) -> Pending:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        pending = cls(**{k: v for k, v in data.items() if k in fields})
+        numbers = (pending.deadline, pending.due_at, pending.saved_at, pending.seconds)
+        if not isinstance(pending.table, str) or not isinstance(pending.watcher, int):
+            raise ValueError("table or watcher of the wrong type")
+        if not all(isinstance(n, int | float) for n in numbers):
+            raise ValueError("a time that is not a number")
+        return pending
+
+
+class StateDir:
+    """The confirmation's files in state_dir, and the lock that orders their changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.marker = path / MARKER
+        self.rollback = path / ROLLBACK
+        self.log = path / LOG
+        self.outcome = path / OUTCOME
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock; a file that cannot be written in here is a KnocknftError."""
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KnocknftError(f"state directory {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        except OSError as exc:
+            raise KnocknftError(
+                f"{exc.filename or self.path}: {exc.strerror or exc}; nothing was changed"
+            ) from exc
+        finally:
+            os.close(fd)
+
+    def read_pending(self) -> Pending | None:
+        """The marker, or None. One that cannot be read is reported and treated as none."""
+        try:
+            text = self.marker.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            return Pending.from_json(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            log.error("%s is unreadable (%s); ignoring it", self.marker, exc)
+            return None
+
+    def write_pending(self, pending: Pending) -> None:
+        write_atomic(self.marker, json.dumps(dataclasses.asdict(pending), indent=1) + "\n")
+
+    def clear(self) -> None:
+        for path in (self.marker, self.rollback):
+            path.unlink(missing_ok=True)
+
+    def read_outcome(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.outcome.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+def watcher_alive(pid: int) -> bool:
+    """Whether `pid` is still a rollback watcher. Pids are reused, after a reboot by anything,
+    the knocknft daemon included, so the command line must be a watcher's."""
+    if pid <= 0:
+        return False
+    try:
+        return b"-m\0knocknft.confirm\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+# -- saving and restoring the table ------------------------------------------------------------
+
+
+def rollback_script(table: str, saved: str, chains: list[str]) -> str:
+    """Empty and delete the chains there are now, then declare the saved table.
+
+    The saved listing adds its sets (existing ones keep their elements), chains and rules.
+    Every flush comes before any delete, so a jump between our chains never blocks a delete.
+    """
+    t = f"inet {table}"
+    lines = [f"add table {t}"]
+    lines += [f"flush chain {t} {chain}" for chain in chains]
+    lines += [f"delete chain {t} {chain}" for chain in chains]
+    return "\n".join(lines) + "\n" + saved
+
+
+def save_table(nft: NftSnapshots, table: str) -> str | None:
+    """Our table as a script that restores it, checked by the kernel now; None if absent."""
+    try:
+        saved = nft.list_text(f"list table inet {table}")
+    except TableMissing:
+        return None
+    try:
+        nft.check(rollback_script(table, saved, chain_names(nft, table)))
+    except KnocknftError as exc:
+        raise KnocknftError(
+            f"cannot arm a rollback: table inet {table} as it is now does not load back ({exc}); "
+            "nothing was changed"
+        ) from exc
+    return saved
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    kept: int  # grants in the restored table
+    deleted: bool  # there was no table before: ours is gone, with `dropped` grants
+    dropped: int = 0
+
+
+def roll_back(nft: NftSnapshots, table: str, saved: str | None) -> RolledBack:
+    if saved is None:
+        try:
+            dropped = len(read_grants(nft, table))
+        except TableMissing:
+            return RolledBack(0, deleted=True)
+        nft.run(f"delete table inet {table}")
+        return RolledBack(0, deleted=True, dropped=dropped)
+    nft.run(rollback_script(table, saved, chain_names(nft, table)))
+    return RolledBack(len(read_grants(nft, table)), deleted=False)
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Armed:
+    applied: ApplyResult
+    pending: Pending
+    extended: bool  # a confirmation was pending already: its rollback point is kept
+    stale: Pending | None = None  # a marker whose watcher had died, dropped
+
+
+def arm(
+    nft: NftSnapshots,
+    config: Config,
+    seconds: int,
+    state: StateDir,
+    *,
+    spawn: Callable[[Path], int] | None = None,
+    clock: Callable[[], float] = boottime,
+    wall: Callable[[], float] = time.time,
+    alive: Callable[[int], bool] = watcher_alive,
+) -> Armed:
+    """Save the table, start (or keep) the watcher, apply `config`: `knocknft apply --confirm`.
+
+    The marker and the watcher exist before the table changes, so the rollback is armed even
+    if this process dies right after the apply. If the apply fails, nothing is left pending
+    that was not pending before.
+    """
+    table = config.options.table
+    start_watcher = spawn or spawn_watcher
+    with state.locked():
+        previous = state.read_pending()
+        stale = None
+        if previous is not None and not alive(previous.watcher):
+            stale, previous = previous, None
+            state.clear()
+        if previous is not None and previous.table != table:
+            raise KnocknftError(
+                f"a confirmation for table inet {previous.table} is pending: run "
+                "`knocknft confirm` first"
+            )
+        if previous is None:
+            saved = save_table(nft, table)
+            if saved is None:
+                state.rollback.unlink(missing_ok=True)
+            else:
+                write_atomic(state.rollback, _rollback_file(table, saved, wall()))
+            pending = Pending(
+                table=table,
+                seconds=seconds,
+                deadline=clock() + seconds,
+                due_at=wall() + seconds,
+                saved_at=wall(),
+                had_table=saved is not None,
+                log_file=str(config.options.log_file) if config.options.log_file else None,
+                syslog=config.options.syslog,
+            )
+            state.write_pending(pending)
+            try:
+                pending = dataclasses.replace(pending, watcher=start_watcher(state.path))
+            except BaseException:
+                state.clear()
+                raise
+        else:
+            pending = dataclasses.replace(
+                previous, seconds=seconds, deadline=clock() + seconds, due_at=wall() + seconds
+            )
+        state.write_pending(pending)
+        try:
+            applied = apply_config(nft, config)
+        except BaseException:
+            if previous is None:
+                state.clear()  # the new watcher finds no marker and leaves
+            else:
+                state.write_pending(previous)
+            raise
+        # The time to confirm starts when the change is in.
+        pending = dataclasses.replace(pending, deadline=clock() + seconds, due_at=wall() + seconds)
+        state.write_pending(pending)
+        state.outcome.unlink(missing_ok=True)
+    return Armed(applied, pending, extended=previous is not None, stale=stale)
+
+
+def _rollback_file(table: str, saved: str, at: float) -> str:
+    return (
+        f"# table inet {table} as it was at {clock_text(at)}, before `knocknft apply --confirm`.\n"
+        "# Set elements (grants) are left out: the rollback keeps the ones in the kernel.\n"
+        "# The rollback empties and deletes the table's chains, then loads this. By hand:\n"
+        f"#   nft flush chain inet {table} input; nft delete chain inet {table} input\n"
+        "#   nft -f THIS_FILE\n" + saved
+    )
+
+
+def refuse_if_pending(
+    state: StateDir, *, alive: Callable[[int], bool] = watcher_alive
+) -> Pending | None:
+    """A plain `apply` must not slip in under a pending rollback, which would undo it.
+
+    Returns a stale confirmation (its watcher is gone), which it drops."""
+    if not state.marker.exists():
+        return None
+    with state.locked():
+        pending = state.read_pending()
+        if pending is None:
+            return None
+        if not alive(pending.watcher):
+            state.clear()
+            return pending
+    raise ConfirmPending(
+        f"`knocknft apply --confirm` is pending: table inet {pending.table} is rolled back at "
+        f"{clock_text(pending.due_at)}; run `knocknft confirm` first, or apply with --confirm "
+        "to restart the timer"
+    )
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    pending: Pending
+    watcher_was_running: bool  # False: the rollback would not have happened anyway
+
+
+def confirm(state: StateDir, *, alive: Callable[[int], bool] = watcher_alive) -> Confirmed:
+    """Keep the change: drop the marker, then tell the watcher, which leaves without acting."""
+    if not state.marker.exists():
+        raise NothingPending(_nothing_pending(state))
+    with state.locked():
+        pending = state.read_pending()
+        if pending is None:
+            raise NothingPending(_nothing_pending(state))
+        state.clear()
+    running = alive(pending.watcher)
+    if running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pending.watcher, signal.SIGTERM)
+    return Confirmed(pending, running)
+
+
+def _nothing_pending(state: StateDir) -> str:
+    text = "nothing to confirm: no `knocknft apply --confirm` is pending"
+    outcome = state.read_outcome()
+    if outcome is not None:
+        text += f"; the last one ended at {clock_text(outcome.get('at'))}: {outcome.get('message')}"
+    return text
+
+
+def clock_text(at: object) -> str:
+    """A wall-clock time as people read it in this machine's time zone."""
+    if not isinstance(at, int | float):
+        return "?"
+    return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+# -- the watcher -----------------------------------------------------------------------------
+
+
+def spawn_watcher(state_dir: Path, timeout: float = READY_TIMEOUT) -> int:
+    """Start the watcher for `state_dir` and return its pid once it runs.
+
+    The double fork of `knocknft run -d`: a session of its own, no controlling terminal ever,
+    nobody's child but init's, so closing the terminal or the SSH connection sends it nothing.
+    It then execs a fresh interpreter, which keeps none of this process's descriptors or state.
+    """
+    read_end, write_end = os.pipe()
+    if fork_detached():
+        try:
+            os.close(read_end)
+            os.set_inheritable(write_end, True)
+            args = [sys.executable, "-m", "knocknft.confirm", str(state_dir), str(write_end)]
+            os.execv(sys.executable, args)
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    data = read_until_closed(read_end, timeout)
+    answer = "no answer" if data is None else data.decode("utf-8", "replace").strip()
+    words = answer.split()
+    if len(words) == 2 and words[0] == "ready" and words[1].isdigit():
+        return int(words[1])
+    raise KnocknftError(
+        f"the rollback watcher did not start ({answer or 'no answer'}); nothing was changed"
+    )
+
+
+def watch(
+    state: StateDir,
+    nft: NftSnapshots,
+    *,
+    clock: Callable[[], float] = boottime,
+    wait: Callable[[float], int | None] | None = None,
+) -> None:
+    """Wait for the deadline, then roll back unless the marker is gone (confirmed).
+
+    SIGTERM or SIGINT while the change is unconfirmed rolls back at once: if a session manager
+    kills the watcher with the session, the change goes with it rather than staying unguarded.
+    `knocknft confirm` removes the marker before it signals, so its SIGTERM just ends the wait.
+    """
+    pause = wait or _wait_for_signal
+    me = os.getpid()
+    announced: float | None = None
+    interrupted: str | None = None
+    while True:
+        with state.locked():
+            pending = state.read_pending()
+            if pending is None or pending.watcher != me:
+                if announced is not None and pending is None:
+                    log.info("confirmed: the rollback of the last `apply --confirm` is cancelled")
+                return
+            if announced is None:
+                _log_to(state, pending)
+            if pending.due_at != announced:
+                announced = pending.due_at
+                log.info(
+                    "table inet %s is rolled back at %s unless `knocknft confirm` runs",
+                    pending.table,
+                    clock_text(pending.due_at),
+                )
+            left = pending.deadline - clock()
+            if left <= 0 or interrupted:
+                why = interrupted or f"not confirmed within {pending.seconds}s"
+                _roll_back_now(state, pending, nft, why)
+                return
+        signum = pause(min(left, POLL_SECONDS))
+        if signum is not None:
+            interrupted = f"{signal.Signals(signum).name} before `knocknft confirm`"
+
+
+def _wait_for_signal(seconds: float) -> int | None:
+    info = signal.sigtimedwait({signal.SIGTERM, signal.SIGINT}, seconds)
+    return None if info is None else info.si_signo
+
+
+def _log_to(state: StateDir, pending: Pending) -> None:
+    options = Options(
+        log_file=Path(pending.log_file) if pending.log_file else None, syslog=pending.syslog
+    )
+    setup_logging(options).addHandler(file_handler(state.log))
+
+
+def _roll_back_now(state: StateDir, pending: Pending, nft: NftSnapshots, why: str) -> None:
+    table = pending.table
+    try:
+        saved = state.rollback.read_text(encoding="utf-8") if pending.had_table else None
+        result = roll_back(nft, table, saved)
+    except (OSError, KnocknftError) as exc:
+        _record(
+            state,
+            f"{why}: rolling back table inet {table} FAILED, it stays as applied ({exc}); "
+            f"the saved table stays in {state.rollback}",
+        )
+        return
+    if result.deleted:
+        message = (
+            f"{why}: table inet {table} DELETED, as there was none before `apply --confirm` "
+            f"({result.dropped} grant(s) in it dropped)"
+        )
+    else:
+        message = (
+            f"{why}: table inet {table} rolled back to the ruleset saved at "
+            f"{clock_text(pending.saved_at)} ({result.kept} grant(s) kept)"
+        )
+    _record(state, message, ok=True)
+
+
+def _record(state: StateDir, message: str, ok: bool = False) -> None:
+    (log.warning if ok else log.error)("%s", message)
+    outcome = {"at": time.time(), "ok": ok, "message": message}
+    with contextlib.suppress(OSError):
+        write_atomic(state.outcome, json.dumps(outcome) + "\n")
+    if ok:
+        state.clear()
+    else:
+        state.marker.unlink(missing_ok=True)  # the saved table stays, for a hand to load
+
+
+def main(argv: list[str]) -> int:
+    """`python -m knocknft.confirm STATE_DIR READY_FD`: the watcher, as spawn_watcher starts it."""
+    state_dir, ready_fd = Path(argv[0]), int(argv[1])
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Blocked, so they wait for sigtimedwait() instead of killing the watcher mid-rollback.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        # Now, not at the deadline: a watcher that could not roll back must not report ready.
+        nft = LibNft()
+    except KnocknftError as exc:
+        _tell(ready_fd, str(exc))
+        return 1
+    _tell(ready_fd, f"ready {os.getpid()}")
+    state = StateDir(state_dir)
+    # Until the marker names the config's log destinations, at least confirm.log.
+    setup_logging(Options()).addHandler(file_handler(state.log))
+    try:
+        watch(state, nft)
+    except Exception:
+        log.exception("the rollback watcher failed; nothing was rolled back")
+        return 1
+    return 0
+
+
+def _tell(fd: int, message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, f"{message}\n".encode())
+    os.close(fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,113 @@
+"""The table keeper without a kernel: what it remembers from the kernel's news, and what it puts
+back when our table vanishes."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from knocknft.config import PortSpec, parse_config
+from knocknft.daemon import Daemon
+from knocknft.grants import Grant, render_grant
+from knocknft.keeper import GrantMemory
+from knocknft.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted
+from knocknft.pending import PendingStops
+from tests.unit.fakes import RecordingNft, RecordingRunner
+
+CONFIG = parse_config(
+    "doors:\n  ssh:\n    sequence: [7000, 9000/udp, 8000]\n    open: [22]\n    open_for: 1m\n"
+).config
+A = ipaddress.ip_address("198.18.0.2")
+B = ipaddress.ip_address("2001:db8::3")
+C = ipaddress.ip_address("198.18.0.4")
+SSH = PortSpec(22)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TablesNft(RecordingNft):
+    """A RecordingNft whose table is there or not, as the test says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table_there = True
+
+    def list_json(self, command: str) -> dict[str, Any]:
+        if command == "list tables inet" and self.table_there:
+            return {"nftables": [{"table": {"family": "inet", "name": "knocknft"}}]}
+        return {}
+
+
+def test_memory_follows_adds_and_deletes_and_forgets_what_ended() -> None:
+    memory = GrantMemory()
+    memory.seed([Grant(A, SSH, "ssh", 60, expires=30)], now=0.0)
+    memory.note(ElementAdded(B, SSH, "ssh", 10.0), now=0.0)
+    memory.note(ElementAdded(C, SSH, "ssh", 50.0), now=0.0)
+    memory.note(ElementDeleted(C, SSH), now=1.0)  # knocknft close, or a closing door
+    assert memory.live(now=5.5) == [Grant(A, SSH, "ssh", 25), Grant(B, SSH, "ssh", 5)]
+    assert memory.live(now=10.0) == [Grant(A, SSH, "ssh", 20)]
+    assert len(memory) == 1
+
+
+def daemon_for(clock: Clock) -> tuple[Daemon, TablesNft]:
+    nft = TablesNft()
+    daemon = Daemon(CONFIG, nft, RecordingRunner(), PendingStops(None), clock=clock)
+    return daemon, nft
+
+
+def test_a_deleted_table_is_restored_with_the_grants_it_had_left() -> None:
+    clock = Clock()
+    daemon, nft = daemon_for(clock)
+    daemon.on_table_events(
+        [
+            ElementAdded(A, SSH, "", 60.0),
+            ElementDeleted(A, SSH),
+            ElementAdded(A, SSH, "ssh", 60.0),
+            ElementAdded(C, SSH, "ssh", 5.0),  # ends before the flush
+        ]
+    )
+    clock.now += 20
+    nft.table_there = False
+    nft.scripts.clear()
+    daemon.on_table_events([TableDeleted()])
+    (script,) = nft.scripts  # one transaction: no moment without the grants
+    assert script.startswith("# knocknft") and script.endswith(
+        render_grant("knocknft", [Grant(A, SSH, "ssh", 40)])
+    )
+    assert daemon.stats()["table_restores"] == 1
+
+
+def test_a_table_that_is_there_is_left_alone() -> None:
+    daemon, nft = daemon_for(Clock())
+    daemon.on_table_events([TableDeleted()])  # deleted and already loaded again by someone
+    daemon.check_table()
+    assert nft.scripts == [] and daemon.keeper.restores == 0
+
+
+def test_the_periodic_check_restores_a_table_whose_news_was_lost() -> None:
+    daemon, nft = daemon_for(Clock())
+    nft.table_there = False
+    daemon.check_table()
+    assert daemon.keeper.restores == 1 and nft.scripts
+
+
+def test_the_periodic_check_forgets_ended_grants() -> None:
+    clock = Clock()
+    daemon, _ = daemon_for(clock)
+    daemon.on_table_events([ElementAdded(A, SSH, "ssh", 5.0), ElementAdded(B, SSH, "ssh", 60.0)])
+    clock.now += 10
+    daemon.check_table()
+    assert len(daemon.keeper.memory) == 1, "memory stays as small as the sets"
+
+
+def test_lost_news_rereads_the_grants_from_the_kernel() -> None:
+    daemon, _ = daemon_for(Clock())
+    daemon.on_table_events([ElementAdded(A, SSH, "ssh", 60.0)])
+    daemon.on_table_events([EventsLost()])  # the kernel's sets (empty here) are the truth
+    assert len(daemon.keeper.memory) == 0
