@@ -3,7 +3,9 @@
 The address substituted for `%IP%` is always an `ipaddress` object's text, decoded from the
 packet's header bytes: digits, dots, colons and hex letters, never text taken from a payload.
 Commands run through /bin/sh as knockd runs them, each in its own process group (so a time limit
-can kill everything it started), on a small pool of worker threads.
+can kill everything it started), on a few worker threads. Unlike knockd, which forks each command
+and lets them race, the commands of one client run in the order they were asked for: a closing
+door's `iptables -D` never overtakes the opening door's `-I`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import signal
 import subprocess
 import threading
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,8 +50,8 @@ class CommandResult:
 
 
 class CommandRunner(Protocol):
-    def submit(self, door: str, command: str) -> None:
-        """Start `command` for `door` and return at once."""
+    def submit(self, door: str, command: str, client: str = "") -> None:
+        """Start `command` for `door` and return at once; one client's commands run in order."""
 
     def close(self) -> None:
         """Wait for running commands (up to their time limit)."""
@@ -66,14 +69,23 @@ class ShellRunner:
         self.time_limit = time_limit
         # Told of every command's end, on the worker thread that ran it (the event log).
         self._on_done = on_done
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
+        # One single-thread lane per worker, a client always on the same lane: order per client,
+        # and a slow command holds up only the clients that share its lane.
+        self._lanes = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"command-{i}")
+            for i in range(workers)
+        ]
         self._lock = threading.Lock()
         self.failed = 0
         self.completed = 0
 
-    def submit(self, door: str, command: str) -> None:
+    def submit(self, door: str, command: str, client: str = "") -> None:
         log.info("%s: running command: %s", door, command)
-        self._pool.submit(self._run, door, command)
+        self._lanes[self.lane_of(client)].submit(self._run, door, command)
+
+    def lane_of(self, client: str) -> int:
+        """The worker lane a client's commands run on, the same for the daemon's whole life."""
+        return zlib.crc32(client.encode()) % len(self._lanes)
 
     def _run(self, door: str, command: str) -> CommandResult:
         try:
@@ -119,7 +131,8 @@ class ShellRunner:
         return result
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        for lane in self._lanes:
+            lane.shutdown(wait=True)
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

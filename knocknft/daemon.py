@@ -196,7 +196,7 @@ class Daemon:
         for stop in self.pending.take_due(now):
             log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
             self._event("command_timeout", source=stop.address, door=stop.door)
-            self.runner.submit(stop.door, stop.command)
+            self.runner.submit(stop.door, stop.command, stop.address)
             self.counters.commands += 1
 
     def next_wakeup(self) -> float | None:
@@ -337,7 +337,7 @@ class Daemon:
             self._event("refresh", source=source, door=door.name, stop_in=door.cmd_timeout)
             return
         if start:
-            self.runner.submit(door.name, expand_command(start, source))
+            self.runner.submit(door.name, expand_command(start, source), source.compressed)
             self.counters.commands += 1
         if stop:
             self.pending.schedule(

@@ -31,7 +31,7 @@ class RecordingRunner:
     def __init__(self) -> None:
         self.commands: list[str] = []
 
-    def submit(self, door: str, command: str) -> None:
+    def submit(self, door: str, command: str, client: str = "") -> None:
         self.commands.append(command)
 
     def close(self) -> None:

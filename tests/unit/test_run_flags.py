@@ -164,7 +164,7 @@ def test_relative_paths_are_made_absolute_before_a_daemon_changes_to_slash() -> 
 
 
 class NoCommands(RecordingRunner):
-    def submit(self, door: str, command: str) -> None:
+    def submit(self, door: str, command: str, client: str = "") -> None:
         raise AssertionError("no command expected")
 
 
