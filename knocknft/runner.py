@@ -142,12 +142,16 @@ def _watch_table() -> TableEvents | None:
         return None
 
 
-# Options a reload cannot change under a running daemon: what they set up lives on.
-RESTART_ONLY = ("metrics", "event_log")
+# Options a reload cannot change under a running daemon: what they set up (the NFLOG socket's
+# group, the metrics server, the event log) lives on until a restart. A reload keeps their
+# running values, so the table never logs knocks to a group nobody listens on.
+RESTART_ONLY = ("nflog_group", "metrics", "event_log")
 
 
-def restart_only_changes(old: Options, new: Options) -> list[str]:
-    return [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
+def keep_restart_only(old: Options, new: Options) -> tuple[Options, list[str]]:
+    """`new` with the restart-only options as they run now, and the names of those it changed."""
+    changed = [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
+    return dataclasses.replace(new, **{key: getattr(old, key) for key in changed}), changed
 
 
 def source_stats(nflog: NflogCounters, names: NameCache | None) -> dict[str, object]:
@@ -227,9 +231,14 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 systemd.reloading()
                 new = load_for_run(path, options).config
                 warn_unwritable_one_time_files(new)
-                for key in restart_only_changes(daemon.config.options, new.options):
-                    log.warning("options.%s changed: it takes effect when the daemon restarts", key)
-                return new
+                kept, changed = keep_restart_only(daemon.config.options, new.options)
+                for key in changed:
+                    log.warning(
+                        "options.%s changed: it takes effect when the daemon restarts; "
+                        "until then the running value stays",
+                        key,
+                    )
+                return dataclasses.replace(new, options=kept)
 
             def reloaded(ok: bool) -> None:
                 nonlocal reload_failed

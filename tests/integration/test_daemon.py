@@ -230,6 +230,22 @@ def test_sighup_with_a_bad_config_keeps_the_daemon_running(
         assert daemon.proc.poll() is None
 
 
+def test_a_reload_that_moves_the_nflog_group_keeps_knocks_coming(
+    lab: Lab, tmp_path: Path, listener: Listener
+) -> None:
+    # The socket stays bound to the group it started on; were the table to log to the new one,
+    # the daemon would go deaf until restarted.
+    cfg = write_config(tmp_path, config_text(tmp_path / "state"))
+    with running(lab, cfg, tmp_path / "daemon.log") as daemon:
+        cfg.write_text(cfg.read_text().replace("options:\n", "options:\n  nflog_group: 9\n"))
+        daemon.send(signal.SIGHUP)
+        daemon.wait_for("options.nflog_group changed: it takes effect when the daemon restarts")
+        daemon.wait_for("reloaded: 1 door(s)")
+        lab.client.knock(SERVER, *RIGHT)
+        daemon.wait_for(f"{A}: ssh: OPEN SESAME")
+        assert lab.client.tcp_reachable(SERVER, 22)
+
+
 def test_sigkill_and_restart_keeps_grants_and_runs_overdue_stops_once(
     lab: Lab, tmp_path: Path, listener: Listener
 ) -> None:

@@ -8,7 +8,7 @@ import re
 
 from knocknft.config import ListenAddress, Options, parse_address
 from knocknft.metrics import render_metrics
-from knocknft.runner import restart_only_changes
+from knocknft.runner import keep_restart_only
 from knocknft.stats import STATS
 from tests.unit.test_stats import sample
 
@@ -37,8 +37,13 @@ def test_values_missing_from_the_stats_are_left_out() -> None:
     assert 'knocknft_info{version="a\\"b"} 1' in text
 
 
-def test_a_reload_cannot_move_the_metrics_endpoint() -> None:
+def test_a_reload_keeps_the_running_metrics_endpoint_and_nflog_group() -> None:
     old = Options()
-    new = dataclasses.replace(old, metrics=ListenAddress(parse_address("127.0.0.1"), 9641))
-    assert restart_only_changes(old, new) == ["metrics"]
-    assert restart_only_changes(new, new) == []
+    new = dataclasses.replace(
+        old, metrics=ListenAddress(parse_address("127.0.0.1"), 9641), nflog_group=9, table="t2"
+    )
+    kept, changed = keep_restart_only(old, new)
+    assert changed == ["nflog_group", "metrics"]
+    # The table keeps logging to the group the socket is bound to; other options do change.
+    assert (kept.nflog_group, kept.metrics, kept.table) == (old.nflog_group, None, "t2")
+    assert keep_restart_only(new, new) == (new, [])
