@@ -225,7 +225,8 @@ class Daemon:
                         "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
                     )
             elif type(event) is Evicted:
-                if debug:
+                # Per-attempt detail, one line per forged source under a flood: limited too.
+                if debug and knock_log.allow():
                     log.debug(
                         "%s: %s: attempt evicted (cap %d)",
                         self._who(event.source),
@@ -241,7 +242,7 @@ class Daemon:
                         event.stage,
                     )
             elif type(event) is Invalidated:
-                if debug:
+                if debug and knock_log.allow():
                     log.debug(
                         "%s: %s: sequence broken at stage %d",
                         self._who(event.source),

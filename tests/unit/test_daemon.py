@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from knocknft.config import Config, parse_config
-from knocknft.daemon import Daemon
-from knocknft.engine import Opened
+from knocknft.daemon import KNOCK_LOG_BURST, Daemon
+from knocknft.engine import Evicted, Opened
 from knocknft.packet import KnockPacket
 from knocknft.pending import PendingStops
 from tests.unit.fakes import RecordingNft, RecordingRunner
@@ -56,3 +56,19 @@ def test_debug_logs_every_knock_packet_and_info_none(caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.DEBUG, logger="knocknft"):
         daemon.handle_packets([packet])
     assert "packet: 198.18.0.2 -> 198.18.0.1 7000/tcp flags 0x02" in caplog.text
+
+
+def test_evictions_under_a_flood_do_not_flood_the_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = parse_config(CONFIG).config
+    daemon, _ = daemon_for(config)  # its clock stands still: the bucket never refills
+    door = config.doors[0]
+    forged = [
+        Evicted(ipaddress.ip_address(f"198.19.{i // 250}.{i % 250}"), door, 1) for i in range(1000)
+    ]
+    with caplog.at_level(logging.DEBUG, logger="knocknft"):
+        daemon.execute(forged)
+    lines = [r for r in caplog.records if "attempt evicted" in r.getMessage()]
+    assert len(lines) == KNOCK_LOG_BURST
+    assert daemon.knock_log.suppressed == 1000 - KNOCK_LOG_BURST
