@@ -31,11 +31,13 @@ from pathlib import Path
 from typing import Protocol
 
 from knocknft.lab import Host, Lab, LabDaemon, run_in_netns, start_knockd
+from knocknft.nflog import NETLINK_NETFILTER, iter_messages
+from knocknft.nftevents import NFNLGRP_NFTABLES
+from knocknft.setelem import NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM
 
 BIN = Path(sys.executable).parent
-NETLINK_NETFILTER = 12
-NFNLGRP_NFTABLES = 7
-NFT_MSG_NEWSETELEM = (10 << 8) | 12  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSETELEM
+# The message type nf_tables announces a new set element with.
+NEW_ELEMENT = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
 
 # On a machine with two cores or more, the daemon gets a core of its own and the sender (with
 # the kernel work its packets cause: veth, nftables, NFLOG, pcap) the other: "one core" for the
@@ -330,13 +332,7 @@ def element_monitor(host: Host) -> socket.socket:
 
 
 def has_new_element(data: bytes) -> bool:
-    offset = 0
-    while offset + 16 <= len(data):
-        length, msg_type = struct.unpack_from("=IH", data, offset)
-        if msg_type == NFT_MSG_NEWSETELEM:
-            return True
-        offset += max((length + 3) & ~3, 16)
-    return False
+    return any(kind == NEW_ELEMENT for _, _, kind, _ in iter_messages(data))
 
 
 def wait_new_element(monitor: socket.socket, timeout: float = 2.0) -> float | None:

@@ -64,6 +64,7 @@ NETLINK_NETFILTER: Final = 12
 SOL_NETLINK: Final = 270
 NETLINK_NO_ENOBUFS: Final = 5
 SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
+SO_SNDBUFFORCE: Final = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 NLM_F_REQUEST: Final = 0x1
 NLM_F_ACK: Final = 0x4
@@ -558,6 +559,22 @@ def iter_messages(buffer: Buffer) -> Iterator[tuple[int, int, int, int]]:
 
 # --- the socket ---
 
+
+def set_socket_buffer(sock: socket.socket, size: int, *, send: bool = False) -> None:
+    """Give `sock` a receive (or send) buffer of `size` bytes.
+
+    FORCE passes net.core.rmem_max/wmem_max, which are small by default, but needs
+    CAP_NET_ADMIN; without it take what the sysctl allows.
+    """
+    force, plain = (
+        (SO_SNDBUFFORCE, socket.SO_SNDBUF) if send else (SO_RCVBUFFORCE, socket.SO_RCVBUF)
+    )
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
 _CAP_NET_ADMIN: Final = 12
 
 
@@ -630,7 +647,7 @@ class NflogSocket:
         self._bound = False
         try:
             self._sock.bind((0, 0))
-            self._set_receive_buffer(receive_buffer)
+            set_socket_buffer(self._sock, receive_buffer)
             # Overflow is reported by NFULA_SEQ gaps instead: an ENOBUFS error
             # says only "something was lost" and interrupts the reader.
             self._sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
@@ -715,14 +732,6 @@ class NflogSocket:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _set_receive_buffer(self, size: int) -> None:
-        try:
-            # FORCE passes net.core.rmem_max, which is small by default, but
-            # needs CAP_NET_ADMIN; without it take what rmem_max allows.
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-        except PermissionError:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def _recv_into(self) -> int:
         for _ in range(2):

@@ -23,10 +23,9 @@ from typing import Final
 
 from knocknft.config import IPAddress, PortSpec
 from knocknft.errors import NftError
-from knocknft.nflog import NLA_TYPE_MASK, SO_RCVBUFFORCE, iter_messages
+from knocknft.nflog import NETLINK_NETFILTER, NLA_TYPE_MASK, iter_messages, set_socket_buffer
 from knocknft.ruleset import ALLOW4, ALLOW6
 from knocknft.setelem import (
-    NETLINK_NETFILTER,
     NFNL_SUBSYS_NFTABLES,
     NFPROTO_INET,
     NFT_MSG_DELSETELEM,
@@ -168,10 +167,7 @@ class TableEvents:
             raise NftError(f"cannot open a netfilter netlink socket: {exc}") from exc
         try:
             self._sock.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
-            try:
-                self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, receive_buffer)
-            except PermissionError:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            set_socket_buffer(self._sock, receive_buffer)
             self._sock.setblocking(False)
         except OSError as exc:
             self._sock.close()

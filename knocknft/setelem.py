@@ -26,19 +26,24 @@ from typing import Final
 
 from knocknft.errors import NftError, TableMissing
 from knocknft.grants import Grant, check_timeout, set_for
+from knocknft.nflog import (
+    NETLINK_NETFILTER,
+    NLA_F_NESTED,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    NLMSG_HDRLEN,
+    iter_messages,
+    set_socket_buffer,
+)
 
-NETLINK_NETFILTER: Final = 12
 NFNL_SUBSYS_NFTABLES: Final = 10
 NFNL_MSG_BATCH_BEGIN: Final = 0x10
 NFNL_MSG_BATCH_END: Final = 0x11
 NFT_MSG_NEWSETELEM: Final = 12
 NFT_MSG_DELSETELEM: Final = 14
 
-NLM_F_REQUEST: Final = 0x1
-NLM_F_ACK: Final = 0x4
 NLM_F_CREATE: Final = 0x400
-NLMSG_ERROR: Final = 0x2
-NLA_F_NESTED: Final = 0x8000
 NFPROTO_INET: Final = 1
 
 NFTA_SET_ELEM_LIST_TABLE: Final = 1
@@ -56,7 +61,6 @@ _PROTOCOL_NUMBERS: Final = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP
 _NLMSG: Final = struct.Struct("=IHHII")
 _NLA: Final = struct.Struct("=HH")
 _ACK_TIMEOUT: Final = 1.0
-SO_SNDBUFFORCE: Final = 32
 _SEND_BUFFER: Final = 4 << 20
 
 
@@ -152,15 +156,10 @@ def encode_grant_batch(table: str, grants: Sequence[Grant], first_seq: int) -> t
 
 def parse_acks(data: bytes) -> Iterable[tuple[int, int]]:
     """(sequence number, errno) of each NLMSG_ERROR in a netlink buffer; errno 0 is an ack."""
-    offset = 0
-    while offset + _NLMSG.size <= len(data):
-        length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)
-        if length < _NLMSG.size:
-            return
-        if kind == NLMSG_ERROR and length >= _NLMSG.size + 4:
-            (code,) = struct.unpack_from("=i", data, offset + _NLMSG.size)
+    for offset, length, kind, seq in iter_messages(data):
+        if kind == NLMSG_ERROR and length >= NLMSG_HDRLEN + 4:
+            (code,) = struct.unpack_from("=i", data, offset + NLMSG_HDRLEN)
             yield seq, -code
-        offset += (length + 3) & ~3
 
 
 class SetElementSocket:
@@ -171,10 +170,7 @@ class SetElementSocket:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             self._sock.bind((0, 0))
             # A batch is one datagram: room for thousands of grants (a restore after a flush).
-            try:
-                self._sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, _SEND_BUFFER)
-            except PermissionError:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
+            set_socket_buffer(self._sock, _SEND_BUFFER, send=True)
         except OSError as exc:
             raise NftError(f"cannot open a netfilter netlink socket: {exc}") from exc
         self._seq = int(time.time()) & 0x3FFFFFFF

@@ -15,13 +15,13 @@ from pyroute2.netlink.nfnetlink.nftsocket import nft_set_elem_list_msg
 
 from knocknft.config import PortSpec
 from knocknft.grants import Grant
+from knocknft.nflog import NLM_F_ACK
 from knocknft.setelem import (
     NFNL_MSG_BATCH_BEGIN,
     NFNL_MSG_BATCH_END,
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_DELSETELEM,
     NFT_MSG_NEWSETELEM,
-    NLM_F_ACK,
     encode_grant_batch,
     parse_acks,
 )
