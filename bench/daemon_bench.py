@@ -19,71 +19,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
-import signal
 import socket
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from harness import (
-    BIN,
     DAEMON_CPU,
-    KNOCKNFT_CONFIG,
     SENDER_CPUS,
+    Knocknft,
     cpu_seconds,
+    drain,
     element_monitor,
     percentile,
     wait_new_element,
 )
 
-from knocknft.lab import SPOOFED_SOURCES, Lab, flood, rss_bytes, spoofed_syn
+from knocknft.lab import SPOOFED_SOURCES, Lab, LabDaemon, flood, rss_bytes, spoofed_syn
 
-CONFIG = KNOCKNFT_CONFIG.format(seq_timeout=5)
-
-
-def start_daemon(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
-    config = workdir / "config.yaml"
-    config.write_text(CONFIG)
-    log_path = workdir / "daemon.log"
-    # The log is shared by every daemon of a run: only what this one writes says it is ready.
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    log = open(log_path, "ab")  # noqa: SIM115 - the daemon owns it until it exits
-    proc = subprocess.Popen(
-        lab.server.cmd(
-            "taskset",
-            "-c",
-            str(DAEMON_CPU),
-            str(BIN / "knocknft"),
-            "run",
-            "-c",
-            str(config),
-            "--state-dir",
-            str(workdir),
-        ),
-        stdout=log,
-        stderr=log,
-    )
-    deadline = time.monotonic() + 10
-    while b"listening on NFLOG" not in log_path.read_bytes()[offset:]:
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise SystemExit(log_path.read_text())
-        time.sleep(0.05)
-    return proc
+KNOCKNFT = Knocknft()
 
 
-def stop_daemon(proc: subprocess.Popen[bytes], workdir: Path) -> dict[str, float]:
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
-    stats: dict[str, float] = json.loads((workdir / "stats.json").read_text())
-    return stats
+def start_daemon(lab: Lab, workdir: Path) -> LabDaemon:
+    """knocknft on a core of its own, in a folder of its own: its log alone says it is ready."""
+    return KNOCKNFT.start(lab, Path(tempfile.mkdtemp(dir=workdir)), seq_timeout=5)
 
 
-def daemon_pid(proc: subprocess.Popen[bytes]) -> int:
-    # `ip netns exec` and `taskset` exec the command, so the Popen pid is the daemon itself.
-    return proc.pid
+def stop_daemon(daemon: LabDaemon) -> dict[str, int]:
+    """Stop it; its counters as it wrote them on the way out."""
+    daemon.stop()
+    return KNOCKNFT.counters(daemon, daemon.log_path.parent)
 
 
 def measure_latency(lab: Lab, sequences: int) -> list[float]:
@@ -105,8 +71,7 @@ def measure_latency(lab: Lab, sequences: int) -> list[float]:
             if seen is not None:
                 latencies.append((seen - sent) * 1000)
             # drain the delete/add pair of a refresh, so the next wait sees the next grant
-            while select.select([monitor], [], [], 0.005)[0]:
-                monitor.recv(65536)
+            drain(monitor)
     finally:
         udp.close()
         monitor.close()
@@ -138,11 +103,11 @@ def main() -> None:
         workdir = Path(tmp)
         for i in range(200):
             lab.client.add_address(f"198.18.0.{10 + i}")
-        proc = start_daemon(lab, workdir)
+        daemon = start_daemon(lab, workdir)
         try:
             lat = measure_latency(lab, args.sequences)
         finally:
-            stop_daemon(proc, workdir)
+            stop_daemon(daemon)
         results["latency_ms"] = {
             "sequences": args.sequences,
             "measured": len(lat),
@@ -158,15 +123,15 @@ def main() -> None:
         )
         rows = []
         for rate in (int(r) for r in args.rates.split(",")):
-            proc = start_daemon(lab, workdir)
-            pid = daemon_pid(proc)
+            daemon = start_daemon(lab, workdir)
+            pid = daemon.pid
             cpu_before = cpu_seconds(pid)
             idle = rss_bytes(pid)
             sent, took = first_step_flood(lab, rate, args.seconds)
             time.sleep(0.5)  # let the daemon drain its receive buffer
             cpu = cpu_seconds(pid) - cpu_before
             rss = rss_bytes(pid)
-            stats = stop_daemon(proc, workdir)
+            stats = stop_daemon(daemon)
             row = {
                 "target_rate": rate,
                 "sent": sent,
