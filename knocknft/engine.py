@@ -175,7 +175,8 @@ class Engine:
         self._doors: list[_DoorState] = []
         self._tracked = 0
         self._pending: list[Event] = []
-        # No attempt runs out before this time (it may be early after removals, never late).
+        # No attempt runs out before this time (it may be early after removals, never late):
+        # the knock path's test for a walk, and the caller's timer.
         self._expire_at = math.inf
         self.reload(doors, max_attempts)
 
@@ -218,16 +219,11 @@ class Engine:
     # -- time -------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """When the caller's timer should next call `expire`: the next attempt's timeout, or at
-        once when events are waiting (a reload that disabled a door)."""
-        if self._pending:
-            return -math.inf
-        deadlines = [
-            next(iter(state.attempts.values()))[1] + state.door.seq_timeout
-            for state in self._doors
-            if state.attempts
-        ]
-        return min(deadlines, default=None)
+        """When the caller's timer should next call `expire`: no later than the next attempt's
+        timeout, at once when events are waiting (a reload that disabled a door), None when
+        no attempt is in progress. It is the bound the knock path keeps anyway; after an attempt
+        ends early it may fire once for nothing, and `expire` then makes it exact again."""
+        return None if self._expire_at == math.inf else self._expire_at
 
     def expire(self, now: float) -> list[Event]:
         """Time out every attempt whose seq_timeout has run out by `now`."""
