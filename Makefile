@@ -19,8 +19,10 @@ APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd k
 
 .PHONY: demo test lint unit integration bench deps venv clean
 
+# knocklab (namespace labs, packet generators) is test plumbing outside the wheel: the demo and
+# the benchmarks find it in the checkout, as pytest does from the repository's root.
 demo: venv
-	$(VENV)/bin/python scripts/demo.py
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python scripts/demo.py
 
 test: venv lint
 	$(VENV)/bin/python -m pytest -q
@@ -38,7 +40,7 @@ integration: venv
 # Options go in BENCH_ARGS, e.g. make bench BENCH_ARGS="--sequences 500 --note 'quiet machine'"
 # (bench/peer_bench.py --help lists them).
 bench: venv $(VENV)/.bench-installed
-	$(VENV)/bin/python bench/peer_bench.py --publish docs $(BENCH_ARGS)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/peer_bench.py --publish docs $(BENCH_ARGS)
 
 # Debian enables knockd.service when the package is installed, and it would then sniff the host's
 # eth0. A knockd we installed is for the tests only, so it is stopped and disabled at once; one

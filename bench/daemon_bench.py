@@ -36,7 +36,7 @@ from harness import (
     wait_new_element,
 )
 
-from knocknft.lab import SPOOFED_SOURCES, Lab, LabDaemon, flood, rss_bytes, spoofed_syn
+from knocklab.lab import SPOOFED_SOURCES, Lab, LabDaemon, flood, rss_bytes, spoofed_syn
 
 KNOCKNFT = Knocknft()
 

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from knocknft.lab import Host, Lab, LabDaemon, run_in_netns, start_knockd
-from knocknft.nflog import NETLINK_NETFILTER, iter_messages
-from knocknft.nftevents import NFNLGRP_NFTABLES
-from knocknft.setelem import NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM
+from knocklab.lab import Host, Lab, LabDaemon, run_in_netns, start_knockd
+from knocknft.netlink.nflog import NETLINK_NETFILTER, iter_messages
+from knocknft.netlink.nftevents import NFNLGRP_NFTABLES
+from knocknft.netlink.setelem import NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM
 
 BIN = Path(sys.executable).parent
 # The message type nf_tables announces a new set element with.

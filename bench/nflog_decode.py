@@ -2,8 +2,8 @@
 
 Builds a long stream of netlink buffers from the real messages saved under
 ``tests/data/nflog`` (sequence numbers rewritten so the stream has no gaps) and
-decodes it with :class:`knocknft.nflog.NflogDecoder` and with pyroute2's
-generic parser (:class:`knocknft.nflog.MarshalNflog`), one after the other in
+decodes it with :class:`knocknft.netlink.nflog.NflogDecoder` and with pyroute2's
+generic parser (:class:`knocknft.netlink.nflog.MarshalNflog`), one after the other in
 the same process. pyroute2 is only asked to parse, not to pick attributes out
 or decode the IP packet, so its figure flatters it.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from knocknft.nflog import (  # noqa: E402
+from knocknft.netlink.nflog import (  # noqa: E402
     NFULA_PAYLOAD,
     NFULA_SEQ,
     NFULNL_PACKET_TYPE,

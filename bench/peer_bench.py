@@ -68,10 +68,10 @@ from harness import (
     wait_new_element,
 )
 
+from knocklab.lab import Lab, LabDaemon, Listener, rss_bytes, run_in_netns
 from knocknft import __version__
+from knocknft.client.knock import Target, knock_once
 from knocknft.config import parse_port_spec
-from knocknft.knock import Target, knock_once
-from knocknft.lab import Lab, LabDaemon, Listener, rss_bytes, run_in_netns
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = Lab.SERVER_V4

@@ -4,7 +4,7 @@
     ├── ConfigError        the config is invalid; carries every problem found, with file and line
     ├── NftError           libnftables refused a command or is missing
     │   └── TableMissing   our table is not loaded (run `knocknft apply` first)
-    ├── NflogError         the kernel refused an NFLOG request (knocknft.nflog)
+    ├── NflogError         the kernel refused an NFLOG request (knocknft.netlink.nflog)
     │   └── NflogGroupBusy another socket owns the NFLOG group
     └── UsageError         a command-line argument is wrong (bad address, unknown door)
 

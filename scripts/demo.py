@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from knocknft.lab import Lab, Listener, can_use_namespaces
+from knocklab.lab import Lab, Listener, can_use_namespaces
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from knocknft.lab import Lab, Listener, can_use_namespaces
+from knocklab.lab import Lab, Listener, can_use_namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from knocknft.lab import Lab, LabDaemon, wait_for_log
+from knocklab.lab import Lab, LabDaemon, wait_for_log
 from tests.integration.conftest import BIN
 
 __all__ = ["READY", "RunningDaemon", "running", "wait_for_log"]

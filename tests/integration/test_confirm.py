@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.confirm import watcher_alive
-from knocknft.lab import Lab, Listener
+from knocklab.lab import Lab, Listener
+from knocknft.admin.confirm import watcher_alive
 from tests.integration.conftest import BIN, Server
 
 SERVER = Lab.SERVER_V4

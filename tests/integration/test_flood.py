@@ -11,8 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from knocklab.lab import SPOOFED_SOURCES, Lab, Listener, flood, rss_bytes, spoofed_syn
 from knocknft.config import DEFAULT_MAX_ATTEMPTS
-from knocknft.lab import SPOOFED_SOURCES, Lab, Listener, flood, rss_bytes, spoofed_syn
 from tests.integration.conftest import REPO, write_config
 from tests.integration.daemon_fixture import RunningDaemon, running
 from tests.integration.test_daemon import RIGHT, config_text

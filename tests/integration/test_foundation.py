@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.lab import Lab, Listener
+from knocklab.lab import Lab, Listener
 from tests.integration.conftest import EXAMPLE_CONFIG, Server, write_config
 
 V4, V6 = Lab.SERVER_V4, Lab.SERVER_V6

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.lab import KNOCKD, Host, Lab, LabDaemon, Listener, start_knockd
+from knocklab.lab import KNOCKD, Host, Lab, LabDaemon, Listener, start_knockd
 from tests.integration.conftest import BIN, write_config
 from tests.integration.daemon_fixture import running
 from tests.integration.test_daemon import RIGHT, config_text

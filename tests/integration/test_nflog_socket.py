@@ -6,9 +6,9 @@ import select
 
 import pytest
 
-from knocknft.lab import Lab, run_in_netns
-from knocknft.nflog import NflogGroupBusy, NflogSocket
-from knocknft.packet import KnockPacket
+from knocklab.lab import Lab, run_in_netns
+from knocknft.netlink.nflog import NflogGroupBusy, NflogSocket
+from knocknft.netlink.packet import KnockPacket
 from tests.unit.test_render import SCENARIOS
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from knocknft.lab import Lab, Listener, run_in_netns
+from knocklab.lab import Lab, Listener, run_in_netns
 from tests.integration.conftest import BIN, write_config
 from tests.integration.daemon_fixture import RunningDaemon, running
 from tests.integration.test_daemon import COMMANDS, RIGHT, config_text

@@ -9,7 +9,7 @@ import re
 import socket
 from pathlib import Path
 
-from knocknft.lab import Lab, Listener
+from knocklab.lab import Lab, Listener
 from tests.integration.conftest import write_config
 from tests.integration.daemon_fixture import running
 from tests.integration.test_daemon import RIGHT, config_text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.lab import Lab
+from knocklab.lab import Lab
 from tests.integration.conftest import EXAMPLE_CONFIG, REPO, Server
 from tests.unit.test_render import SCENARIOS, scenario_names
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.lab import Lab, Listener
+from knocklab.lab import Lab, Listener
 from tests.integration.conftest import BIN, write_config
 from tests.integration.daemon_fixture import READY, running, wait_for_log
 from tests.integration.test_daemon import RIGHT, config_text

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.lab import Lab, Listener
+from knocklab.lab import Lab, Listener
 from tests.integration.conftest import Server, write_config
 
 SERVER = Lab.SERVER_V4

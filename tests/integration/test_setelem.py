@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from knocklab.lab import Lab, run_in_netns
 from knocknft.config import PortSpec, load_config
+from knocknft.core.grants import Grant, render_grant
+from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import TableMissing
-from knocknft.grants import Grant, render_grant
-from knocknft.lab import Lab, run_in_netns
-from knocknft.nft import LibNft, read_grants
-from knocknft.ruleset import render_ruleset
-from knocknft.setelem import SetElementSocket
+from knocknft.netlink.setelem import SetElementSocket
+from knocknft.nft.libnft import LibNft, read_grants
 
 from .conftest import EXAMPLE_CONFIG
 

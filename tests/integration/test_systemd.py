@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.lab import Lab, Listener
-from knocknft.lastgood import LAST_GOOD_FILE
+from knocklab.lab import Lab, Listener
+from knocknft.nft.lastgood import LAST_GOOD_FILE
 from tests.integration.conftest import BIN, EXAMPLE_CONFIG, Server, write_config
 from tests.integration.daemon_fixture import running
 from tests.integration.test_daemon import RIGHT, config_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from knocknft.grants import Grant, render_grant
+from knocknft.core.grants import Grant, render_grant
 
 
 class RecordingNft:

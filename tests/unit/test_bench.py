@@ -19,7 +19,7 @@ import harness
 import peer_bench
 import report
 
-from knocknft.lab import Lab, tcp_segment
+from knocklab.lab import Lab, tcp_segment
 
 
 @pytest.mark.parametrize(("family", "destination"), [(4, Lab.SERVER_V4), (6, Lab.SERVER_V6)])

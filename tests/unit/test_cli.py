@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from knocknft.cli import EXIT_INVALID, app
+from knocknft.admin.cli import EXIT_INVALID, app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 runner = CliRunner()

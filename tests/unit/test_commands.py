@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knocknft.commands import ShellRunner
+from knocknft.daemon.commands import ShellRunner
 
 
 def test_one_clients_commands_never_overtake_each_other(tmp_path: Path) -> None:

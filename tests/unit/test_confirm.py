@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from knocknft.config import parse_config
-from knocknft.confirm import (
+from knocknft.admin.confirm import (
     ConfirmPending,
     NothingPending,
     Pending,
@@ -25,6 +24,7 @@ from knocknft.confirm import (
     rollback_script,
     watch,
 )
+from knocknft.config import parse_config
 from knocknft.errors import KnocknftError, NftError, TableMissing
 from tests.unit.fakes import RecordingNft
 

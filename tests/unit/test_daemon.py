@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from knocknft.config import Config, parse_config
-from knocknft.daemon import KNOCK_LOG_BURST, Daemon
-from knocknft.engine import Evicted, Opened
-from knocknft.packet import KnockPacket
-from knocknft.pending import PendingStops
+from knocknft.core.engine import Evicted, Opened
+from knocknft.daemon.executor import KNOCK_LOG_BURST, Daemon
+from knocknft.daemon.stops import PendingStops
+from knocknft.netlink.packet import KnockPacket
 from tests.unit.fakes import RecordingNft, RecordingRunner
 from tests.unit.test_config import CLOSING as CONFIG
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from knocknft.config import Config, IPAddress, parse_config, parse_port_spec
-from knocknft.engine import (
+from knocknft.core.engine import (
     DoorDisabled,
     Engine,
     Event,

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from knocknft.commands import ShellRunner
 from knocknft.config import parse_config
-from knocknft.daemon import Daemon
-from knocknft.engine import DoorDisabled, Evicted, Invalidated, Opened, Progress, TimedOut
+from knocknft.core.engine import DoorDisabled, Evicted, Invalidated, Opened, Progress, TimedOut
+from knocknft.core.grants import Grant
+from knocknft.daemon.auditlog import EventLog
+from knocknft.daemon.commands import ShellRunner
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
-from knocknft.events import EventLog
-from knocknft.grants import Grant
-from knocknft.pending import PendingStops
 from tests.unit.fakes import RecordingNft, RecordingRunner
 from tests.unit.test_config import CLOSING
 

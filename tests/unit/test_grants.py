@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from knocknft.config import PortSpec
-from knocknft.grants import (
+from knocknft.core.grants import (
     Grant,
     check_timeout,
     format_seconds,

@@ -14,8 +14,8 @@ import pytest
 
 from knocknft.config import PortSpec, parse_config
 from knocknft.errors import ConfigError
-from knocknft.importer import FirewallRule, Unrecognised, import_knockd, plan_door, recognise
-from knocknft.knockd_conf import read_knockd_conf
+from knocknft.knockd.grammar import read_knockd_conf
+from knocknft.knockd.importer import FirewallRule, Unrecognised, import_knockd, plan_door, recognise
 
 DATA = Path(__file__).parent.parent / "data" / "knockd"
 IPT = "/sbin/iptables"

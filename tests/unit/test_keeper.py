@@ -7,11 +7,11 @@ import ipaddress
 from typing import Any
 
 from knocknft.config import PortSpec, parse_config
-from knocknft.daemon import Daemon
-from knocknft.grants import Grant, render_grant
-from knocknft.keeper import GrantMemory
-from knocknft.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted
-from knocknft.pending import PendingStops
+from knocknft.core.grants import Grant, render_grant
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.keeper import GrantMemory
+from knocknft.daemon.stops import PendingStops
+from knocknft.netlink.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted
 from tests.unit.fakes import RecordingNft, RecordingRunner
 
 CONFIG = parse_config(

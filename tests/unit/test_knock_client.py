@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from knocknft.client.knock import Plan, main, make_plan
+from knocknft.client.profiles import (
+    DEFAULT_THEN_WAIT_MS,
+    Profile,
+    default_profiles_path,
+    parse_profiles,
+)
 from knocknft.config import PortSpec
 from knocknft.errors import ConfigError, UsageError
-from knocknft.knock import Plan, main, make_plan
-from knocknft.profiles import DEFAULT_THEN_WAIT_MS, Profile, default_profiles_path, parse_profiles
 
 T, U = "tcp", "udp"
 

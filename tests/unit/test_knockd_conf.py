@@ -9,7 +9,7 @@ import pytest
 
 from knocknft.config import PortSpec, TcpFlags
 from knocknft.errors import ConfigError
-from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf, read_knockd_conf
+from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf, read_knockd_conf
 
 KNOCKD = """\
 # a comment

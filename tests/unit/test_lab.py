@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from knocknft.lab import SPOOFED_SOURCES, Lab, spoofed_source, spoofed_syn
+from knocklab.lab import SPOOFED_SOURCES, Lab, spoofed_source, spoofed_syn
 
 TEST_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 LAB_LINK = ipaddress.IPv4Network("198.18.0.0/24")

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from knocknft import cli
+from knocknft.admin import cli
 from knocknft.config import Config, load_config
+from knocknft.core.grants import Grant
+from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import NftError
-from knocknft.grants import Grant
-from knocknft.lastgood import LAST_GOOD_FILE, load_last_good, saved_table
-from knocknft.operations import apply_config
-from knocknft.ruleset import render_ruleset
+from knocknft.nft.lastgood import LAST_GOOD_FILE, load_last_good, saved_table
+from knocknft.nft.operations import apply_config
 from tests.unit.fakes import RecordingNft
 from tests.unit.test_render import SCENARIOS, load_scenario, scenario_names
 

@@ -7,9 +7,9 @@ import dataclasses
 import re
 
 from knocknft.config import ListenAddress, Options, parse_address
-from knocknft.metrics import render_metrics
-from knocknft.runner import keep_restart_only
-from knocknft.stats import STATS
+from knocknft.daemon.metrics import render_metrics
+from knocknft.daemon.run import keep_restart_only
+from knocknft.daemon.stats import STATS
 from tests.unit.test_stats import sample
 
 # name, optional {labels}, value: what the text format 0.0.4 allows on a sample line.

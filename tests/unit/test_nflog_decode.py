@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from knocknft.nflog import (
+from knocknft.netlink.nflog import (
     NFULA_CFG_CMD,
     NFULA_CFG_FLAGS,
     NFULA_CFG_MODE,
@@ -42,7 +42,7 @@ from knocknft.nflog import (
     config_request,
     iter_messages,
 )
-from knocknft.packet import Discard, KnockPacket
+from knocknft.netlink.packet import Discard, KnockPacket
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nflog"
 CASES = sorted(path.stem for path in DATA.glob("*.hex"))

@@ -8,14 +8,14 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knocknft.nflog import (
+from knocknft.netlink.nflog import (
     NFULNL_PACKET_TYPE,
     MarshalNflog,
     NflogCounters,
     NflogDecoder,
     iter_messages,
 )
-from knocknft.packet import Discard, KnockPacket, decode_packet
+from knocknft.netlink.packet import Discard, KnockPacket, decode_packet
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nflog"
 

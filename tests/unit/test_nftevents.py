@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from knocknft.config import PortSpec
-from knocknft.nftevents import (
+from knocknft.netlink.nftevents import (
     ElementAdded,
     ElementDeleted,
     TableDeleted,

@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 
 from knocknft.config import parse_config
-from knocknft.daemon import STATS_INTERVAL
-from knocknft.errors import NftError, TableMissing
-from knocknft.grants import Grant
-from knocknft.notify import (
+from knocknft.core.grants import Grant
+from knocknft.daemon.notify import (
     GRANT_COUNT_SHARE,
     MAX_STATUS,
     Notifier,
@@ -26,6 +24,8 @@ from knocknft.notify import (
     socket_address,
     status_line,
 )
+from knocknft.daemon.stats import STATS_INTERVAL
+from knocknft.errors import NftError, TableMissing
 from tests.unit.test_config import CLOSING
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from knocknft import packet
-from knocknft.nflog import NFULNL_PACKET_TYPE, MarshalNflog
-from knocknft.packet import Discard, KnockPacket, decode_packet
+from knocknft.netlink import packet
+from knocknft.netlink.nflog import NFULNL_PACKET_TYPE, MarshalNflog
+from knocknft.netlink.packet import Discard, KnockPacket, decode_packet
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nflog"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from knocknft.config import Config, parse_config
-from knocknft.ruleset import render_ruleset
+from knocknft.core.ruleset import render_ruleset
 
 SCENARIOS = Path(__file__).parent.parent / "data" / "render"
 

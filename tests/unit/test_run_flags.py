@@ -17,21 +17,22 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from knocknft import __version__, runner
-from knocknft.cli import app
+from knocknft import __version__
+from knocknft.admin.cli import app
 from knocknft.config import DEFAULT_CONFIG_PATH, IPAddress, parse_config
-from knocknft.daemon import Daemon
-from knocknft.detach import (
+from knocknft.daemon import run as runner
+from knocknft.daemon.detach import (
     AlreadyRunning,
     check_not_running,
     read_pid_file,
     remove_pid_file,
     write_pid_file,
 )
-from knocknft.lookup import NameCache
-from knocknft.packet import KnockPacket
-from knocknft.pending import PendingStops
-from knocknft.runner import RunOptions, config_path_for_run, load_for_run
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.names import NameCache
+from knocknft.daemon.run import RunOptions, config_path_for_run, load_for_run
+from knocknft.daemon.stops import PendingStops
+from knocknft.netlink.packet import KnockPacket
 from tests.unit.fakes import RecordingNft, RecordingRunner
 
 cli = CliRunner()

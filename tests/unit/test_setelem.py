@@ -14,9 +14,9 @@ import pytest
 from pyroute2.netlink.nfnetlink.nftsocket import nft_set_elem_list_msg
 
 from knocknft.config import PortSpec
-from knocknft.grants import Grant
-from knocknft.nflog import NLM_F_ACK
-from knocknft.setelem import (
+from knocknft.core.grants import Grant
+from knocknft.netlink.nflog import NLM_F_ACK
+from knocknft.netlink.setelem import (
     NFNL_MSG_BATCH_BEGIN,
     NFNL_MSG_BATCH_END,
     NFNL_SUBSYS_NFTABLES,

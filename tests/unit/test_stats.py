@@ -12,13 +12,13 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from knocknft.cli import EXIT_FAILURE, app
+from knocknft.admin.cli import EXIT_FAILURE, app
 from knocknft.config import parse_config
-from knocknft.daemon import STATS_FILE, Daemon
-from knocknft.nflog import NflogCounters
-from knocknft.pending import PendingStops
-from knocknft.runner import source_stats
-from knocknft.stats import STALE_AFTER, STATS, format_status, judge, read_status
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.run import source_stats
+from knocknft.daemon.stats import STALE_AFTER, STATS, STATS_FILE, format_status, judge, read_status
+from knocknft.daemon.stops import PendingStops
+from knocknft.netlink.nflog import NflogCounters
 from tests.unit.fakes import RecordingNft, RecordingRunner
 from tests.unit.test_config import GOOD
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.cli import EXIT_INVALID
+from knocknft.admin.cli import EXIT_INVALID
 from knocknft.config import DEFAULT_STATE_DIR
-from knocknft.runner import warn_unwritable_one_time_files
+from knocknft.daemon.run import warn_unwritable_one_time_files
 from tests.unit.test_render import SCENARIOS, load_scenario
 
 UNITS = Path(__file__).resolve().parents[2] / "packaging" / "systemd"

@@ -6,7 +6,7 @@ It builds a throwaway lab - two network namespaces ``kn-helper-<random>-s``
 (server) and ``-c`` (client) joined by a veth pair, addresses from
 198.18.0.0/15 and 2001:db8::/32 only - loads an nftables table that logs knock
 ports to NFLOG groups in the server namespace, binds
-:class:`knocknft.nflog.NflogSocket` there, sends one scenario at a time from the
+:class:`knocknft.netlink.nflog.NflogSocket` there, sends one scenario at a time from the
 client, and writes what each ``recv()`` returned as hex to ``<case>.hex``: one
 line per ``recv()`` buffer, ``#`` lines are comments. The host's own ruleset
 and interfaces are never touched, and the namespaces are deleted on the way
@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO))
 
-from knocknft.nflog import NFULNL_PACKET_TYPE, NflogSocket, iter_messages  # noqa: E402
+from knocknft.netlink.nflog import NFULNL_PACKET_TYPE, NflogSocket, iter_messages  # noqa: E402
 
 SERVER4 = "198.18.0.1"
 CLIENT4 = "198.18.0.2"

@@ -3,7 +3,7 @@ firewall reload that starts with one), put it back, with the grants that were in
 
 The kernel drops a deleted table's set elements with it, so the grants can only come back from
 memory. `GrantMemory` follows every element added to or removed from our sets, by the daemon
-or by `knocknft open`/`close`, through the kernel's notifications (knocknft.nftevents), and
+or by `knocknft open`/`close`, through the kernel's notifications (knocknft.netlink.nftevents), and
 knows when each ends; a grant that was revoked is never put back, one that expired meanwhile
 neither, and the others get back exactly the time they had left.
 
@@ -19,11 +19,17 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from knocknft.config import Config, IPAddress, PortSpec
+from knocknft.core.grants import MAX_GRANT_SECONDS, Grant, render_grant
+from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import KnocknftError
-from knocknft.grants import MAX_GRANT_SECONDS, Grant, render_grant
-from knocknft.nft import Nft, read_grants, table_listed
-from knocknft.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted, TableEvent
-from knocknft.ruleset import render_ruleset
+from knocknft.netlink.nftevents import (
+    ElementAdded,
+    ElementDeleted,
+    EventsLost,
+    TableDeleted,
+    TableEvent,
+)
+from knocknft.nft.libnft import Nft, read_grants, table_listed
 
 log = logging.getLogger("knocknft")
 

@@ -13,9 +13,8 @@ from collections.abc import Iterable
 
 from knocknft import __version__
 from knocknft.config import Config, Door, IPAddress, PortSpec, RateLimit
+from knocknft.core.grants import ALLOW4, ALLOW6
 
-ALLOW4 = "allow4"
-ALLOW6 = "allow6"
 INPUT_CHAIN = "input"
 # Before the usual filter chains (priority 0), so knock packets are consumed first.
 INPUT_PRIORITY = "filter - 10"
@@ -26,7 +25,7 @@ ALLOW_SET_SIZE = 65536
 # A set-wide default timeout is the kernel-side guard behind our own rule that every element
 # carries a timeout: an element added without one (by a buggy writer) still expires.
 FALLBACK_TIMEOUT = 3600
-# The first words of every script: how a saved copy is recognised as ours (knocknft.lastgood).
+# The first words of every script: how a saved copy is recognised as ours (knocknft.nft.lastgood).
 HEADER = "# knocknft "
 
 # options.knock_rate_limit: the kernel keeps one token bucket per source in these dynamic sets.

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from knocknft.commands import CommandResult
+from knocknft.daemon.commands import CommandResult
 from knocknft.errors import KnocknftError
 
 log = logging.getLogger("knocknft")

@@ -1,6 +1,6 @@
 """The `knock` client, with knockd's command line:
 `knock [-u] [-d ms] [-4|-6] [-v] [-V] [-h] host port[:proto]...`, plus named profiles
-(`knock home`, see knocknft.profiles) and a command to run once the knock is sent
+(`knock home`, see knocknft.client.profiles) and a command to run once the knock is sent
 (`knock home -- ssh me@server`).
 
 A TCP knock is exactly one SYN: a non-blocking connect() and an immediate close(), so the kernel
@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from knocknft import __version__
+from knocknft.client.profiles import (
+    DEFAULT_THEN_WAIT_MS,
+    Profile,
+    default_profiles_path,
+    load_profiles,
+)
 from knocknft.config import Invalid, PortSpec, parse_port_spec
 from knocknft.errors import ConfigError, UsageError
-from knocknft.profiles import DEFAULT_THEN_WAIT_MS, Profile, default_profiles_path, load_profiles
 
 
 @dataclass(frozen=True)

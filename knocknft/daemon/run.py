@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft import __version__
-from knocknft.commands import ShellRunner
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -17,19 +16,21 @@ from knocknft.config import (
     parse_config,
     read_config_text,
 )
-from knocknft.daemon import STATS_INTERVAL, Daemon, pending_path, serve
-from knocknft.detach import DEFAULT_PID_FILE, Readiness, detach
+from knocknft.daemon.auditlog import EventLog
+from knocknft.daemon.commands import ShellRunner
+from knocknft.daemon.detach import DEFAULT_PID_FILE, Readiness, detach
+from knocknft.daemon.executor import Daemon, pending_path, serve
+from knocknft.daemon.logs import setup_logging
+from knocknft.daemon.metrics import MetricsServer
+from knocknft.daemon.names import NameCache
+from knocknft.daemon.notify import Notifier, OpenGrants, status_line
+from knocknft.daemon.stats import STATS_INTERVAL
+from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
-from knocknft.events import EventLog
-from knocknft.knockd_conf import looks_like_knockd_conf, parse_knockd_conf
-from knocknft.logs import setup_logging
-from knocknft.lookup import NameCache
-from knocknft.metrics import MetricsServer
-from knocknft.nflog import NflogCounters, NflogSocket
-from knocknft.nft import LibNft
-from knocknft.nftevents import TableEvents
-from knocknft.notify import Notifier, OpenGrants, status_line
-from knocknft.pending import PendingStops
+from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf
+from knocknft.netlink.nflog import NflogCounters, NflogSocket
+from knocknft.netlink.nftevents import TableEvents
+from knocknft.nft.libnft import LibNft
 
 log = logging.getLogger("knocknft")
 

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from knocknft import __version__
-from knocknft.commands import CommandRunner, command_for, expand_command
 from knocknft.config import Config, Door, IPAddress, PortSpec
-from knocknft.engine import (
+from knocknft.core.engine import (
     DoorDisabled,
     Engine,
     Event,
@@ -37,21 +36,21 @@ from knocknft.engine import (
     Progress,
     TimedOut,
 )
+from knocknft.core.grants import Grant, render_revoke
+from knocknft.daemon.auditlog import EventLog
+from knocknft.daemon.commands import CommandRunner, command_for, expand_command
+from knocknft.daemon.keeper import TableKeeper
+from knocknft.daemon.names import Labelled, NameCache
+from knocknft.daemon.onetime import mark_used
+from knocknft.daemon.stats import STATS_FILE, STATS_INTERVAL
+from knocknft.daemon.stops import STATE_FILE, PendingStops
 from knocknft.errors import KnocknftError
-from knocknft.events import EventLog
-from knocknft.grants import Grant, render_revoke
-from knocknft.keeper import TableKeeper
-from knocknft.lookup import Labelled, NameCache
-from knocknft.nft import Nft
-from knocknft.nftevents import TableEvent
-from knocknft.onetime import mark_used
-from knocknft.operations import ApplyResult, apply_config
-from knocknft.pending import STATE_FILE, PendingStops
+from knocknft.netlink.nftevents import TableEvent
+from knocknft.nft.libnft import Nft
+from knocknft.nft.operations import ApplyResult, apply_config
 
 log = logging.getLogger("knocknft")
 
-STATS_FILE = "stats.json"
-STATS_INTERVAL = 5.0
 # Per-knock lines (Stage n, timeouts) are rate-limited so a flood cannot flood the log too.
 KNOCK_LOG_RATE = 50.0
 KNOCK_LOG_BURST = 200.0

@@ -14,11 +14,11 @@ Three layers, from the kernel outwards:
   requests and give a slow but thorough decode for tests to check against.
 * :class:`NflogDecoder`, the hot path: it walks one ``recv()`` buffer with a few
   ``struct`` reads per message, picks the four attributes a knock needs, hands
-  the payload to :func:`knocknft.packet.decode_packet`, and counts every
+  the payload to :func:`knocknft.netlink.packet.decode_packet`, and counts every
   outcome in :class:`NflogCounters`, including packets the kernel dropped
   (gaps in ``NFULA_SEQ``).
 * :class:`NflogSocket`: binds the group, sets the copy mode, and turns
-  ``recv()`` into lists of :class:`~knocknft.packet.KnockPacket`.
+  ``recv()`` into lists of :class:`~knocknft.netlink.packet.KnockPacket`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pyroute2.netlink.marshal import Marshal
 from pyroute2.netlink.nfnetlink import nfgen_msg
 
 from knocknft.errors import KnocknftError
-from knocknft.packet import Buffer, KnockPacket, decode_packet
+from knocknft.netlink.packet import Buffer, KnockPacket, decode_packet
 
 __all__ = [
     "MarshalNflog",
@@ -250,7 +250,7 @@ _SEQ_HALF: Final = 1 << 31
 class MessageProblem(enum.StrEnum):
     """Why a netlink message itself, not the packet in it, is unusable.
 
-    Like :class:`knocknft.packet.Discard` these are str values, so both kinds
+    Like :class:`knocknft.netlink.packet.Discard` these are str values, so both kinds
     of reason key the same counters.
     """
 

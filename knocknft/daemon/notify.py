@@ -25,7 +25,7 @@ from typing import Any
 
 from knocknft.config import Config
 from knocknft.errors import KnocknftError, TableMissing
-from knocknft.nft import Nft, read_grants
+from knocknft.nft.libnft import Nft, read_grants
 
 log = logging.getLogger("knocknft")
 

@@ -24,9 +24,9 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+from knocknft.core.grants import Grant, check_timeout, set_for
 from knocknft.errors import NftError, TableMissing
-from knocknft.grants import Grant, check_timeout, set_for
-from knocknft.nflog import (
+from knocknft.netlink.nflog import (
     NETLINK_NETFILTER,
     NLA_F_NESTED,
     NLM_F_ACK,

@@ -6,7 +6,7 @@ comes up, so the protected services are shut even when the daemon cannot start: 
 #51, where a knockd that failed to start left the ports in whatever state they were.
 
 Loading it again is safe while the table is up: the script only `add`s the sets, so open grants
-and their remaining time survive (see knocknft.ruleset).
+and their remaining time survive (see knocknft.core.ruleset).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from knocknft.core.ruleset import HEADER
 from knocknft.errors import KnocknftError
 from knocknft.files import write_atomic
-from knocknft.nft import Nft, read_grants, table_exists
-from knocknft.ruleset import HEADER
+from knocknft.nft.libnft import Nft, read_grants, table_exists
 
 LAST_GOOD_FILE = "last-good.nft"
 # The state dir holds knock sequences (in this script and in pending stop commands): root only.

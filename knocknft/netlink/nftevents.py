@@ -22,10 +22,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from knocknft.config import IPAddress, PortSpec
+from knocknft.core.grants import ALLOW4, ALLOW6
 from knocknft.errors import NftError
-from knocknft.nflog import NETLINK_NETFILTER, NLA_TYPE_MASK, iter_messages, set_socket_buffer
-from knocknft.ruleset import ALLOW4, ALLOW6
-from knocknft.setelem import (
+from knocknft.netlink.nflog import (
+    NETLINK_NETFILTER,
+    NLA_TYPE_MASK,
+    iter_messages,
+    set_socket_buffer,
+)
+from knocknft.netlink.setelem import (
     NFNL_SUBSYS_NFTABLES,
     NFPROTO_INET,
     NFT_MSG_DELSETELEM,

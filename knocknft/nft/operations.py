@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft.config import Config, Door, IPAddress
+from knocknft.core.grants import Grant, render_revoke
+from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import UsageError
-from knocknft.grants import Grant, render_revoke
-from knocknft.lastgood import last_good_path, save_last_good
-from knocknft.nft import Nft, read_grants, table_exists, table_missing
-from knocknft.ruleset import render_ruleset
+from knocknft.nft.lastgood import last_good_path, save_last_good
+from knocknft.nft.libnft import Nft, read_grants, table_exists, table_missing
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from knocknft.config import DEFAULT_MAX_ATTEMPTS, Door, IPAddress
 
 
 class Knock(Protocol):
-    """What the engine reads of a packet (knocknft.packet.KnockPacket provides it)."""
+    """What the engine reads of a packet (knocknft.netlink.packet.KnockPacket provides it)."""
 
     @property
     def source(self) -> IPAddress: ...

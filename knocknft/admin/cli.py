@@ -14,6 +14,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from knocknft import __version__
+from knocknft.admin.confirm import Armed, Pending, StateDir, arm, clock_text, refuse_if_pending
+from knocknft.admin.confirm import confirm as confirm_change
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_STATE_DIR,
@@ -24,23 +26,21 @@ from knocknft.config import (
     parse_duration,
     read_config_text,
 )
-from knocknft.confirm import Armed, Pending, StateDir, arm, clock_text, refuse_if_pending
-from knocknft.confirm import confirm as confirm_change
+from knocknft.core.grants import format_seconds, format_table
+from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
 from knocknft.files import write_atomic
-from knocknft.grants import format_seconds, format_table
-from knocknft.importer import import_knockd
-from knocknft.knockd_conf import read_knockd_conf
-from knocknft.lastgood import last_good_path, load_last_good
-from knocknft.nft import LibNft, NftSnapshots, read_grants
-from knocknft.operations import (
+from knocknft.knockd.grammar import read_knockd_conf
+from knocknft.knockd.importer import import_knockd
+from knocknft.nft.lastgood import last_good_path, load_last_good
+from knocknft.nft.libnft import LibNft, NftSnapshots, read_grants
+from knocknft.nft.operations import (
     apply_config,
     close_grants,
     find_door,
     open_grant,
     parse_client_address,
 )
-from knocknft.ruleset import render_ruleset
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the kernel refused, or another runtime failure
@@ -392,7 +392,7 @@ def status(
 
 
 def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:
-    from knocknft.stats import format_status, read_status
+    from knocknft.daemon.stats import format_status, read_status
 
     with _errors():
         found = read_status(state_dir or _options(config).state_dir)
@@ -592,7 +592,7 @@ def run(  # one parameter per knockd flag; keyword-only since typer passes them 
 
     -c also takes a knockd.conf: its commands are then the only effect, as under knockd.
     """
-    from knocknft.runner import RunOptions, run_daemon
+    from knocknft.daemon.run import RunOptions, run_daemon
 
     options = RunOptions(
         interfaces=tuple(interface or ()),

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from knocknft.client.knock import Target, knock_once
 from knocknft.config import parse_port_spec
-from knocknft.knock import Target, knock_once
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")

@@ -45,12 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from knocknft.config import Config, Options
-from knocknft.detach import fork_detached, read_until_closed
+from knocknft.daemon.detach import fork_detached, read_until_closed
+from knocknft.daemon.logs import file_handler, setup_logging
 from knocknft.errors import KnocknftError, TableMissing
 from knocknft.files import write_atomic
-from knocknft.logs import file_handler, setup_logging
-from knocknft.nft import LibNft, NftSnapshots, chain_names, read_grants
-from knocknft.operations import ApplyResult, apply_config
+from knocknft.nft.libnft import LibNft, NftSnapshots, chain_names, read_grants
+from knocknft.nft.operations import ApplyResult, apply_config
 
 log = logging.getLogger("knocknft")
 
@@ -498,7 +498,8 @@ def _record(state: StateDir, message: str, ok: bool = False) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m knocknft.confirm STATE_DIR READY_FD`: the watcher, as spawn_watcher starts it."""
+    """`python -m knocknft.admin.confirm STATE_DIR READY_FD`: the watcher, as spawn_watcher
+    starts it."""
     state_dir, ready_fd = Path(argv[0]), int(argv[1])
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Blocked, so they wait for sigtimedwait() instead of killing the watcher mid-rollback.

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from knocknft.daemon import STATS_FILE, STATS_INTERVAL
-from knocknft.grants import format_seconds
+from knocknft.core.grants import format_seconds
 
+STATS_FILE = "stats.json"
+# How often the daemon writes it (and hands it to the metrics endpoint and systemd).
+STATS_INTERVAL = 5.0
 # Written every STATS_INTERVAL: three missed writes mean the loop is stuck, not just busy.
 STALE_AFTER = 3 * STATS_INTERVAL
 

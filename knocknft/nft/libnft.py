@@ -3,7 +3,7 @@
 `Nft` is the small interface the rest of knocknft uses: run an nft script as one transaction, read
 a listing as JSON, and add or refresh grants. `LibNft` implements it with the distribution's
 `nftables` binding (ctypes over libnftables.so.1), except grants, which take the short way of
-`knocknft.setelem` when it works. Errors are mapped into knocknft's tree here.
+`knocknft.netlink.setelem` when it works. Errors are mapped into knocknft's tree here.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from knocknft.core.grants import ALLOW4, ALLOW6, Grant, parse_set_listing, render_grant, sort_grants
 from knocknft.errors import NftError, TableMissing
-from knocknft.grants import Grant, parse_set_listing, render_grant, sort_grants
-from knocknft.ruleset import ALLOW4, ALLOW6
-from knocknft.setelem import SetElementSocket
+from knocknft.netlink.setelem import SetElementSocket
 
 log = logging.getLogger("knocknft")
 
@@ -33,7 +32,7 @@ class Nft(Protocol):
 
 
 class NftSnapshots(Nft, Protocol):
-    """What saving a table and restoring it later needs beyond `Nft` (knocknft.confirm)."""
+    """What saving a table and restoring it later needs beyond `Nft` (knocknft.admin.confirm)."""
 
     def list_text(self, command: str) -> str:
         """A listing as nft text, without set elements or counters: a script that re-declares

@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from knocknft.config import ListenAddress
+from knocknft.daemon.stats import STATS
 from knocknft.errors import KnocknftError
-from knocknft.stats import STATS
 
 log = logging.getLogger("knocknft")
 

@@ -25,7 +25,7 @@ import yaml
 
 from knocknft.config import IFNAME_RE, TCP_FLAG_BITS, Door, PortSpec, parse_config
 from knocknft.errors import Problem
-from knocknft.knockd_conf import KnockdConf
+from knocknft.knockd.grammar import KnockdConf
 
 # How long a grant lasts when knockd's rule had no end of its own: added by one door and deleted
 # only by another (openSSH/closeSSH), or never deleted. Long enough to connect, and established

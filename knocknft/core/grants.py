@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from knocknft.config import IPAddress, PortSpec
-from knocknft.ruleset import ALLOW4, ALLOW6
 
+# The allowlist sets, one per family, in our table (knocknft.core.ruleset declares them).
+ALLOW4 = "allow4"
+ALLOW6 = "allow6"
 # A grant longer than a week is almost certainly a unit mistake (seconds vs. hours).
 MAX_GRANT_SECONDS = 7 * 86400
 
