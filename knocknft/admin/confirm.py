@@ -391,7 +391,7 @@ def spawn_watcher(state_dir: Path, timeout: float = READY_TIMEOUT) -> int:
         try:
             os.close(read_end)
             os.set_inheritable(write_end, True)
-            args = [sys.executable, "-m", "knocknft.confirm", str(state_dir), str(write_end)]
+            args = [sys.executable, "-m", "knocknft.admin.confirm", str(state_dir), str(write_end)]
             os.execv(sys.executable, args)
         finally:
             os._exit(1)
