@@ -168,7 +168,7 @@ def watcher_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        return b"-m\0knocknft.confirm\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"-m\0knocknft.admin.confirm\0" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
