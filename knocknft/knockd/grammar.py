@@ -27,6 +27,7 @@ from knocknft.config import (
     parse_address,
     parse_one_time_line,
     parse_tcpflags,
+    read_text_file,
     unused_one_time_lines,
 )
 from knocknft.errors import ConfigError, Problem
@@ -123,7 +124,7 @@ def read_knockd_conf(
 ) -> KnockdConf:
     """Read knockd.conf with knockd's grammar. Raises ConfigError listing every problem, each with
     its line, where knockd would refuse to start."""
-    reader: ReadFile = read_file or (lambda p: p.read_text(encoding="utf-8"))
+    reader: ReadFile = read_file or read_text_file
     problems: list[Problem] = []
     sections: list[_Section] = []
     options = KnockdOptions()

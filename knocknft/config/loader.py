@@ -1,0 +1,88 @@
+"""Reading config files: the config itself, and through `read_text_file` the one-time-sequences
+files its doors name. The one module of knocknft.config that does I/O; `parse_config` does only
+when it is given no `read_file`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from knocknft.config.doors import ReadFile, check_doors, parse_door
+from knocknft.config.model import Config, Door, LoadedConfig
+from knocknft.config.options import check_rate_limit, parse_options
+from knocknft.config.walker import Walker, compose_yaml
+from knocknft.errors import ConfigError, Problem
+
+
+def read_text_file(path: Path) -> str:
+    """The default `ReadFile`: a door's one-time-sequences file, from disk."""
+    return path.read_text(encoding="utf-8")
+
+
+def parse_config(
+    text: str, file: str = "<config>", read_file: ReadFile | None = None
+) -> LoadedConfig:
+    """Parse config text. Raises ConfigError listing every problem; returns warnings otherwise."""
+    reader: ReadFile = read_file or read_text_file
+    w = Walker(file)
+    root = compose_yaml(text, file)
+    if root is None:
+        raise ConfigError([Problem(file, 1, "", "the file is empty", "see config.example.yaml")])
+    top = w.mapping(root, "", ("options", "doors"))
+    options_node = top["options"][1] if "options" in top else None
+    options = parse_options(w, options_node)
+    doors: list[tuple[Door, yaml.Node]] = []
+    if "doors" not in top:
+        if not w.errors:
+            w.error(
+                root,
+                "doors",
+                "no doors are defined",
+                "add a doors: section; see config.example.yaml",
+            )
+    else:
+        doors_node = top["doors"][1]
+        for name, (name_node, door_node) in w.mapping(doors_node, "doors", None).items():
+            door = parse_door(w, name, name_node, door_node, reader)
+            if door is not None:
+                doors.append((door, name_node))
+        if isinstance(doors_node, yaml.MappingNode) and not doors_node.value:
+            w.error(doors_node, "doors", "no doors are defined", "add at least one door")
+    if not w.errors:
+        check_doors(w, doors)
+        check_rate_limit(w, options, [d for d, _ in doors], options_node)
+    if w.errors:
+        raise ConfigError(w.errors)
+    config = Config(options, tuple(d for d, _ in doors), file)
+    return LoadedConfig(config, tuple(w.warnings))
+
+
+def load_config(path: Path) -> LoadedConfig:
+    """Read and parse a config file; an unreadable file is a ConfigError like any other."""
+    return parse_config(read_config_text(path), str(path))
+
+
+def read_config_text(
+    path: Path,
+    what: str = "the config",
+    hint: str = "check the path (-c FILE) and that you may read it",
+) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    None,
+                    "",
+                    f"cannot read {what}: {exc.strerror or exc}",
+                    hint,
+                )
+            ]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(str(path), None, "", f"not UTF-8 text: {exc.reason}")]) from None
+    return text

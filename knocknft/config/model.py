@@ -1,0 +1,194 @@
+"""The configuration's model: the frozen dataclasses a parsed config is made of, and the limits and
+defaults the parsers check against. Pure: no I/O, no YAML.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from knocknft.errors import Problem
+
+Protocol = Literal["tcp", "udp"]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_CONFIG_PATH = Path("/etc/knocknft/config.yaml")
+DEFAULT_STATE_DIR = Path("/var/lib/knocknft")
+DEFAULT_SEQ_TIMEOUT = 25  # knockd's default, seconds
+DEFAULT_CMD_TIMEOUT = 10  # knockd's default, seconds
+MAX_SEQUENCE_LENGTH = 32  # knockd's limit
+# Knock attempts in progress the daemon keeps (oldest evicted first): what bounds its memory
+# under a spoofed flood. The ceiling keeps a typo from asking for gigabytes.
+DEFAULT_MAX_ATTEMPTS = 65536
+MAX_ATTEMPTS_CEILING = 1 << 20
+# nft element comments are stored as userdata; keep names short and shell/log safe.
+DOOR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+TABLE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}\*?$")
+
+# TCP header flag bits, as knockd names them (plus the two ECN bits).
+TCP_FLAG_BITS: dict[str, int] = {
+    "fin": 0x01,
+    "syn": 0x02,
+    "rst": 0x04,
+    "psh": 0x08,
+    "ack": 0x10,
+    "urg": 0x20,
+    "ece": 0x40,
+    "cwr": 0x80,
+}
+
+
+@dataclass(frozen=True, order=True)
+class PortSpec:
+    """A port and its transport protocol: one knock step or one protected service."""
+
+    port: int
+    protocol: Protocol = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class TcpFlags:
+    """knockd's per-bit TCP flag filter: `required` bits must be set, `forbidden` bits clear."""
+
+    required: int = 0
+    forbidden: int = 0
+
+    def matches(self, flags: int) -> bool:
+        return flags & self.required == self.required and flags & self.forbidden == 0
+
+    def __str__(self) -> str:
+        names = [n for n, b in TCP_FLAG_BITS.items() if self.required & b]
+        names += [f"!{n}" for n, b in TCP_FLAG_BITS.items() if self.forbidden & b]
+        return ",".join(names)
+
+
+@dataclass(frozen=True)
+class OneTimeSequence:
+    """One line of a knockd one-time-sequences file that is still unused."""
+
+    line: int
+    steps: tuple[PortSpec, ...]
+
+
+@dataclass(frozen=True)
+class Door:
+    """A knock sequence and what completing it grants ("event" in knockd's words)."""
+
+    name: str
+    sequence: tuple[PortSpec, ...] = ()
+    one_time_sequences: Path | None = None
+    # Unused lines of the one-time file, read at load time so rendering and matching stay pure.
+    one_time: tuple[OneTimeSequence, ...] = ()
+    seq_timeout: int = DEFAULT_SEQ_TIMEOUT
+    tcpflags: TcpFlags = field(default_factory=TcpFlags)
+    open: tuple[PortSpec, ...] = ()
+    open_for: int | None = None
+    # Completing the sequence revokes the knocker's grants for these services, whichever door
+    # granted them: knockd's "closeSSH" door, whose command deletes what "openSSH" added.
+    close: tuple[PortSpec, ...] = ()
+    # When a grant for one of `open`'s services ends (expiry, `knocknft close`, a closing door),
+    # the client's established connections to it end too: TCP with a reset, UDP dropped.
+    close_sessions: bool = False
+    target: IPAddress | None = None
+    start_command: str | None = None
+    stop_command: str | None = None
+    start_command_6: str | None = None
+    stop_command_6: str | None = None
+    cmd_timeout: int = DEFAULT_CMD_TIMEOUT
+    line: int | None = None
+
+    @property
+    def knock_ports(self) -> frozenset[PortSpec]:
+        """Every port a knock for this door may hit, including all unused one-time lines."""
+        ports = set(self.sequence)
+        for seq in self.one_time:
+            ports.update(seq.steps)
+        return frozenset(ports)
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """An IP address and TCP port to serve on, e.g. the metrics endpoint's."""
+
+    host: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return (
+            f"[{self.host}]:{self.port}" if self.host.version == 6 else f"{self.host}:{self.port}"
+        )
+
+
+RateUnit = Literal["second", "minute", "hour", "day"]
+RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_RATE = 1_000_000  # packets per unit, and burst: far above any knocker, far below nft's u32
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` knock packets per `unit` from one source, after a burst of `burst`:
+    enforced by the kernel before NFLOG, so a noisy source costs the daemon nothing."""
+
+    count: int
+    unit: RateUnit
+    burst: int
+
+    @property
+    def refill_seconds(self) -> float:
+        """How long an emptied bucket takes to fill up again."""
+        return self.burst * RATE_UNIT_SECONDS[self.unit] / self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.unit} burst {self.burst}"
+
+
+@dataclass(frozen=True)
+class Options:
+    nflog_group: int = 7
+    table: str = "knocknft"
+    log_file: Path | None = None
+    syslog: bool = False
+    interfaces: tuple[str, ...] = ()
+    # Sources that reach the protected services without knocking (a management network):
+    # the admin's safety line against locking themselves out.
+    always_allow: tuple[IPNetwork, ...] = ()
+    state_dir: Path = DEFAULT_STATE_DIR
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    knock_rate_limit: RateLimit | None = None
+    # The Prometheus endpoint (/metrics); off unless set.
+    metrics: ListenAddress | None = None
+    # JSON lines of opens, grants, closes, commands...; off unless set.
+    event_log: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    options: Options
+    doors: tuple[Door, ...]
+    source: str = "<config>"
+
+    def door(self, name: str) -> Door | None:
+        return next((d for d in self.doors if d.name == name), None)
+
+    @property
+    def protected(self) -> frozenset[PortSpec]:
+        return frozenset(p for d in self.doors for p in d.open)
+
+    @property
+    def sessions_closed(self) -> frozenset[PortSpec]:
+        """The services whose established connections end with the client's grant."""
+        return frozenset(p for d in self.doors if d.close_sessions for p in d.open)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    warnings: tuple[Problem, ...]

@@ -1,0 +1,160 @@
+"""The `options:` section's parser, and the one check of options against the doors (the knock rate
+limit's burst). Pure: walks YAML nodes, returns an Options.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from knocknft.config.model import (
+    DEFAULT_MAX_ATTEMPTS,
+    IFNAME_RE,
+    MAX_ATTEMPTS_CEILING,
+    MAX_RATE,
+    TABLE_NAME_RE,
+    Door,
+    Options,
+    RateLimit,
+)
+from knocknft.config.scalars import (
+    Invalid,
+    parse_abs_path,
+    parse_bool,
+    parse_int,
+    parse_listen_address,
+    parse_network,
+    parse_rate,
+)
+from knocknft.config.walker import Walker
+
+OPTION_KEYS = (
+    "nflog_group",
+    "table",
+    "log_file",
+    "syslog",
+    "interfaces",
+    "always_allow",
+    "state_dir",
+    "max_attempts",
+    "knock_rate_limit",
+    "knock_rate_burst",
+    "metrics",
+    "event_log",
+)
+
+
+def parse_options(w: Walker, node: yaml.Node | None) -> Options:
+    if node is None or node.tag == "tag:yaml.org,2002:null":
+        return Options()
+    entries = w.mapping(node, "options", OPTION_KEYS)
+    values: dict[str, object] = {}
+    for name, (_, value) in entries.items():
+        if name in ("knock_rate_limit", "knock_rate_burst"):
+            continue  # one RateLimit of two keys: _parse_rate_limit
+        key = f"options.{name}"
+        parsed: object
+        if name == "nflog_group":
+            parsed = w.scalar(value, key, lambda t: parse_int(t, 0, 65535))
+        elif name == "table":
+            parsed = w.scalar(value, key, _parse_table_name)
+        elif name in ("log_file", "state_dir", "event_log"):
+            parsed = w.scalar(value, key, parse_abs_path)
+        elif name == "syslog":
+            parsed = w.scalar(value, key, parse_bool)
+        elif name == "max_attempts":
+            parsed = w.scalar(value, key, _parse_max_attempts)
+        elif name == "metrics":
+            parsed = listen = w.scalar(value, key, parse_listen_address)
+            if listen is not None and not listen.host.is_loopback:
+                w.warn(
+                    value,
+                    key,
+                    f"the metrics endpoint on {listen} is open to whoever reaches that address",
+                    "serve it on 127.0.0.1 or [::1], or let your firewall guard the port",
+                )
+        elif name == "interfaces":
+            parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
+        else:  # always_allow
+            parsed = tuple(w.scalar_list(value, key, parse_network))
+        if parsed is not None:
+            values[name] = parsed
+    rate_limit = _parse_rate_limit(w, entries)
+    if rate_limit is not None:
+        values["knock_rate_limit"] = rate_limit
+    return Options(**values)  # type: ignore[arg-type]  # keys and types checked above
+
+
+def _parse_rate_limit(
+    w: Walker, entries: dict[str, tuple[yaml.Node, yaml.Node]]
+) -> RateLimit | None:
+    """knock_rate_limit and knock_rate_burst, two keys that make one RateLimit."""
+    rate = burst = None
+    if "knock_rate_limit" in entries:
+        rate = w.scalar(entries["knock_rate_limit"][1], "options.knock_rate_limit", parse_rate)
+    if "knock_rate_burst" in entries:
+        key_node, value = entries["knock_rate_burst"]
+        burst = w.scalar(value, "options.knock_rate_burst", lambda t: parse_int(t, 1, MAX_RATE))
+        if "knock_rate_limit" not in entries:
+            w.error(
+                key_node,
+                "options.knock_rate_burst",
+                "knock_rate_burst has no rate to go with",
+                "add knock_rate_limit: 20/second, or remove knock_rate_burst",
+            )
+    if rate is None:
+        return None
+    count, unit = rate
+    # Twice the rate by default: room for a knock sequence and a retry of it.
+    return RateLimit(count, unit, burst or 2 * count)
+
+
+def _parse_max_attempts(text: str) -> int:
+    try:
+        return parse_int(text, 1, MAX_ATTEMPTS_CEILING)
+    except Invalid as exc:
+        raise Invalid(
+            exc.message,
+            f"the default, {DEFAULT_MAX_ATTEMPTS}, keeps a spoofed flood's cost bounded; "
+            "see the README for the memory each size takes",
+        ) from None
+
+
+def _parse_table_name(text: str) -> str:
+    if not TABLE_NAME_RE.match(text):
+        raise Invalid(
+            f"{text!r} is not a usable nft table name",
+            "start with a letter; use letters, digits and _ (at most 32)",
+        )
+    return text
+
+
+def _parse_ifname(text: str) -> str:
+    if not IFNAME_RE.match(text):
+        raise Invalid(
+            f"{text!r} is not an interface name",
+            "at most 15 characters; a trailing * matches a prefix, e.g. wg*",
+        )
+    return text
+
+
+def check_rate_limit(
+    w: Walker, options: Options, doors: list[Door], options_node: yaml.Node | None
+) -> None:
+    """The burst must let a knocker through a whole sequence at full speed."""
+    limit = options.knock_rate_limit
+    if limit is None or not isinstance(options_node, yaml.MappingNode):
+        return
+    steps = [(len(d.sequence), d.name) for d in doors]
+    steps += [(len(seq.steps), d.name) for d in doors for seq in d.one_time]
+    longest, door = max(steps, default=(0, ""))
+    if limit.burst >= longest:
+        return
+    keys = {str(k.value): k for k, _ in options_node.value if isinstance(k, yaml.ScalarNode)}
+    name = "knock_rate_burst" if "knock_rate_burst" in keys else "knock_rate_limit"
+    w.error(
+        keys.get(name),
+        f"options.{name}",
+        f"a burst of {limit.burst} knocks is less than door {door!r}'s {longest} steps: "
+        "its knockers would be dropped before they finish",
+        f"set knock_rate_burst to {2 * longest} or more",
+    )

@@ -1,0 +1,209 @@
+"""Scalar parsers: each takes one YAML scalar's (or knockd.conf value's) text and returns a model
+value, or raises `Invalid` with a message and a hint, which the walker turns into a located Problem.
+Pure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from knocknft.config.model import (
+    MAX_RATE,
+    TCP_FLAG_BITS,
+    IPAddress,
+    IPNetwork,
+    ListenAddress,
+    PortSpec,
+    RateUnit,
+    TcpFlags,
+)
+
+
+class Invalid(ValueError):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """`30`, `30s`, `5m`, `1h`, `1d` -> whole seconds (> 0)."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise Invalid(
+            f"{text!r} is not a duration",
+            "write a whole number with an optional unit s, m, h or d, e.g. 30s, 5m, 1h",
+        )
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise Invalid(f"{text!r} is zero", "a duration must be at least 1s")
+    return seconds
+
+
+_PORT_RE = re.compile(r"^\s*([^/:\s]+)\s*(?:[/:]\s*([A-Za-z0-9]+)\s*)?$")
+
+
+def parse_port_spec(text: str) -> PortSpec:
+    """`22`, `22/tcp`, `8000/udp` (and knockd's `8000:udp`) -> PortSpec."""
+    match = _PORT_RE.match(text)
+    if not match:
+        raise Invalid(f"{text!r} is not a port", "write PORT or PORT/PROTOCOL, e.g. 7000/tcp")
+    port_text, proto_text = match.group(1), (match.group(2) or "tcp")
+    if not port_text.isdigit():
+        raise Invalid(f"{port_text!r} is not a port number", "ports are numbers from 1 to 65535")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise Invalid(f"port {port} is out of range", "ports are numbers from 1 to 65535")
+    proto = proto_text.lower()
+    if proto not in ("tcp", "udp"):
+        raise Invalid(
+            f"protocol {proto_text!r} cannot be knocked or granted",
+            "use tcp or udp, e.g. 8000/udp",
+        )
+    return PortSpec(port, "tcp" if proto == "tcp" else "udp")
+
+
+def parse_tcpflags(text: str) -> TcpFlags:
+    """knockd's `syn,!ack` syntax; spaces after commas are allowed (knockd rejects them)."""
+    required = forbidden = 0
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        negated = item.startswith("!")
+        name = item[1:].strip() if negated else item
+        bit = TCP_FLAG_BITS.get(name)
+        if bit is None:
+            raise Invalid(
+                f"{raw.strip()!r} is not a TCP flag",
+                f"use a comma-separated list of {', '.join(TCP_FLAG_BITS)}, each optionally "
+                "prefixed with ! to require it clear, e.g. syn,!ack",
+            )
+        if negated:
+            forbidden |= bit
+        else:
+            required |= bit
+    if required & forbidden:
+        raise Invalid(f"{text!r} both requires and forbids a flag", "name each flag once")
+    return TcpFlags(required, forbidden)
+
+
+def parse_address(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise Invalid(
+            f"{text!r} is not an IP address", "write an IPv4 or IPv6 address, e.g. 198.18.0.1"
+        ) from None
+
+
+def parse_network(text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise Invalid(
+            f"{text!r} is not an address or network",
+            "write an address or CIDR network, e.g. 198.51.100.0/24",
+        ) from None
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise Invalid(f"{text!r} is not true or false", "write true or false")
+
+
+def parse_int(text: str, low: int, high: int) -> int:
+    value = text.strip()
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise Invalid(f"{text!r} is not a number from {low} to {high}")
+    return int(value)
+
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+_RATE_UNITS: dict[str, RateUnit] = {
+    "s": "second",
+    "sec": "second",
+    "second": "second",
+    "m": "minute",
+    "min": "minute",
+    "minute": "minute",
+    "h": "hour",
+    "hour": "hour",
+    "d": "day",
+    "day": "day",
+}
+
+
+def parse_rate(text: str) -> tuple[int, RateUnit]:
+    """`20/second`, `600/minute`, `20/s` -> (count, unit)."""
+    match = _RATE_RE.match(text.lower())
+    unit = _RATE_UNITS.get(match.group(2)) if match else None
+    if match is None or unit is None:
+        raise Invalid(
+            f"{text!r} is not a rate",
+            "write COUNT/UNIT with a unit of second, minute, hour or day, e.g. 20/second",
+        )
+    count = int(match.group(1))
+    if not 1 <= count <= MAX_RATE:
+        raise Invalid(f"{text!r} is out of range", f"the count is 1 to {MAX_RATE}, e.g. 20/second")
+    return count, unit
+
+
+_LISTEN_RE = re.compile(r"^\s*(?:\[([^\]]+)\]|([^\[\]\s]+)):(\d+)\s*$")
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """`127.0.0.1:9641`, `[::1]:9641` -> ListenAddress; an address, not a name: no DNS at start."""
+    hint = "write ADDRESS:PORT, e.g. 127.0.0.1:9641, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9641"
+    match = _LISTEN_RE.match(text)
+    if match is None:
+        raise Invalid(f"{text!r} is not ADDRESS:PORT", hint)
+    try:
+        host = ipaddress.ip_address(match.group(1) or match.group(2))
+    except ValueError:
+        raise Invalid(f"{text!r} does not start with an IP address", hint) from None
+    if match.group(2) is not None and host.version == 6:
+        raise Invalid(f"{text!r}: an IPv6 address needs brackets", hint)
+    port = int(match.group(3))
+    if not 1 <= port <= 65535:
+        raise Invalid(f"port {port} is out of range", "ports are numbers from 1 to 65535")
+    return ListenAddress(host, port)
+
+
+def parse_one_time_line(text: str) -> tuple[PortSpec, ...]:
+    """A one-time-sequences line: knockd's `7000,8000:udp,9000` (our `/` works too)."""
+    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    if not items:
+        raise Invalid("empty sequence")
+    return tuple(parse_port_spec(t) for t in items)
+
+
+def parse_abs_path(text: str) -> Path:
+    path = Path(text.strip())
+    if not path.is_absolute():
+        raise Invalid(f"{text!r} is not an absolute path", "write a path starting with /")
+    return path
+
+
+def unused_one_time_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, stripped text) of each line of a one-time file still to be used.
+
+    knockd marks a used line by overwriting its first character with '#'; blank lines are skipped.
+    """
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield number, line
