@@ -31,7 +31,7 @@ from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
 from knocknft.files import write_atomic
 from knocknft.knockd.grammar import read_knockd_conf
-from knocknft.knockd.importer import import_knockd
+from knocknft.knockd.writer import import_knockd
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.libnft import LibNft, NftSnapshots, read_grants
 from knocknft.nft.operations import (

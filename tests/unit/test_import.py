@@ -15,7 +15,9 @@ import pytest
 from knocknft.config import PortSpec, parse_config
 from knocknft.errors import ConfigError
 from knocknft.knockd.grammar import read_knockd_conf
-from knocknft.knockd.importer import FirewallRule, Unrecognised, import_knockd, plan_door, recognise
+from knocknft.knockd.planner import plan_door
+from knocknft.knockd.recognizer import FirewallRule, Unrecognised, recognise
+from knocknft.knockd.writer import import_knockd
 
 DATA = Path(__file__).parent.parent / "data" / "knockd"
 IPT = "/sbin/iptables"

@@ -1,0 +1,298 @@
+"""knockd.conf -> knocknft YAML: deterministic, commented, and checked by parsing it back.
+
+Each door becomes what its plan says: a native grant (`open`, `open_for`), a closing door
+(`close`), or its commands kept verbatim, with a comment saying why, for knocknft to run as knockd
+did. Pure: a parsed knockd.conf in, YAML text and the not-mapped notes out.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from knocknft.config import IFNAME_RE, TCP_FLAG_BITS, Door, PortSpec, parse_config
+from knocknft.errors import Problem
+from knocknft.knockd.grammar import KnockdConf
+from knocknft.knockd.planner import Plan, closing_pairs, door_commands, plan_door
+
+# How long a grant lasts when knockd's rule had no end of its own: added by one door and deleted
+# only by another (openSSH/closeSSH), or never deleted. Long enough to connect, and established
+# connections outlive the grant; short enough that a forgotten close (knockd left the rule until
+# the firewall was reloaded) does not leave the door open for days. Knocking again extends it.
+UNBOUNDED_OPEN_FOR = 3600
+
+
+@dataclass(frozen=True)
+class Imported:
+    yaml: str
+    # What could not be mapped, located in the knockd.conf: said on stderr and in the output.
+    not_mapped: tuple[Problem, ...]
+
+
+@dataclass
+class _Out:
+    lines: list[str] = field(default_factory=list)
+
+    def comment(self, text: str, indent: int = 0) -> None:
+        pad = " " * indent
+        for paragraph in text.split("\n"):
+            # An indented paragraph is a list item: its continuation lines hang under it.
+            lead = len(paragraph) - len(paragraph.lstrip())
+            hang = " " * (lead + 2) if lead else ""
+            wrapped = textwrap.wrap(
+                paragraph, 96 - indent, subsequent_indent=hang, break_on_hyphens=False
+            ) or [""]
+            self.lines += [f"{pad}# {w}".rstrip() for w in wrapped]
+
+    def key(self, name: str, value: str, indent: int) -> None:
+        self.lines.append(f"{' ' * indent}{name}: {value}")
+
+
+def scalar(text: str) -> str:
+    """`text` as a YAML scalar that reads back as exactly this string: plain when safe."""
+    for candidate in (text, "'" + text.replace("'", "''") + "'"):
+        try:
+            if yaml.safe_load(f"k: {candidate}") == {"k": text}:
+                return candidate
+        except yaml.YAMLError:
+            continue
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _ports_list(ports: tuple[PortSpec, ...]) -> str:
+    return "[" + ", ".join(map(str, ports)) + "]"
+
+
+@dataclass(frozen=True)
+class _Doors:
+    """Every door of the file with its plan: what writing one door needs to know of the others."""
+
+    conf: KnockdConf
+    source: str
+    plans: list[Plan]
+    openers: dict[int, list[int]]  # closing door -> the doors whose rule it deletes
+    closers: dict[int, list[int]]  # opening door -> the doors that delete its rule
+    names: list[str]  # the YAML key of each door: unique, as knockd's section names need not be
+
+    def door(self, index: int) -> Door:
+        return self.conf.config.doors[index]
+
+    def lines(self, index: int) -> Mapping[str, int]:
+        return self.conf.door_lines[index]
+
+    def door_names(self, indexes: list[int]) -> str:
+        return ", ".join(f"[{self.door(j).name}]" for j in indexes)
+
+
+def _plan_doors(conf: KnockdConf, source: str) -> _Doors:
+    doors = conf.config.doors
+    plans = [plan_door(d, lines) for d, lines in zip(doors, conf.door_lines, strict=True)]
+    openers = closing_pairs(plans)
+    closers: dict[int, list[int]] = {}
+    for closer, its_openers in openers.items():
+        for opener in its_openers:
+            closers.setdefault(opener, []).append(closer)
+    return _Doors(conf, source, plans, openers, closers, _unique_names(doors))
+
+
+def import_knockd(conf: KnockdConf, source: str) -> Imported:
+    """The knocknft YAML equivalent of a parsed knockd.conf, and what it could not map."""
+    doors = _plan_doors(conf, source)
+    not_mapped: list[Problem] = []
+    bodies: list[str] = []
+    for index in range(len(conf.config.doors)):
+        out = _Out()
+        problem = _write_door(out, doors, index)
+        if problem is not None:
+            not_mapped.append(problem)
+        bodies += out.lines
+    out = _Out()
+    _write_header(out, doors, not_mapped)
+    out.lines += ["", "options:"]
+    _write_options(out, conf)
+    out.lines += ["", "doors:", *bodies]
+    text = "\n".join(out.lines).rstrip("\n") + "\n"
+    # The output must pass `knocknft check`: a failure here is a bug in this module, not in
+    # the admin's file. One-time files are read on the server, not here.
+    parse_config(text, "<imported>", read_file=lambda _: "")
+    return Imported(text, tuple(not_mapped))
+
+
+def _write_header(out: _Out, doors: _Doors, not_mapped: list[Problem]) -> None:
+    out.comment(f"Made by `knocknft import` from {doors.source}.")
+    out.comment("Check it with `knocknft check -c FILE`; load it with `knocknft apply -c FILE`.")
+    if any(p.kind in ("timed", "opens") for p in doors.plans):
+        out.comment(
+            "\nBefore you stop knockd: knocknft drops new connections to the services under "
+            "`open` for every address without a grant, in its own nft table. Your own "
+            "firewall must now let those services through (knockd's commands punched holes "
+            "in a DROP there), or no grant can take effect. Connections already established "
+            "stay up when a grant ends, with no ESTABLISHED rule of yours needed."
+        )
+    if not_mapped:
+        out.comment("\nNot mapped: kept as knockd commands, which knocknft runs as knockd did:")
+        for problem in not_mapped:
+            out.comment(f"  line {problem.line}: {problem.key}: {problem.message}")
+
+
+def _write_options(out: _Out, conf: KnockdConf) -> None:
+    opts, lines = conf.options, conf.option_lines
+    if opts.interface and IFNAME_RE.match(opts.interface):
+        out.comment(f"Interface, line {lines['interface']}.", 2)
+        out.key("interfaces", f"[{scalar(opts.interface)}]", 2)
+    else:
+        out.comment(
+            "knockd listened on the interface of its -i option, or eth0. Without "
+            "`interfaces` knocknft takes knocks on, and guards the services on, every "
+            "interface; add `interfaces: [eth0]` to keep to one.",
+            2,
+        )
+    if opts.use_syslog:
+        out.comment(f"UseSyslog, line {lines['usesyslog']}.", 2)
+        out.key("syslog", "true", 2)
+    if opts.log_file is not None:
+        if opts.log_file.is_absolute():
+            out.comment(f"LogFile, line {lines['logfile']}.", 2)
+            out.key("log_file", scalar(str(opts.log_file)), 2)
+        else:
+            out.comment(
+                f"LogFile = {opts.log_file} (line {lines['logfile']}) is not an absolute "
+                "path; knocknft needs one.",
+                2,
+            )
+    if opts.pid_file is not None:
+        out.comment(
+            f"PidFile = {opts.pid_file} (line {lines['pidfile']}) has no equivalent: "
+            "`knocknft run` stays in the foreground under its supervisor (systemd).",
+            2,
+        )
+
+
+def _write_door(out: _Out, doors: _Doors, index: int) -> Problem | None:
+    """One door's YAML; the note on what was not mapped, if its commands are kept verbatim."""
+    _write_knocks(out, doors, index)
+    plan = doors.plans[index]
+    if plan.kind == "closes" and not doors.openers.get(index):
+        plan = Plan(
+            "verbatim",
+            reason="it deletes a rule no door of this file adds",
+            reason_line=doors.lines(index).get("start_command"),
+            reason_key="start_command",
+        )
+    if plan.kind in ("timed", "opens"):
+        _write_grant(out, doors, index, plan)
+    elif plan.kind == "closes":
+        _write_close(out, doors, index, plan)
+    elif plan.kind == "nothing":
+        out.comment(
+            "knockd ran no command for this door; `true` keeps the door, its knocks and its "
+            "log lines, since a knocknft door must do something.",
+            4,
+        )
+        out.key("start_command", "'true'", 4)
+    else:
+        return _write_verbatim(out, doors, index, plan)
+    return None
+
+
+def _write_knocks(out: _Out, doors: _Doors, index: int) -> None:
+    """The door's key and what a knock is: the sequence, its timeout, flags and target."""
+    door, lines, name = doors.door(index), doors.lines(index), doors.names[index]
+    out.lines.append("")
+    out.comment(f"[{door.name}], {doors.source} line {lines['name']}.", 2)
+    if name != door.name:
+        out.comment(f"Renamed: an earlier section is also called [{door.name}].", 2)
+    out.lines.append(f"  {scalar(name)}:")
+    if door.one_time_sequences is not None:
+        out.key("one_time_sequences", scalar(str(door.one_time_sequences)), 4)
+    else:
+        out.key("sequence", _ports_list(door.sequence), 4)
+    if "seq_timeout" in lines:
+        out.key("seq_timeout", duration(door.seq_timeout), 4)
+    if "tcpflags" in lines:
+        if door.tcpflags.required & TCP_FLAG_BITS["ack"]:
+            out.comment(
+                "A connect() sends a SYN without ACK, so the knock client cannot open this "
+                "door (nor could it under knockd); only crafted packets can.",
+                4,
+            )
+        out.key("tcpflags", scalar(str(door.tcpflags)), 4)
+    if door.target is not None:
+        out.key("target", scalar(str(door.target)), 4)
+
+
+def _write_close(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
+    door, lines = doors.door(index), doors.lines(index)
+    out.comment(f"line {lines['start_command']}: {door.start_command}", 4)
+    out.comment(
+        f"That deletes the rule {doors.door_names(doors.openers[index])} adds: this door revokes "
+        "the knocker's grant.",
+        4,
+    )
+    out.key("close", _ports_list(plan.services), 4)
+
+
+def _write_verbatim(out: _Out, doors: _Doors, index: int, plan: Plan) -> Problem:
+    door = doors.door(index)
+    out.comment(f"Kept as written, not mapped: {plan.reason}.", 4)
+    for command in door_commands(door, doors.lines(index)).values():
+        out.comment(f"line {command.line}", 4)
+        out.key(command.key, scalar(command.text), 4)
+    if door.stop_command or door.stop_command_6:
+        out.key("cmd_timeout", duration(door.cmd_timeout), 4)
+    return Problem(
+        doors.conf.config.source, plan.reason_line, f"[{door.name}] {plan.reason_key}", plan.reason
+    )
+
+
+def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
+    door = doors.door(index)
+    for command in door_commands(door, doors.lines(index)).values():
+        out.comment(f"line {command.line}: {command.text}", 4)
+    families = {r.family for r in plan.rules}
+    if families != {4, 6}:
+        only = families.pop()
+        out.comment(
+            f"Under knockd only IPv{only} knockers got in ({plan.rules[0].tool} refuses the "
+            "other family's address); knocknft grants the knocker's address in either "
+            "family.",
+            4,
+        )
+    out.key("open", _ports_list(plan.services), 4)
+    if plan.kind == "timed":
+        out.comment("The stop command deletes that rule cmd_timeout later: the grant's end.", 4)
+        out.key("open_for", duration(door.cmd_timeout), 4)
+        return
+    closers = doors.closers.get(index)
+    until = (
+        f"until {doors.door_names(closers)} was knocked, or for ever when nobody did"
+        if closers
+        else "for ever: no command of this file deletes it (only a firewall reload did)"
+    )
+    out.comment(
+        f"knockd kept the rule {until}. A grant needs an end: "
+        f"{duration(UNBOUNDED_OPEN_FOR)} leaves time to connect (connections outlive the "
+        "grant) and bounds a forgotten close. Knocking again extends it; change it to suit.",
+        4,
+    )
+    out.key("open_for", duration(UNBOUNDED_OPEN_FOR), 4)
+
+
+def _unique_names(doors: tuple[Door, ...]) -> list[str]:
+    """knockd allows two sections of one name (two doors); YAML keys must differ."""
+    seen: dict[str, int] = {}
+    names = []
+    for door in doors:
+        seen[door.name] = seen.get(door.name, 0) + 1
+        names.append(door.name if seen[door.name] == 1 else f"{door.name}-{seen[door.name]}")
+    return names
