@@ -15,7 +15,7 @@ import pytest
 
 from knocklab.lab import Lab, Listener
 from knocknft.admin.confirm import watcher_alive
-from tests.integration.conftest import BIN, Server
+from tests.integration.support import BIN, Server
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4

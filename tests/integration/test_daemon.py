@@ -13,46 +13,23 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import Lab, Listener
-from tests.integration.conftest import BIN, write_config
-from tests.integration.daemon_fixture import RunningDaemon, running
+from tests.integration.support import (
+    BIN,
+    COMMANDS,
+    RIGHT,
+    RunningDaemon,
+    config_text,
+    running,
+    write_config,
+)
 
 SERVER, SERVER6 = Lab.SERVER_V4, Lab.SERVER_V6
 A = Lab.CLIENT_V4
 B = "198.18.0.3"
-RIGHT = ("7000", "9000/udp", "8000")
-
-
-def config_text(state: Path, extra: str = "", open_for: str = "3s", seq_timeout: str = "2s") -> str:
-    return f"""\
-options:
-  state_dir: {state}
-  interfaces: [eth0]
-doors:
-  ssh:
-    sequence: [7000/tcp, 9000/udp, 8000/tcp]
-    seq_timeout: {seq_timeout}
-    tcpflags: syn,!ack
-    open: [22/tcp]
-    open_for: {open_for}
-{extra}"""
-
-
-COMMANDS = """\
-    start_command: echo start %IP% >> {out}
-    stop_command: echo stop %IP% >> {out}
-    cmd_timeout: 2s
-"""
 
 
 @pytest.fixture
-def listener(lab: Lab) -> Iterator[Listener]:
-    the_listener = Listener(lab.server, 22)
-    yield the_listener
-    the_listener.close()
-
-
-@pytest.fixture
-def daemon(lab: Lab, tmp_path: Path, listener: Listener) -> Iterator[RunningDaemon]:
+def daemon(lab: Lab, tmp_path: Path, ssh_listener: Listener) -> Iterator[RunningDaemon]:
     lab.client.add_address(B)
     cfg = write_config(tmp_path, config_text(tmp_path / "state"))
     with running(lab, cfg, tmp_path / "daemon.log") as the_daemon:
@@ -152,7 +129,7 @@ def test_bundled_knock_client_opens(daemon: RunningDaemon) -> None:
 
 
 def test_commands_run_with_the_knockers_address(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     out = tmp_path / "commands.out"
     cfg = write_config(tmp_path, config_text(tmp_path / "state", COMMANDS.format(out=out)))
@@ -166,7 +143,7 @@ def test_commands_run_with_the_knockers_address(
 
 
 def test_knocking_again_while_open_refreshes_without_rerunning_start(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     out = tmp_path / "commands.out"
     cfg = write_config(tmp_path, config_text(tmp_path / "state", COMMANDS.format(out=out)))
@@ -189,7 +166,7 @@ CLOSING_DOOR = """\
 
 
 def test_a_closing_door_shuts_the_knockers_grant_before_it_expires(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     """knockd's openSSH/closeSSH pair, natively: the second door revokes what the first granted."""
     lab.client.add_address(B)
@@ -206,7 +183,7 @@ def test_a_closing_door_shuts_the_knockers_grant_before_it_expires(
 
 
 def test_sighup_with_a_bad_config_keeps_the_daemon_running(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     cfg = write_config(tmp_path, config_text(tmp_path / "state"))
     with running(lab, cfg, tmp_path / "daemon.log") as daemon:
@@ -231,7 +208,7 @@ def test_sighup_with_a_bad_config_keeps_the_daemon_running(
 
 
 def test_a_reload_that_moves_the_nflog_group_keeps_knocks_coming(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     # The socket stays bound to the group it started on; were the table to log to the new one,
     # the daemon would go deaf until restarted.
@@ -247,7 +224,7 @@ def test_a_reload_that_moves_the_nflog_group_keeps_knocks_coming(
 
 
 def test_sigkill_and_restart_keeps_grants_and_runs_overdue_stops_once(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     out = tmp_path / "commands.out"
     state = tmp_path / "state"
@@ -273,7 +250,7 @@ def test_sigkill_and_restart_keeps_grants_and_runs_overdue_stops_once(
     assert out.read_text() == f"start {A}\nstop {A}\n", "the stop command ran exactly once"
 
 
-def test_a_knockd_conf_runs_unchanged(lab: Lab, tmp_path: Path, listener: Listener) -> None:
+def test_a_knockd_conf_runs_unchanged(lab: Lab, tmp_path: Path, ssh_listener: Listener) -> None:
     """`knocknft run -c knockd.conf`: knockd's commands are the effect; knocks are still dropped."""
     out = tmp_path / "commands.out"
     conf = tmp_path / "knockd.conf"

@@ -13,10 +13,15 @@ from pathlib import Path
 
 from knocklab.lab import SPOOFED_SOURCES, Lab, Listener, flood, rss_bytes, spoofed_syn
 from knocknft.config import DEFAULT_MAX_ATTEMPTS
-from tests.integration.conftest import REPO, write_config
-from tests.integration.daemon_fixture import RunningDaemon, running
-from tests.integration.test_daemon import RIGHT, config_text
-from tests.integration.test_observe import scrape
+from tests.integration.support import (
+    REPO,
+    RIGHT,
+    RunningDaemon,
+    config_text,
+    running,
+    scrape,
+    write_config,
+)
 
 SERVER = Lab.SERVER_V4
 # The README's promise, checked here: the daemon's resident memory at the default cap.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import Lab, Listener
-from tests.integration.conftest import EXAMPLE_CONFIG, Server, write_config
+from tests.integration.support import EXAMPLE_CONFIG, Server, write_config
 
 V4, V6 = Lab.SERVER_V4, Lab.SERVER_V6
 

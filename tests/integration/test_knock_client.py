@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import Lab, Listener
-from tests.integration.conftest import BIN, write_config
-from tests.integration.daemon_fixture import RunningDaemon, running
-from tests.integration.test_daemon import config_text
+from tests.integration.support import BIN, RunningDaemon, config_text, running, write_config
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4

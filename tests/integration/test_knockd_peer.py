@@ -24,9 +24,7 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import KNOCKD, Host, Lab, LabDaemon, Listener, start_knockd
-from tests.integration.conftest import BIN, write_config
-from tests.integration.daemon_fixture import running
-from tests.integration.test_daemon import RIGHT, config_text
+from tests.integration.support import BIN, RIGHT, config_text, running, write_config
 
 pytestmark = pytest.mark.skipif(
     not KNOCKD.exists(), reason=f"{KNOCKD} is missing: install Debian's knockd (make deps does)"

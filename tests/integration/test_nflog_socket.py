@@ -9,7 +9,7 @@ import pytest
 from knocklab.lab import Lab, run_in_netns
 from knocknft.netlink.nflog import NflogGroupBusy, NflogSocket
 from knocknft.netlink.packet import KnockPacket
-from tests.unit.test_render import SCENARIOS
+from tests.scenarios import SCENARIOS
 
 
 def bind(lab: Lab, group: int) -> NflogSocket:

@@ -3,21 +3,25 @@ Prometheus endpoint."""
 
 from __future__ import annotations
 
-import http.client
 import json
-import re
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from knocklab.lab import Lab, Listener, run_in_netns
-from tests.integration.conftest import BIN, write_config
-from tests.integration.daemon_fixture import RunningDaemon, running
-from tests.integration.test_daemon import COMMANDS, RIGHT, config_text
+from knocklab.lab import Lab, Listener
+from tests.integration.support import (
+    BIN,
+    COMMANDS,
+    RIGHT,
+    RunningDaemon,
+    config_text,
+    running,
+    scrape,
+    write_config,
+)
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4
@@ -47,39 +51,6 @@ def test_status_stats_knows_the_running_daemon_and_when_it_is_gone(
 
 
 # -- the Prometheus endpoint, bound and scraped inside the server namespace -----------------
-
-
-@dataclass(frozen=True)
-class Scrape:
-    status: int
-    content_type: str
-    body: str
-
-    def value(self, name: str) -> float:
-        match = re.search(rf"^{re.escape(name)} (\S+)$", self.body, re.MULTILINE)
-        assert match is not None, f"{name} not in:\n{self.body}"
-        return float(match.group(1))
-
-
-def scrape(lab: Lab, listen: str, path: str = "/metrics") -> Scrape:
-    """GET path from listen (ADDRESS:PORT) on a thread inside the server namespace: the request
-    never leaves it (http.client, not urllib: no proxy from the environment is ever asked)."""
-    host, port = listen.rsplit(":", 1)
-
-    def get() -> Scrape:
-        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=5)
-        try:
-            conn.request("GET", path)
-            answer = conn.getresponse()
-            return Scrape(
-                answer.status, answer.getheader("Content-Type", ""), answer.read().decode()
-            )
-        finally:
-            conn.close()
-
-    result = run_in_netns(lab.server.netns, get)
-    assert isinstance(result, Scrape)
-    return result
 
 
 def metrics_config(state: Path, listen: str) -> str:

@@ -10,9 +10,7 @@ import socket
 from pathlib import Path
 
 from knocklab.lab import Lab, Listener
-from tests.integration.conftest import write_config
-from tests.integration.daemon_fixture import running
-from tests.integration.test_daemon import RIGHT, config_text
+from tests.integration.support import RIGHT, config_text, running, write_config
 
 SERVER, SERVER6 = Lab.SERVER_V4, Lab.SERVER_V6
 A = Lab.CLIENT_V4

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import Lab
-from tests.integration.conftest import EXAMPLE_CONFIG, REPO, Server
-from tests.unit.test_render import SCENARIOS, scenario_names
+from tests.integration.support import EXAMPLE_CONFIG, REPO, Server
+from tests.scenarios import SCENARIOS, scenario_names
 
 
 @pytest.mark.parametrize("name", scenario_names())

@@ -10,22 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from knocklab.lab import Lab, Listener
-from tests.integration.conftest import BIN, write_config
-from tests.integration.daemon_fixture import READY, running, wait_for_log
-from tests.integration.test_daemon import RIGHT, config_text
+from knocklab.lab import Lab, Listener, wait_for_log
+from tests.integration.support import BIN, READY, RIGHT, config_text, running, write_config
 
 SERVER, SERVER6 = Lab.SERVER_V4, Lab.SERVER_V6
 A = Lab.CLIENT_V4
-
-
-@pytest.fixture
-def listener(lab: Lab) -> Iterator[Listener]:
-    the_listener = Listener(lab.server, 22)
-    yield the_listener
-    the_listener.close()
 
 
 def _gone(pid: int) -> bool:
@@ -50,7 +39,7 @@ def killed_at_exit(pid_file: Path) -> Iterator[None]:
 
 
 def test_daemon_mode_detaches_writes_the_pidfile_and_stops_by_it(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     cfg = write_config(tmp_path, config_text(tmp_path / "state"))
     pid_file, log = tmp_path / "run" / "knocknft.pid", tmp_path / "knocknft.log"
@@ -82,7 +71,7 @@ def test_daemon_mode_detaches_writes_the_pidfile_and_stops_by_it(
 
 
 def test_daemon_mode_reports_a_failure_after_detaching(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     """The NFLOG group is taken by a running daemon: the second one fails after it forked, and
     its parent says why and exits 1 instead of pretending success as knockd does."""
@@ -99,7 +88,7 @@ def test_daemon_mode_reports_a_failure_after_detaching(
 
 
 def test_a_second_daemon_on_a_live_pidfile_is_refused(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     cfg = write_config(tmp_path, config_text(tmp_path / "state"))
     pid_file = tmp_path / "knocknft.pid"
@@ -112,7 +101,7 @@ def test_a_second_daemon_on_a_live_pidfile_is_refused(
         assert f"already running as pid {first.proc.pid}" in result.stderr
 
 
-def test_only_ipv4_ignores_an_ipv6_knock(lab: Lab, tmp_path: Path, listener: Listener) -> None:
+def test_only_ipv4_ignores_an_ipv6_knock(lab: Lab, tmp_path: Path, ssh_listener: Listener) -> None:
     state = tmp_path / "state"
     cfg = write_config(tmp_path, config_text(state))
     with running(lab, cfg, tmp_path / "daemon.log", ("-4",)) as daemon:
@@ -125,7 +114,9 @@ def test_only_ipv4_ignores_an_ipv6_knock(lab: Lab, tmp_path: Path, listener: Lis
     assert json.loads((state / "stats.json").read_text())["ipv6_ignored"] == 3
 
 
-def test_logfile_flag_writes_the_log_there(lab: Lab, tmp_path: Path, listener: Listener) -> None:
+def test_logfile_flag_writes_the_log_there(
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
+) -> None:
     log = tmp_path / "logs" / "knocknft.log"
     cfg = write_config(tmp_path, config_text(tmp_path / "state"))
     with running(lab, cfg, tmp_path / "stderr.log", ("-g", str(log))):
@@ -136,7 +127,7 @@ def test_logfile_flag_writes_the_log_there(lab: Lab, tmp_path: Path, listener: L
 
 
 def test_lookup_does_not_delay_or_break_knocks(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     """198.18.x names resolve nowhere: lines keep the bare address, and the door opens at once."""
     cfg = write_config(tmp_path, config_text(tmp_path / "state"))

@@ -5,7 +5,6 @@ always_allow network, the connection lives on as conntrack's established traffic
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import Lab, Listener
-from tests.integration.conftest import Server, write_config
+from tests.integration.support import Server, connect, exchange, write_config
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4
@@ -45,24 +44,6 @@ def server(lab: Lab, tmp_path: Path) -> Iterator[Server]:
     yield srv
     for echo in echoes:
         echo.close()
-
-
-def connect(lab: Lab, port: int, source: str = A) -> socket.socket:
-    sock = lab.client.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(2)
-    sock.bind((source, 0))
-    sock.connect((SERVER, port))
-    assert exchange(sock) == b"ping", "the connection works while granted"
-    return sock
-
-
-def exchange(sock: socket.socket) -> bytes | str:
-    """Send one message and read the echo: the bytes, or the name of the error instead."""
-    try:
-        sock.sendall(b"ping")
-        return sock.recv(16)
-    except OSError as exc:
-        return type(exc).__name__
 
 
 def test_an_expired_grant_resets_the_session_only_where_asked(server: Server) -> None:

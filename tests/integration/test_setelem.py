@@ -12,8 +12,7 @@ from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import TableMissing
 from knocknft.netlink.setelem import SetElementSocket
 from knocknft.nft.libnft import LibNft, read_grants
-
-from .conftest import EXAMPLE_CONFIG
+from tests.integration.support import EXAMPLE_CONFIG
 
 GRANTS = [
     Grant(ipaddress.ip_address("198.18.0.2"), PortSpec(22, "tcp"), "ssh", 300),

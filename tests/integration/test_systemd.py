@@ -10,27 +10,23 @@ import array
 import signal
 import socket
 import struct
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from knocklab.lab import Lab, Listener
 from knocknft.nft.lastgood import LAST_GOOD_FILE
-from tests.integration.conftest import BIN, EXAMPLE_CONFIG, Server, write_config
-from tests.integration.daemon_fixture import running
-from tests.integration.test_daemon import RIGHT, config_text
+from tests.integration.support import (
+    BIN,
+    EXAMPLE_CONFIG,
+    RIGHT,
+    Server,
+    config_text,
+    running,
+    write_config,
+)
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4
 CAP_NET_ADMIN = 12
-
-
-@pytest.fixture
-def listener(lab: Lab) -> Iterator[Listener]:
-    the_listener = Listener(lab.server, 22)
-    yield the_listener
-    the_listener.close()
 
 
 class Manager:
@@ -73,7 +69,7 @@ class Manager:
 
 
 def test_the_daemon_tells_systemd_ready_reloading_status_and_stopping(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     manager = Manager(tmp_path / "notify")
     seen_env = tmp_path / "command-env"
@@ -118,7 +114,7 @@ def test_the_daemon_tells_systemd_ready_reloading_status_and_stopping(
 
 
 def test_guard_brings_the_closed_table_back_after_a_flush(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     server = Server(lab, EXAMPLE_CONFIG, tmp_path / "state")
     server.knocknft("apply")
@@ -139,7 +135,7 @@ def test_guard_brings_the_closed_table_back_after_a_flush(
 
 
 def test_the_services_stay_shut_when_the_daemon_cannot_start(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     """knockd issue #51, the other way round: a boot where the daemon fails to start."""
     state = tmp_path / "state"
@@ -170,7 +166,7 @@ ONLY_NET_ADMIN = ("setpriv", "--bounding-set=-all,+net_admin", "--inh-caps=-all"
 
 
 def test_cap_net_admin_is_all_the_daemon_and_the_guard_need(
-    lab: Lab, tmp_path: Path, listener: Listener
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
 ) -> None:
     state = tmp_path / "state"
     cfg = write_config(tmp_path, config_text(state, open_for="1m"))

@@ -10,10 +10,15 @@ from pathlib import Path
 import pytest
 
 from knocklab.lab import Lab, Listener
-from tests.integration.conftest import Server, write_config
-from tests.integration.daemon_fixture import running
-from tests.integration.test_daemon import RIGHT, config_text
-from tests.integration.test_sessions import connect, exchange
+from tests.integration.support import (
+    RIGHT,
+    Server,
+    config_text,
+    connect,
+    exchange,
+    running,
+    write_config,
+)
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4  # knocks

@@ -19,19 +19,7 @@ from knocknft.config import (
     parse_config,
 )
 from knocknft.errors import ConfigError, Problem
-
-GOOD = """\
-options:
-  nflog_group: 9
-  interfaces: [eth0, wg*]
-doors:
-  ssh:
-    sequence: [7000/tcp, 9000/udp, 8000]
-    seq_timeout: 5s
-    tcpflags: syn,!ack
-    open: [22/tcp]
-    open_for: 30s
-"""
+from tests.unit.support import CLOSING, GOOD
 
 
 def errors_of(text: str) -> list[Problem]:
@@ -268,18 +256,6 @@ def test_problem_text_names_file_line_key_and_fix() -> None:
     p = only_error(GOOD.replace("8000]", "70000]"))
     assert str(p).startswith("cfg.yaml:6: doors.ssh.sequence[2]: port 70000 is out of range")
     assert "hint: ports are numbers from 1 to 65535" in str(p)
-
-
-CLOSING = """\
-doors:
-  openSSH:
-    sequence: [2000/tcp, 3000/udp, 4000/tcp]
-    open: [22/tcp]
-    open_for: 1h
-  closeSSH:
-    sequence: [4000/tcp, 3000/udp, 2000/tcp]
-    close: [22/tcp]
-"""
 
 
 def test_a_door_may_only_close() -> None:

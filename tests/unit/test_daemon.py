@@ -13,7 +13,7 @@ from knocknft.daemon.executor import KNOCK_LOG_BURST, Daemon
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.packet import KnockPacket
 from tests.unit.fakes import RecordingNft, RecordingRunner
-from tests.unit.test_config import CLOSING as CONFIG
+from tests.unit.support import CLOSING as CONFIG
 
 KNOCKER = ipaddress.ip_address("198.18.0.2")
 

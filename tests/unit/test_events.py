@@ -19,7 +19,7 @@ from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
 from tests.unit.fakes import RecordingNft, RecordingRunner
-from tests.unit.test_config import CLOSING
+from tests.unit.support import CLOSING
 
 KNOCKER = ipaddress.ip_address("198.18.0.2")
 NOW = 1_700_000_000.5

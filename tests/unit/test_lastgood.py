@@ -20,8 +20,8 @@ from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import NftError
 from knocknft.nft.lastgood import LAST_GOOD_FILE, load_last_good, saved_table
 from knocknft.nft.operations import apply_config
+from tests.scenarios import SCENARIOS, load_scenario, scenario_names
 from tests.unit.fakes import RecordingNft
-from tests.unit.test_render import SCENARIOS, load_scenario, scenario_names
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 runner = CliRunner()

@@ -10,14 +10,14 @@ from knocknft.config import ListenAddress, Options, parse_address
 from knocknft.daemon.metrics import render_metrics
 from knocknft.daemon.run import keep_restart_only
 from knocknft.daemon.stats import STATS
-from tests.unit.test_stats import sample
+from tests.unit.support import sample_stats
 
 # name, optional {labels}, value: what the text format 0.0.4 allows on a sample line.
 SAMPLE_LINE = re.compile(r'^[a-z_][a-z0-9_]*(\{[a-z_]+="[^"]*"\})? -?[0-9.e+]+$')
 
 
-def test_every_stat_has_help_type_and_one_sample() -> None:
-    text = render_metrics(sample(knocks=5, evictions=2))
+def test_every_stat_has_help_type_and_one_sample_stats() -> None:
+    text = render_metrics(sample_stats(knocks=5, evictions=2))
     lines = text.splitlines()
     for stat in STATS:
         name = stat.metric_name

@@ -26,7 +26,7 @@ from knocknft.daemon.notify import (
 )
 from knocknft.daemon.stats import STATS_INTERVAL
 from knocknft.errors import NftError, TableMissing
-from tests.unit.test_config import CLOSING
+from tests.unit.support import CLOSING
 
 
 @pytest.fixture

@@ -7,27 +7,11 @@ the diff. tests/integration/test_ruleset.py loads every expected script into a r
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from knocknft.config import Config, parse_config
 from knocknft.core.ruleset import render_ruleset
-
-SCENARIOS = Path(__file__).parent.parent / "data" / "render"
-
-
-def load_scenario(folder: Path) -> Config:
-    def read_beside(path: Path) -> str:
-        # Configs name absolute paths as on a server; the files sit in the scenario folder.
-        return (folder / path.name).read_text()
-
-    text = (folder / "config.yaml").read_text()
-    return parse_config(text, "config.yaml", read_file=read_beside).config
-
-
-def scenario_names() -> list[str]:
-    return sorted(p.name for p in SCENARIOS.iterdir() if (p / "config.yaml").exists())
+from tests.scenarios import SCENARIOS, load_scenario, scenario_names
 
 
 @pytest.mark.parametrize("name", scenario_names())

@@ -13,34 +13,14 @@ from typing import Any
 from typer.testing import CliRunner
 
 from knocknft.admin.cli import EXIT_FAILURE, app
-from knocknft.config import parse_config
-from knocknft.daemon.executor import Daemon
-from knocknft.daemon.run import source_stats
 from knocknft.daemon.stats import STALE_AFTER, STATS, STATS_FILE, format_status, judge, read_status
-from knocknft.daemon.stops import PendingStops
-from knocknft.netlink.nflog import NflogCounters
-from tests.unit.fakes import RecordingNft, RecordingRunner
-from tests.unit.test_config import GOOD
+from tests.unit.support import NOW, sample_stats
 
-NOW = 1_700_000_000.0
 runner = CliRunner()
 
 
-def sample(pid: int = 4321, updated: float = NOW - 2, **values: int) -> dict[str, Any]:
-    daemon = Daemon(
-        parse_config(GOOD).config,
-        RecordingNft(),
-        RecordingRunner(),
-        PendingStops(None),
-        clock=lambda: updated,
-    )
-    stats = daemon.stats(source_stats(NflogCounters(), None))
-    stats.update(pid=pid, started=updated - 3725, **values)
-    return stats
-
-
 def test_every_value_the_daemon_writes_is_explained() -> None:
-    written = set(sample()) - {"pid", "version"}
+    written = set(sample_stats()) - {"pid", "version"}
     assert written == {s.key for s in STATS}
     names = [s.metric_name for s in STATS]
     assert len(set(names)) == len(names)
@@ -50,7 +30,7 @@ def test_every_value_the_daemon_writes_is_explained() -> None:
 
 
 def test_a_live_pid_with_fresh_stats_is_running() -> None:
-    status = judge(sample(knocks=12), Path("s.json"), NOW, alive=lambda pid: True)
+    status = judge(sample_stats(knocks=12), Path("s.json"), NOW, alive=lambda pid: True)
     assert status.running and status.state == "running" and status.age == 2
     text = format_status(status)
     assert text.startswith("knocknft daemon: running: pid 4321\n")
@@ -60,7 +40,7 @@ def test_a_live_pid_with_fresh_stats_is_running() -> None:
 
 
 def test_a_dead_pid_is_not_running_and_its_last_values_still_show() -> None:
-    status = judge(sample(), Path("s.json"), NOW, alive=lambda pid: False)
+    status = judge(sample_stats(), Path("s.json"), NOW, alive=lambda pid: False)
     assert status.state == "stopped" and not status.running
     text = format_status(status)
     assert text.startswith("knocknft daemon: NOT RUNNING: the daemon (pid 4321) is not running")
@@ -68,7 +48,7 @@ def test_a_dead_pid_is_not_running_and_its_last_values_still_show() -> None:
 
 
 def test_stats_not_written_for_too_long_are_stale() -> None:
-    old = sample(updated=NOW - STALE_AFTER - 1)
+    old = sample_stats(updated=NOW - STALE_AFTER - 1)
     status = judge(old, Path("s.json"), NOW, alive=lambda pid: True)
     assert status.state == "stale" and not status.running
     assert "16s old" in status.reason and "stuck" in status.reason
@@ -85,7 +65,7 @@ def write(tmp_path: Path, stats: dict[str, Any]) -> None:
 
 
 def test_cli_running_exits_0_and_json_is_stable(tmp_path: Path) -> None:
-    write(tmp_path, sample(pid=os.getpid(), updated=time.time(), opens=3))
+    write(tmp_path, sample_stats(pid=os.getpid(), updated=time.time(), opens=3))
     result = runner.invoke(app, ["status", "--stats", "--state-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "knocknft daemon: running" in result.stdout and "opens" in result.stdout
@@ -98,7 +78,7 @@ def test_cli_running_exits_0_and_json_is_stable(tmp_path: Path) -> None:
 def test_cli_exits_1_when_the_daemon_is_gone(tmp_path: Path) -> None:
     child = subprocess.Popen(["true"])  # a pid that has exited, and been reaped
     child.wait()
-    write(tmp_path, sample(pid=child.pid))
+    write(tmp_path, sample_stats(pid=child.pid))
     result = runner.invoke(app, ["status", "--stats", "--state-dir", str(tmp_path)])
     assert result.exit_code == EXIT_FAILURE
     assert "NOT RUNNING" in result.stdout

@@ -21,7 +21,7 @@ import pytest
 from knocknft.admin.cli import EXIT_INVALID
 from knocknft.config import DEFAULT_STATE_DIR
 from knocknft.daemon.run import warn_unwritable_one_time_files
-from tests.unit.test_render import SCENARIOS, load_scenario
+from tests.scenarios import SCENARIOS, load_scenario
 
 UNITS = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
 DAEMON, GUARD = "knocknft.service", "knocknft-guard.service"

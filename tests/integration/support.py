@@ -1,0 +1,205 @@
+"""What the integration tests share besides fixtures: paths, the server's CLI, a running daemon,
+the daemon config most tests start from, and small clients (metrics scrape, echo sessions).
+
+Fixtures live in conftest.py; test modules import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from knocklab.lab import Lab, LabDaemon, run_in_netns
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+EXAMPLE_CONFIG = REPO / "config.example.yaml"
+
+# Commands that keep the last-known-good table in a state dir.
+STATE_DIR_COMMANDS = ("apply", "guard")
+
+
+@dataclass
+class Server:
+    """The server namespace, with knocknft's CLI run inside it."""
+
+    lab: Lab
+    config: Path
+    # apply keeps the table here for the guard: a test's own directory, not the host's
+    # /var/lib/knocknft.
+    state_dir: Path | None = None
+
+    def knocknft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        has_config = any(a in ("-c", "--config") for a in args)
+        extra = (
+            []
+            if has_config or args[:1] in (("--version",), ("--help",), ("guard",))
+            else ["-c", str(self.config)]
+        )
+        if self.state_dir is not None and args[:1] in [(c,) for c in STATE_DIR_COMMANDS]:
+            extra += ["--state-dir", str(self.state_dir)]
+        result = self.lab.server.run(str(BIN / "knocknft"), *args, *extra, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"knocknft {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.lab.server.run("nft", *args, check=check)
+
+    def status(self) -> list[dict[str, Any]]:
+        grants: list[dict[str, Any]] = json.loads(self.knocknft("status", "--json").stdout)[
+            "grants"
+        ]
+        return grants
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+# -- the daemon's usual config: one door, three steps, 22/tcp ----------------------------------
+
+RIGHT = ("7000", "9000/udp", "8000")
+
+
+def config_text(state: Path, extra: str = "", open_for: str = "3s", seq_timeout: str = "2s") -> str:
+    return f"""\
+options:
+  state_dir: {state}
+  interfaces: [eth0]
+doors:
+  ssh:
+    sequence: [7000/tcp, 9000/udp, 8000/tcp]
+    seq_timeout: {seq_timeout}
+    tcpflags: syn,!ack
+    open: [22/tcp]
+    open_for: {open_for}
+{extra}"""
+
+
+COMMANDS = """\
+    start_command: echo start %IP% >> {out}
+    stop_command: echo stop %IP% >> {out}
+    cmd_timeout: 2s
+"""
+
+
+# -- a running `knocknft run` in the server namespace, with its log captured -------------------
+
+READY = "listening on NFLOG group"
+
+
+class RunningDaemon(LabDaemon):
+    def __init__(
+        self,
+        lab: Lab,
+        config: Path,
+        log_path: Path,
+        extra: tuple[str, ...] = (),
+        *,
+        env: Mapping[str, str] | None = None,  # added to this process's environment
+        prefix: Sequence[str] = (),  # a command that runs knocknft, e.g. setpriv with its flags
+        verbose: bool = True,
+    ) -> None:
+        self.lab = lab
+        self.config = config
+        # -v by default, for the detail a failing test needs; a flood test goes without, since
+        # -v writes a line for every evicted attempt.
+        flags = ("-v",) if verbose else ()
+        super().__init__(
+            lab.server,
+            [*prefix, str(BIN / "knocknft"), "run", "-c", str(config), *flags, *extra],
+            log_path,
+            READY,
+            env=env,
+            name="knocknft run",
+        )
+
+
+@contextmanager
+def running(
+    lab: Lab,
+    config: Path,
+    log_path: Path,
+    extra: tuple[str, ...] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    prefix: Sequence[str] = (),
+    verbose: bool = True,
+) -> Iterator[RunningDaemon]:
+    daemon = RunningDaemon(lab, config, log_path, extra, env=env, prefix=prefix, verbose=verbose)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+# -- the Prometheus endpoint, scraped inside the server namespace -----------------------------
+
+
+@dataclass(frozen=True)
+class Scrape:
+    status: int
+    content_type: str
+    body: str
+
+    def value(self, name: str) -> float:
+        match = re.search(rf"^{re.escape(name)} (\S+)$", self.body, re.MULTILINE)
+        assert match is not None, f"{name} not in:\n{self.body}"
+        return float(match.group(1))
+
+
+def scrape(lab: Lab, listen: str, path: str = "/metrics") -> Scrape:
+    """GET path from listen (ADDRESS:PORT) on a thread inside the server namespace: the request
+    never leaves it (http.client, not urllib: no proxy from the environment is ever asked)."""
+    host, port = listen.rsplit(":", 1)
+
+    def get() -> Scrape:
+        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=5)
+        try:
+            conn.request("GET", path)
+            answer = conn.getresponse()
+            return Scrape(
+                answer.status, answer.getheader("Content-Type", ""), answer.read().decode()
+            )
+        finally:
+            conn.close()
+
+    result = run_in_netns(lab.server.netns, get)
+    assert isinstance(result, Scrape)
+    return result
+
+
+# -- an echo session from the client, to see a grant's end reset it ---------------------------
+
+
+def connect(lab: Lab, port: int, source: str = Lab.CLIENT_V4) -> socket.socket:
+    sock = lab.client.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    sock.bind((source, 0))
+    sock.connect((Lab.SERVER_V4, port))
+    assert exchange(sock) == b"ping", "the connection works while granted"
+    return sock
+
+
+def exchange(sock: socket.socket) -> bytes | str:
+    """Send one message and read the echo: the bytes, or the name of the error instead."""
+    try:
+        sock.sendall(b"ping")
+        return sock.recv(16)
+    except OSError as exc:
+        return type(exc).__name__

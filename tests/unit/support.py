@@ -1,0 +1,55 @@
+"""Configs and samples the unit tests share: test modules import from here (and from fakes.py),
+never from each other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from knocknft.config import parse_config
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.run import source_stats
+from knocknft.daemon.stops import PendingStops
+from knocknft.netlink.nflog import NflogCounters
+from tests.unit.fakes import RecordingNft, RecordingRunner
+
+# A config with every usual part of one door.
+GOOD = """\
+options:
+  nflog_group: 9
+  interfaces: [eth0, wg*]
+doors:
+  ssh:
+    sequence: [7000/tcp, 9000/udp, 8000]
+    seq_timeout: 5s
+    tcpflags: syn,!ack
+    open: [22/tcp]
+    open_for: 30s
+"""
+
+# Two doors: one opens 22/tcp, the reversed sequence closes it again.
+CLOSING = """\
+doors:
+  openSSH:
+    sequence: [2000/tcp, 3000/udp, 4000/tcp]
+    open: [22/tcp]
+    open_for: 1h
+  closeSSH:
+    sequence: [4000/tcp, 3000/udp, 2000/tcp]
+    close: [22/tcp]
+"""
+
+NOW = 1_700_000_000.0
+
+
+def sample_stats(pid: int = 4321, updated: float = NOW - 2, **values: int) -> dict[str, Any]:
+    """What a daemon running GOOD writes to stats.json, with pid, times and values as given."""
+    daemon = Daemon(
+        parse_config(GOOD).config,
+        RecordingNft(),
+        RecordingRunner(),
+        PendingStops(None),
+        clock=lambda: updated,
+    )
+    stats = daemon.stats(source_stats(NflogCounters(), None))
+    stats.update(pid=pid, started=updated - 3725, **values)
+    return stats
