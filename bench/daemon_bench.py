@@ -36,7 +36,9 @@ from harness import (
     wait_new_element,
 )
 
-from knocklab.lab import SPOOFED_SOURCES, Lab, LabDaemon, flood, rss_bytes, spoofed_syn
+from knocklab.daemons import LabDaemon, rss_bytes
+from knocklab.lab import Lab
+from knocklab.packets import SpoofedSyns, flood
 
 KNOCKNFT = Knocknft()
 
@@ -81,7 +83,7 @@ def measure_latency(lab: Lab, sequences: int) -> list[float]:
 def first_step_flood(lab: Lab, rate: int, seconds: float) -> tuple[int, float]:
     """Spoofed first-step knocks (SYN to 7000/tcp), each from a new source until they wrap: the
     costly case, a new attempt each, and past the cap an eviction each."""
-    packets = [spoofed_syn(i, Lab.SERVER_V4, 7000) for i in range(SPOOFED_SOURCES)]
+    packets = list(SpoofedSyns(4, Lab.SERVER_V4, 7000).packets())
     return flood(lab.client, packets, Lab.SERVER_V4, rate, seconds)
 
 

@@ -1,4 +1,4 @@
-"""What the benchmarks share: the lab they run in, the daemons under test, spoofed knocks, and
+"""What the benchmarks share: the lab they run in, the daemons under test, and
 the readings (the kernel's word that a grant is in effect, CPU time and memory from /proc).
 
 Everything stays inside the namespaces of one `Lab`: addresses from 198.18.0.0/15 and
@@ -9,8 +9,7 @@ time.
 
 Address plan (the lab's link is 198.18.0.0/24):
 - knockers with real addresses on the client, whose grants are probed: 198.18.1.0 up (16128);
-- spoofed IPv4 sources: 198.18.64.0 to 198.19.255.255 (114688);
-- spoofed IPv6 sources: 2001:db8:1:: up (as many as any run needs).
+- spoofed sources: knocklab.packets' (IPv4 from 198.18.64.0 up, IPv6 from 2001:db8:1:: up).
 """
 
 from __future__ import annotations
@@ -20,17 +19,16 @@ import json
 import os
 import select
 import socket
-import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from knocklab.lab import Host, Lab, LabDaemon, run_in_netns, start_knockd
+from knocklab.daemons import LabDaemon, start_knockd
+from knocklab.lab import Host, Lab, run_in_netns
 from knocknft.netlink.nflog import NETLINK_NETFILTER, iter_messages
 from knocknft.netlink.nftevents import NFNLGRP_NFTABLES
 from knocknft.netlink.setelem import NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM
@@ -51,10 +49,6 @@ PROTECTED_PORT = 22
 
 KNOCKERS_V4 = ipaddress.IPv4Address("198.18.1.0")
 KNOCKERS_V4_COUNT = 63 * 256
-SPOOFED_V4 = ipaddress.IPv4Address("198.18.64.0")
-SPOOFED_V4_COUNT = 114688  # to 198.19.255.255, the end of 198.18.0.0/15
-SPOOFED_V6 = ipaddress.IPv6Address("2001:db8:1::")
-SPOOFED_V6_COUNT = 1 << 80
 
 
 @contextmanager
@@ -199,118 +193,6 @@ class Knockd:
 
 
 CONTENDERS: dict[str, Contender] = {"knockd": Knockd(), "knocknft": Knocknft()}
-
-
-# -- spoofed knocks ---------------------------------------------------------------------------
-
-
-def _fold(total: int) -> int:
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def _words(data: bytes) -> int:
-    return sum(struct.unpack(f"!{len(data) // 2}H", data))
-
-
-@dataclass
-class FirstStepKnocks:
-    """Spoofed first-step knocks (a SYN to the first knock port), the i-th from the i-th spoofed
-    source of its family: each one starts an attempt. Built from a template with the TCP
-    checksum updated for the source only, so a sender can make them as fast as it sends them."""
-
-    family: int  # 4 or 6
-    destination: str
-    dport: int = FIRST_PORT
-
-    def __post_init__(self) -> None:
-        dst = ipaddress.ip_address(self.destination).packed
-        tcp = struct.pack("!HHIIBBHHH", 40000, self.dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0)
-        if self.family == 4:
-            self.base = int(SPOOFED_V4)
-            self.count = SPOOFED_V4_COUNT
-            # The kernel fills in the IPv4 header's length, id and checksum (IPPROTO_RAW).
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes(4), dst)
-            pseudo = dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(tcp))
-            self.source_at = 12
-        else:
-            self.base = int(SPOOFED_V6)
-            self.count = SPOOFED_V6_COUNT
-            ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, bytes(16), dst)
-            pseudo = dst + struct.pack("!I3xB", len(tcp), socket.IPPROTO_TCP)
-            self.source_at = 8
-        self.template = bytearray(ip + tcp)
-        self.checksum_at = len(ip) + 16
-        self.fixed = _words(pseudo + tcp)
-        self.width = 4 if self.family == 4 else 16
-
-    def source(self, index: int) -> str:
-        return str(ipaddress.ip_address(self.base + index))
-
-    def packet(self, index: int) -> bytes:
-        if not 0 <= index < self.count:
-            raise ValueError(f"only {self.count} spoofed IPv{self.family} sources")
-        address = self.base + index
-        total = self.fixed
-        while address:
-            total += address & 0xFFFF
-            address >>= 16
-        packet = self.template
-        packet[self.source_at : self.source_at + self.width] = (self.base + index).to_bytes(
-            self.width, "big"
-        )
-        struct.pack_into("!H", packet, self.checksum_at, ~_fold(total) & 0xFFFF)
-        return bytes(packet)
-
-    def packets(self, start: int, count: int) -> Iterator[bytes]:
-        for index in range(start, start + count):
-            yield self.packet(index)
-
-
-def raw_socket(host: Host, family: int) -> socket.socket:
-    """A socket in `host`'s namespace that sends whole IP packets (spoofed sources)."""
-    return host.socket(
-        socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW
-    )
-
-
-class Flag(Protocol):
-    def is_set(self) -> bool: ...
-
-
-def send_paced(
-    sock: socket.socket,
-    destination: str,
-    packets: Iterable[bytes],
-    rate: float,
-    *,
-    max_seconds: float,
-    stop: Flag | None = None,
-) -> tuple[int, float]:
-    """Send `packets` at `rate` per second (in bursts of a millisecond's worth), never for
-    longer than `max_seconds`, and no more once `stop` is set; returns (sent, seconds taken).
-    Build the packets beforehand: making them here would slow the sender, not the daemon."""
-    target = (destination, 0)
-    burst = max(1, int(rate // 1000))
-    sent = 0
-    started = time.perf_counter()
-    deadline = started + max_seconds
-    iterator = iter(packets)
-    while True:
-        due = started + sent / rate
-        now = time.perf_counter()
-        if now >= deadline or (stop is not None and stop.is_set()):
-            break
-        if now < due:
-            time.sleep(due - now)
-        batch = [p for _, p in zip(range(burst), iterator, strict=False)]
-        for packet in batch:
-            sock.sendto(packet, target)
-        sent += len(batch)
-        if len(batch) < burst:
-            break
-    return sent, time.perf_counter() - started
 
 
 # -- readings ---------------------------------------------------------------------------------

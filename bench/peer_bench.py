@@ -50,11 +50,11 @@ from typing import Any, cast
 import report
 from harness import (
     CONTENDERS,
+    FIRST_PORT,
     PROTECTED_PORT,
     SENDER_CPUS,
     SEQUENCE,
     Contender,
-    FirstStepKnocks,
     add_knockers,
     bench_lab,
     cpu_seconds,
@@ -62,13 +62,13 @@ from harness import (
     element_monitor,
     machine,
     percentile,
-    raw_socket,
-    send_paced,
     wait_idle,
     wait_new_element,
 )
 
-from knocklab.lab import Lab, LabDaemon, Listener, rss_bytes, run_in_netns
+from knocklab.daemons import LabDaemon, rss_bytes
+from knocklab.lab import Lab, Listener, run_in_netns
+from knocklab.packets import SpoofedSyns, raw_socket, send_paced
 from knocknft import __version__
 from knocknft.client.knock import Target, knock_once
 from knocknft.config import parse_port_spec
@@ -235,7 +235,7 @@ def measure_throughput(bench: Bench, contender: Contender) -> Result:
     """Rates stepped up until two in a row lose knocks. A rate that loses knocks is tried again
     (--tries): on a shared machine another program's burst can cost a daemon a few knocks, and
     the question is what the daemon can take, not whether the machine stayed quiet."""
-    knocks = FirstStepKnocks(4, SERVER)
+    knocks = SpoofedSyns(4, SERVER, FIRST_PORT)
     steps: list[Result] = []
     failed_in_a_row = 0
     for rate in bench.args.rates:
@@ -267,7 +267,7 @@ CHUNK = 5_000
 
 def measure_memory(bench: Bench, contender: Contender) -> Result:
     probe, fill_rate, budget = bench.args.probe, bench.args.fill_rate, bench.args.memory_budget
-    v4, v6 = FirstStepKnocks(4, SERVER), FirstStepKnocks(6, Lab.SERVER_V6)
+    v4, v6 = SpoofedSyns(4, SERVER, FIRST_PORT), SpoofedSyns(6, Lab.SERVER_V6, FIRST_PORT)
     run = Run(bench, contender, "memory", seq_timeout=3600)
     socks = {4: raw_socket(bench.lab.client, 4), 6: raw_socket(bench.lab.client, 6)}
     deadline = time.monotonic() + budget
@@ -398,7 +398,7 @@ def _legit_loop(monitor: socket.socket, sources: Sequence[str], timeout: float) 
 def measure_flood(bench: Bench, contender: Contender) -> Result:
     lab, sources = bench.lab, bench.knockers[: bench.args.legit]
     rate, timeout = bench.args.flood_rate, bench.args.legit_timeout
-    knocks = FirstStepKnocks(4, SERVER)
+    knocks = SpoofedSyns(4, SERVER, FIRST_PORT)
     packets = list(knocks.packets(0, knocks.count))
     run = Run(bench, contender, "flood", seq_timeout=5)
     monitor = element_monitor(lab.server)

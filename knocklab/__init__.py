@@ -1,3 +1,10 @@
 """Test plumbing, outside the wheel: network-namespace labs and packet generators for the tests,
 the benchmarks and the demo. Never imported by knocknft itself.
+
+    lab       namespaces joined by veth, their hosts (sockets, knocks, probes), a TCP listener
+    daemons   programs under test in a namespace (LabDaemon, Debian's knockd) and their logs
+    packets   hand-made TCP segments, spoofed SYNs and the paced, bounded sender (floods)
+
+lab may import packets (a host sends hand-made segments); daemons imports lab; packets imports
+nothing of knocklab's at run time. knocklab imports knocknft, never the other way round.
 """

@@ -3,8 +3,8 @@ demo and the benchmarks. Addresses come only from 198.18.0.0/15 and 2001:db8::/3
 created in, or sent to, the host's own namespace, and everything is deleted on exit, also on error.
 
 Sockets can be opened inside a namespace from this process (`Host.socket`), so probes and knock
-floods need no subprocess per packet. Daemons (knocknft's, and Debian's knockd to compare with) run
-inside a namespace as `LabDaemon`s, stopped also when the caller fails half-way.
+floods need no subprocess per packet. Daemons run inside a namespace as knocklab.daemons'
+`LabDaemon`s; spoofed packets and floods are knocklab.packets'.
 """
 
 from __future__ import annotations
@@ -13,24 +13,20 @@ import ctypes
 import ipaddress
 import os
 import secrets
-import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from knocklab.packets import tcp_segment
 from knocknft.client.knock import Target, knock_once
 from knocknft.config import parse_port_spec
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
-# Debian's knockd, the daemon knocknft replaces: the peer the tests and benchmarks compare with.
-KNOCKD = Path("/usr/sbin/knockd")
 
 
 def _setns(fd: int) -> None:
@@ -143,101 +139,6 @@ class Host:
             return False
         finally:
             sock.close()
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: int) -> bytes:
-    """A 20-byte TCP header with a valid checksum (the kernel adds the IP header)."""
-    src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
-    header = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
-    if src.version == 4:
-        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
-    else:
-        pseudo = src.packed + dst.packed + struct.pack("!I3xB", len(header), socket.IPPROTO_TCP)
-    checksum = _checksum(pseudo + header)
-    return header[:16] + struct.pack("!H", checksum) + header[18:]
-
-
-# Spoofed knockers: distinct sources inside 198.18.0.0/15 and away from the lab's own /24, more
-# of them than the engine's default cap of 65536 attempts, so a flood can overfill it.
-SPOOFED_NETWORKS = (
-    ipaddress.IPv4Network("198.19.0.0/16"),
-    ipaddress.IPv4Network("198.18.128.0/17"),
-)
-SPOOFED_SOURCES = sum(net.num_addresses for net in SPOOFED_NETWORKS)
-
-
-def spoofed_source(index: int) -> ipaddress.IPv4Address:
-    """The index-th spoofed source: 198.19.0.0 upwards, then 198.18.128.0 upwards, wrapping."""
-    index %= SPOOFED_SOURCES
-    for net in SPOOFED_NETWORKS:
-        if index < net.num_addresses:
-            return net[index]
-        index -= net.num_addresses
-    raise AssertionError("unreachable: index was reduced modulo SPOOFED_SOURCES")
-
-
-def spoofed_syn(index: int, destination: str, port: int) -> bytes:
-    """A SYN to destination:port from the index-th spoofed source, IPv4 header included, for a
-    raw IPPROTO_RAW socket: a first-step knock from a new source is the engine's costly case."""
-    source = str(spoofed_source(index))
-    tcp = tcp_segment(source, destination, 40000, port, 0x02)
-    src, dst = socket.inet_aton(source), socket.inet_aton(destination)
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, src, dst)
-    return header + tcp
-
-
-def flood(
-    host: Host,
-    packets: Sequence[bytes],
-    destination: str,
-    rate: int,
-    seconds: float,
-    *,
-    stop: threading.Event | None = None,
-) -> tuple[int, float]:
-    """Send `packets` round-robin from `host` at `rate` per second; returns (sent, took).
-
-    Bounded in count (rate * seconds) and in time (seconds, plus one to catch up), and ends early
-    when `stop` is set: a flood always ends by itself. Packets go out in bursts of a
-    millisecond's worth, paced against the clock."""
-    sock = host.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    target = (destination, 0)
-    total = int(rate * seconds)
-    burst = max(1, rate // 1000)
-    sent = 0
-    started = time.perf_counter()
-    deadline = started + seconds + 1.0
-    try:
-        while sent < total and not (stop is not None and stop.is_set()):
-            due = started + sent / rate
-            now = time.perf_counter()
-            if now > deadline:
-                break
-            if now < due:
-                time.sleep(due - now)
-            for _ in range(min(burst, total - sent)):
-                sock.sendto(packets[sent % len(packets)], target)
-                sent += 1
-    finally:
-        sock.close()
-    return sent, time.perf_counter() - started
-
-
-def rss_bytes(pid: int) -> int:
-    """A process's resident memory (VmRSS): what a flood costs the daemon."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise OSError(f"no VmRSS in /proc/{pid}/status")
 
 
 class Listener:
@@ -389,115 +290,6 @@ class Lab:
                 # A process still inside keeps the namespace busy for a moment after it exits.
                 time.sleep(0.05 * (attempt + 1))
         self._created.clear()
-
-
-def wait_for_log(
-    path: Path,
-    text: str,
-    timeout: float = 5.0,
-    count: int = 1,
-    check: Callable[[], None] = lambda: None,
-) -> str:
-    """Poll a log file until `text` is in it `count` times; `check` raises if waiting is futile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = path.read_text() if path.exists() else ""
-        if log.count(text) >= count:
-            return log
-        check()
-        time.sleep(0.02)
-    log = path.read_text() if path.exists() else "(no log file)"
-    raise AssertionError(f"{text!r} (x{count}) not in {path} after {timeout}s:\n{log}")
-
-
-class LabDaemon:
-    """A long-running program inside one of the lab's namespaces, its stdout and stderr appended
-    to `log_path`. Ready once `ready` is logged; stopped with SIGTERM (SIGKILL if it lingers) by
-    `stop` or on leaving a `with` block. A daemon that fails to get ready is stopped too: a
-    process left behind would keep its namespace alive after the lab is deleted. `cpu` pins it
-    to one CPU (the benchmarks give the daemon a core of its own); `env` is added to this
-    process's environment; `name` is how failures call it (argv[0]'s name by default)."""
-
-    def __init__(
-        self,
-        host: Host,
-        argv: Sequence[str],
-        log_path: Path,
-        ready: str,
-        *,
-        timeout: float = 10.0,
-        cpu: int | None = None,
-        env: Mapping[str, str] | None = None,
-        name: str | None = None,
-    ) -> None:
-        self.host = host
-        self.name = name or Path(argv[0]).name
-        self.log_path = log_path
-        pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
-        self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            host.cmd(*pinned, *argv),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **env} if env else None,
-        )
-        try:
-            self.wait_for(ready, timeout=timeout)
-        except BaseException:
-            self.stop(signal.SIGKILL)
-            raise
-
-    @property
-    def pid(self) -> int:
-        # `ip netns exec` (and `taskset`) exec the program: the Popen pid is the daemon itself.
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for(self, text: str, timeout: float = 5.0, count: int = 1) -> str:
-        def alive() -> None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log()}")
-
-        return wait_for_log(self.log_path, text, timeout, count, alive)
-
-    def send(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def __enter__(self) -> LabDaemon:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def start_knockd(
-    host: Host, config: Path, log_path: Path, verbose: bool = True, cpu: int | None = None
-) -> LabDaemon:
-    """Debian's knockd on `host`'s lab interface. -v makes it log every stage and OPEN SESAME
-    to stdout, flushed line by line, and "listening on IFACE..." once its pcap filter is set.
-    Without -v, `config` must have `LogFile = log_path`: knockd logs "starting up, listening on
-    IFACE" there instead, and every stage too (as it does in production)."""
-    return LabDaemon(
-        host,
-        [str(KNOCKD), "-i", host.ifname, "-c", str(config), *(["-v"] if verbose else [])],
-        log_path,
-        f"listening on {host.ifname}",
-        cpu=cpu,
-    )
 
 
 def can_use_namespaces() -> str | None:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from knocklab.lab import Lab, LabDaemon, run_in_netns
+from knocklab.daemons import LabDaemon
+from knocklab.lab import Lab, run_in_netns
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

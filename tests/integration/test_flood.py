@@ -11,7 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-from knocklab.lab import SPOOFED_SOURCES, Lab, Listener, flood, rss_bytes, spoofed_syn
+from knocklab.daemons import rss_bytes
+from knocklab.lab import Lab, Listener
+from knocklab.packets import SpoofedSyns, flood
 from knocknft.config import DEFAULT_MAX_ATTEMPTS
 from tests.integration.support import (
     REPO,
@@ -57,8 +59,9 @@ def test_a_spoofed_flood_is_bounded_and_real_knockers_still_get_in(
     text = config_text(state, open_for="30s", seq_timeout="25s")
     cfg = write_config(tmp_path, text.replace("options:\n", f"options:\n  metrics: {METRICS}\n"))
     # More distinct sources than the cap, so the flood overfills it and evictions must happen.
-    assert SPOOFED_SOURCES > DEFAULT_MAX_ATTEMPTS
-    packets = [spoofed_syn(i, SERVER, 7000) for i in range(SPOOFED_SOURCES)]
+    knocks = SpoofedSyns(4, SERVER, 7000)
+    assert knocks.count > DEFAULT_MAX_ATTEMPTS
+    packets = list(knocks.packets())
     stop = threading.Event()
     sent: list[int] = []
     with running(lab, cfg, tmp_path / "daemon.log", verbose=False) as daemon:

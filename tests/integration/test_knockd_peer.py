@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from knocklab.lab import KNOCKD, Host, Lab, LabDaemon, Listener, start_knockd
+from knocklab.daemons import KNOCKD, LabDaemon, start_knockd
+from knocklab.lab import Host, Lab, Listener
 from tests.integration.support import BIN, RIGHT, config_text, running, write_config
 
 pytestmark = pytest.mark.skipif(

@@ -10,7 +10,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from knocklab.lab import Lab, Listener, wait_for_log
+from knocklab.daemons import wait_for_log
+from knocklab.lab import Lab, Listener
 from tests.integration.support import BIN, READY, RIGHT, config_text, running, write_config
 
 SERVER, SERVER6 = Lab.SERVER_V4, Lab.SERVER_V6

@@ -1,0 +1,190 @@
+"""Hand-made packets for the lab: single TCP segments with chosen flags, and spoofed SYNs from a
+large range of sources, sent paced and bounded from a raw socket. The tests' flood, the daemon
+benchmark and the peer benchmark all build and send them here.
+
+Spoofed sources stay in the test ranges and off the addresses the lab gives real hosts:
+- IPv4: 198.18.64.0 to 198.19.255.255 (114688 sources, more than the engine's default cap of
+  65536 attempts, so a flood can overfill it); 198.18.0.0/18 is left to real addresses (the lab's
+  link is 198.18.0.0/24, and the benchmarks give knockers 198.18.1.0 upwards);
+- IPv6: 2001:db8:1:: upwards (as many as any run needs).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import socket
+import struct
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from knocklab.lab import Host
+
+SPOOFED_V4 = ipaddress.IPv4Address("198.18.64.0")
+SPOOFED_V4_COUNT = 114688  # to 198.19.255.255, the end of 198.18.0.0/15
+SPOOFED_V6 = ipaddress.IPv6Address("2001:db8:1::")
+SPOOFED_V6_COUNT = 1 << 80
+
+SYN = 0x02
+SOURCE_PORT = 40000
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def _words(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    return sum(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+def _tcp_header(sport: int, dport: int, flags: int) -> bytes:
+    """20 bytes of TCP header, checksum zero."""
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+
+
+def _pseudo_header(source: bytes, destination: bytes, length: int) -> bytes:
+    """What the TCP checksum covers besides the segment (RFC 793, RFC 8200 8.1)."""
+    if len(destination) == 4:
+        return source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, length)
+    return source + destination + struct.pack("!I3xB", length, socket.IPPROTO_TCP)
+
+
+def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: int) -> bytes:
+    """A 20-byte TCP header with a valid checksum (the kernel adds the IP header)."""
+    src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
+    header = _tcp_header(sport, dport, flags)
+    checksum = ~_fold(_words(_pseudo_header(src.packed, dst.packed, len(header)) + header))
+    return header[:16] + struct.pack("!H", checksum & 0xFFFF) + header[18:]
+
+
+@dataclass
+class SpoofedSyns:
+    """SYNs to destination:dport, the i-th from the i-th spoofed source of its family, IP header
+    included (for an IPPROTO_RAW socket): as first-step knocks, each one starts an attempt, the
+    engine's costly case. Built from a template with the TCP checksum updated for the source
+    only, so a sender can make them as fast as it sends them."""
+
+    family: int  # 4 or 6
+    destination: str
+    dport: int
+    count: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        dst = ipaddress.ip_address(self.destination).packed
+        tcp = _tcp_header(SOURCE_PORT, self.dport, SYN)
+        if self.family == 4:
+            self._base = int(SPOOFED_V4)
+            self.count = SPOOFED_V4_COUNT
+            # The kernel fills in the IPv4 header's id and checksum (IPPROTO_RAW).
+            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes(4), dst)
+            self._source_at = 12
+        else:
+            self._base = int(SPOOFED_V6)
+            self.count = SPOOFED_V6_COUNT
+            ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, bytes(16), dst)
+            self._source_at = 8
+        self._width = len(dst)
+        self._template = bytearray(ip + tcp)
+        self._checksum_at = len(ip) + 16
+        # The sum over everything but the source, which packet() adds for each one.
+        self._fixed = _words(_pseudo_header(bytes(self._width), dst, len(tcp)) + tcp)
+
+    def source(self, index: int) -> str:
+        return str(ipaddress.ip_address(self._base + index))
+
+    def packet(self, index: int) -> bytes:
+        if not 0 <= index < self.count:
+            raise ValueError(f"only {self.count} spoofed IPv{self.family} sources")
+        address = self._base + index
+        total = self._fixed
+        rest = address
+        while rest:
+            total += rest & 0xFFFF
+            rest >>= 16
+        packet = self._template
+        packet[self._source_at : self._source_at + self._width] = address.to_bytes(
+            self._width, "big"
+        )
+        struct.pack_into("!H", packet, self._checksum_at, ~_fold(total) & 0xFFFF)
+        return bytes(packet)
+
+    def packets(self, start: int = 0, count: int | None = None) -> Iterator[bytes]:
+        """From the start-th source on, count of them (all the rest by default)."""
+        end = self.count if count is None else start + count
+        for index in range(start, end):
+            yield self.packet(index)
+
+
+def raw_socket(host: Host, family: int) -> socket.socket:
+    """A socket in `host`'s namespace that sends whole IP packets (spoofed sources)."""
+    return host.socket(
+        socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW
+    )
+
+
+class Flag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def send_paced(
+    sock: socket.socket,
+    destination: str,
+    packets: Iterable[bytes],
+    rate: float,
+    *,
+    max_seconds: float,
+    stop: Flag | None = None,
+) -> tuple[int, float]:
+    """Send `packets` at `rate` per second (in bursts of a millisecond's worth), never for
+    longer than `max_seconds`, and no more once `stop` is set; returns (sent, seconds taken).
+    Build the packets beforehand: making them here would slow the sender, not the daemon."""
+    target = (destination, 0)
+    burst = max(1, int(rate // 1000))
+    sent = 0
+    started = time.perf_counter()
+    deadline = started + max_seconds
+    iterator = iter(packets)
+    while True:
+        due = started + sent / rate
+        now = time.perf_counter()
+        if now >= deadline or (stop is not None and stop.is_set()):
+            break
+        if now < due:
+            time.sleep(due - now)
+        batch = [p for _, p in zip(range(burst), iterator, strict=False)]
+        for packet in batch:
+            sock.sendto(packet, target)
+        sent += len(batch)
+        if len(batch) < burst:
+            break
+    return sent, time.perf_counter() - started
+
+
+def flood(
+    host: Host,
+    packets: Sequence[bytes],
+    destination: str,
+    rate: int,
+    seconds: float,
+    *,
+    stop: Flag | None = None,
+) -> tuple[int, float]:
+    """Send IPv4 `packets` round-robin from `host` at `rate` per second; returns (sent, took).
+
+    Bounded in count (rate * seconds) and in time (seconds, plus one to catch up), and ends early
+    when `stop` is set: a flood always ends by itself."""
+    sock = raw_socket(host, 4)
+    try:
+        again_and_again = itertools.islice(itertools.cycle(packets), int(rate * seconds))
+        return send_paced(
+            sock, destination, again_and_again, rate, max_seconds=seconds + 1.0, stop=stop
+        )
+    finally:
+        sock.close()
