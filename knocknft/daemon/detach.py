@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from knocknft.errors import KnocknftError
+from knocknft.files import write_atomic
 
 DEFAULT_PID_FILE = Path("/run/knocknft.pid")
 READY_TIMEOUT = 60.0
@@ -139,11 +140,10 @@ def _wait_ready(fd: int, timeout: float) -> None:
 
 
 def write_pid_file(path: Path) -> None:
-    """Write our pid atomically, so a reader never sees a half-written file."""
+    """Write our pid atomically, so a reader never sees a half-written file. A pid is no secret:
+    readable by all, as pidfiles are."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(f"{os.getpid()}\n", encoding="ascii")
-    os.replace(tmp, path)
+    write_atomic(path, f"{os.getpid()}\n", new_mode=0o644)
 
 
 def read_pid_file(path: Path) -> int | None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from knocknft.config import IPAddress
+from knocknft.files import write_atomic
 
 log = logging.getLogger("knocknft")
 
@@ -74,13 +74,9 @@ class PendingStops:
         if self.path is None:
             return
         data = {"pending": [asdict(p) for p in sorted(self._items.values(), key=lambda p: p.due)]}
-        tmp = self.path.with_suffix(".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            # Private: a stop command may carry what the config keeps secret.
+            write_atomic(self.path, json.dumps(data, indent=1))
         except OSError as exc:
             log.error("cannot save pending stop commands to %s: %s", self.path, exc)

@@ -312,6 +312,8 @@ def test_pidfile_is_written_and_removed_only_when_ours(tmp_path: Path) -> None:
     write_pid_file(pid_file)
     assert read_pid_file(pid_file) is not None
     assert pid_file.read_text() == f"{read_pid_file(pid_file)}\n"
+    assert pid_file.stat().st_mode & 0o777 == 0o644, "a pid is no secret"
+    assert [p.name for p in pid_file.parent.iterdir()] == ["knocknft.pid"], "no temp file left"
     pid_file.write_text("1\n")
     remove_pid_file(pid_file)
     assert pid_file.exists(), "another instance's pidfile is left alone"
