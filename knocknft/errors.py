@@ -1,15 +1,23 @@
-"""The exception tree. Everything knocknft raises on purpose derives from KnocknftError:
+"""The exception tree. Everything knocknft raises on purpose derives from KnocknftError; the classes
+defined outside this module are named with theirs:
 
     KnocknftError
     ├── ConfigError        the config is invalid; carries every problem found, with file and line
+    ├── UsageError         a command-line argument is wrong (bad address, unknown door)
     ├── NftError           libnftables refused a command or is missing
     │   └── TableMissing   our table is not loaded (run `knocknft apply` first)
+    ├── NotOurs            a saved last-good file is not a ruleset knocknft wrote
+    │                      (knocknft.nft.lastgood)
     ├── NflogError         the kernel refused an NFLOG request (knocknft.netlink.nflog)
-    │   └── NflogGroupBusy another socket owns the NFLOG group
-    └── UsageError         a command-line argument is wrong (bad address, unknown door)
+    │   └── NflogGroupBusy another socket owns the NFLOG group (knocknft.netlink.nflog)
+    ├── DaemonFailed       `run -d`: the background daemon could not start (knocknft.daemon.detach)
+    ├── AlreadyRunning     the pidfile names a knocknft still running (knocknft.daemon.detach)
+    ├── NothingPending     `confirm` found no `apply --confirm` to confirm (knocknft.admin.confirm)
+    └── ConfirmPending     a plain `apply` while a confirmation is pending (knocknft.admin.confirm)
 
 Adapters map their backends' failures into this tree at the boundary (`raise ... from exc`), so the
-CLI can turn any of them into one clear message and an exit code.
+CLI can turn any of them into one clear message and an exit code. tests/unit/test_errors.py keeps
+this list whole.
 """
 
 from __future__ import annotations
