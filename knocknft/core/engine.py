@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
@@ -174,7 +174,8 @@ class Engine:
         self.counters = EngineCounters()
         self._doors: list[_DoorState] = []
         self._tracked = 0
-        self._pending: list[Event] = []
+        # Events a reload raises (evictions, doors disabled): handed out by the next `expire`.
+        self._queued: list[Event] = []
         # No attempt runs out before this time (it may be early after removals, never late):
         # the knock path's test for a walk, and the caller's timer.
         self._expire_at = math.inf
@@ -195,7 +196,7 @@ class Engine:
             else:
                 state = _DoorState(door, _steps_of(door))
                 if state.steps is None:
-                    self._pending.append(DoorDisabled(door, "its one-time sequences are used up"))
+                    self._queued.append(DoorDisabled(door, "its one-time sequences are used up"))
                 states.append(state)
         self._doors = states
         self._tracked = sum(len(s.attempts) for s in states)
@@ -204,8 +205,8 @@ class Engine:
                 raise ValueError("max_attempts must be at least 1")
             self.max_attempts = max_attempts
             while self._tracked > max_attempts:
-                self._evict_oldest(self._pending)
-        self._expire_at = -math.inf  # walk at the next knock: new timeouts, pending events
+                self._evict_oldest(self._queued)
+        self._expire_at = -math.inf  # walk at the next knock: new timeouts, queued events
 
     @property
     def tracked(self) -> int:
@@ -227,7 +228,7 @@ class Engine:
 
     def expire(self, now: float) -> list[Event]:
         """Time out every attempt whose seq_timeout has run out by `now`."""
-        events = self._take_pending()
+        events = self._take_queued()
         earliest = math.inf
         for state in self._doors:
             attempts = state.attempts
@@ -244,8 +245,8 @@ class Engine:
         self._expire_at = earliest
         return events
 
-    def _take_pending(self) -> list[Event]:
-        events, self._pending = self._pending, []
+    def _take_queued(self) -> list[Event]:
+        events, self._queued = self._queued, []
         return events
 
     # -- knocks -----------------------------------------------------------------------------
@@ -359,10 +360,3 @@ class Engine:
         self._tracked -= 1
         self.counters.evictions += 1
         events.append(Evicted(_address(key), oldest.door, stage))
-
-    def sources(self) -> Iterable[IPAddress]:
-        """Sources with an attempt in progress (for status and tests)."""
-        seen: dict[IPAddress, None] = {}
-        for state in self._doors:
-            seen.update(dict.fromkeys(_address(key) for key in state.attempts))
-        return list(seen)
