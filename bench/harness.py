@@ -29,9 +29,13 @@ from typing import Protocol
 
 from knocklab.daemons import LabDaemon, start_knockd
 from knocklab.lab import Host, Lab, run_in_netns
-from knocknft.netlink.nflog import NETLINK_NETFILTER, iter_messages
-from knocknft.netlink.nftevents import NFNLGRP_NFTABLES
-from knocknft.netlink.setelem import NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWSETELEM
+from knocknft.netlink.base import (
+    NETLINK_NETFILTER,
+    NFNL_SUBSYS_NFTABLES,
+    NFNLGRP_NFTABLES,
+    NFT_MSG_NEWSETELEM,
+    iter_messages,
+)
 
 BIN = Path(sys.executable).parent
 # The message type nf_tables announces a new set element with.

@@ -2,8 +2,8 @@
 
 Builds a long stream of netlink buffers from the real messages saved under
 ``tests/data/nflog`` (sequence numbers rewritten so the stream has no gaps) and
-decodes it with :class:`knocknft.netlink.nflog.NflogDecoder` and with pyroute2's
-generic parser (:class:`knocknft.netlink.nflog.MarshalNflog`), one after the other in
+decodes it with :class:`knocknft.netlink.nflog_decoder.NflogDecoder` and with pyroute2's
+generic parser (:class:`knocknft.netlink.nflog_messages.MarshalNflog`), one after the other in
 the same process. pyroute2 is only asked to parse, not to pick attributes out
 or decode the IP packet, so its figure flatters it.
 
@@ -22,13 +22,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from knocknft.netlink.nflog import (  # noqa: E402
+from knocknft.netlink.base import iter_messages  # noqa: E402
+from knocknft.netlink.nflog_decoder import NflogDecoder  # noqa: E402
+from knocknft.netlink.nflog_messages import (  # noqa: E402
     NFULA_PAYLOAD,
     NFULA_SEQ,
     NFULNL_PACKET_TYPE,
     MarshalNflog,
-    NflogDecoder,
-    iter_messages,
 )
 
 DATA = REPO / "tests" / "data" / "nflog"

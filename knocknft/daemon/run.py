@@ -28,7 +28,8 @@ from knocknft.daemon.stats import STATS_INTERVAL
 from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
 from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf
-from knocknft.netlink.nflog import NflogCounters, NflogSocket
+from knocknft.netlink.nflog import NflogSocket
+from knocknft.netlink.nflog_decoder import NflogCounters
 from knocknft.netlink.nftevents import TableEvents
 from knocknft.nft.libnft import LibNft
 

@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, TypeAlias
 
+from knocknft.netlink.base import Buffer
+
 __all__ = [
-    "Buffer",
     "Discard",
     "KnockPacket",
     "decode_packet",
 ]
-
-Buffer: TypeAlias = bytes | bytearray | memoryview
-"""Anything ``struct.unpack_from`` reads and that indexes to ints."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from knocknft.config import parse_config
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.run import source_stats
 from knocknft.daemon.stops import PendingStops
-from knocknft.netlink.nflog import NflogCounters
+from knocknft.netlink.nflog_decoder import NflogCounters
 from tests.unit.fakes import RecordingNft, RecordingRunner
 
 # A config with every usual part of one door.

@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 
-from knocknft.netlink.nflog import (
+from knocknft.netlink.base import (
+    NLA_F_NET_BYTEORDER,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_NOOP,
+    iter_messages,
+)
+from knocknft.netlink.nflog_decoder import MessageProblem, NflogCounters, NflogDecoder
+from knocknft.netlink.nflog_messages import (
     NFULA_CFG_CMD,
     NFULA_CFG_FLAGS,
     NFULA_CFG_MODE,
@@ -29,18 +39,8 @@ from knocknft.netlink.nflog import (
     NFULNL_CONFIG_TYPE,
     NFULNL_COPY_PACKET,
     NFULNL_PACKET_TYPE,
-    NLA_F_NET_BYTEORDER,
-    NLM_F_ACK,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-    NLMSG_NOOP,
     MarshalNflog,
-    MessageProblem,
-    NflogCounters,
-    NflogDecoder,
     config_request,
-    iter_messages,
 )
 from knocknft.netlink.packet import Discard, KnockPacket
 

@@ -8,13 +8,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knocknft.netlink.nflog import (
-    NFULNL_PACKET_TYPE,
-    MarshalNflog,
-    NflogCounters,
-    NflogDecoder,
-    iter_messages,
-)
+from knocknft.netlink.base import iter_messages
+from knocknft.netlink.nflog_decoder import NflogCounters, NflogDecoder
+from knocknft.netlink.nflog_messages import NFULNL_PACKET_TYPE, MarshalNflog
 from knocknft.netlink.packet import Discard, KnockPacket, decode_packet
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nflog"

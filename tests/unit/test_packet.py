@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from knocknft.netlink import packet
-from knocknft.netlink.nflog import NFULNL_PACKET_TYPE, MarshalNflog
+from knocknft.netlink.nflog_messages import NFULNL_PACKET_TYPE, MarshalNflog
 from knocknft.netlink.packet import Discard, KnockPacket, decode_packet
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nflog"

@@ -15,16 +15,16 @@ from pyroute2.netlink.nfnetlink.nftsocket import nft_set_elem_list_msg
 
 from knocknft.config import PortSpec
 from knocknft.core.grants import Grant
-from knocknft.netlink.nflog import NLM_F_ACK
-from knocknft.netlink.setelem import (
+from knocknft.netlink.base import (
     NFNL_MSG_BATCH_BEGIN,
     NFNL_MSG_BATCH_END,
     NFNL_SUBSYS_NFTABLES,
     NFT_MSG_DELSETELEM,
     NFT_MSG_NEWSETELEM,
-    encode_grant_batch,
-    parse_acks,
+    NLM_F_ACK,
+    iter_acks,
 )
+from knocknft.netlink.setelem import encode_grant_batch
 
 SSH = Grant(ipaddress.ip_address("198.18.0.2"), PortSpec(22, "tcp"), "ssh", 30)
 DNS6 = Grant(ipaddress.ip_address("2001:db8::2"), PortSpec(53, "udp"), "dns", 600)
@@ -110,5 +110,5 @@ def test_acks_and_errors_are_read_by_sequence_number() -> None:
         return struct.pack("=IHHII", 16 + len(body), 2, 0, seq, 0) + body
 
     data = error(5, 0) + error(6, errno.ENOENT)
-    assert list(parse_acks(data)) == [(5, 0), (6, errno.ENOENT)]
-    assert list(parse_acks(data[:10])) == []
+    assert list(iter_acks(data)) == [(5, 0), (6, errno.ENOENT)]
+    assert list(iter_acks(data[:10])) == []

@@ -37,7 +37,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 sys.path.insert(0, str(REPO))
 
-from knocknft.netlink.nflog import NFULNL_PACKET_TYPE, NflogSocket, iter_messages  # noqa: E402
+from knocknft.netlink.base import iter_messages  # noqa: E402
+from knocknft.netlink.nflog import NflogSocket  # noqa: E402
+from knocknft.netlink.nflog_messages import NFULNL_PACKET_TYPE  # noqa: E402
 
 SERVER4 = "198.18.0.1"
 CLIENT4 = "198.18.0.2"
