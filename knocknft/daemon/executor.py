@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from knocknft import __version__
 from knocknft.config import Config, Door, IPAddress, PortSpec
@@ -42,7 +42,13 @@ from knocknft.daemon.commands import CommandRunner, command_for, expand_command
 from knocknft.daemon.keeper import TableKeeper
 from knocknft.daemon.names import Labelled, NameCache
 from knocknft.daemon.onetime import mark_used
-from knocknft.daemon.stats import STATS_FILE, STATS_INTERVAL
+from knocknft.daemon.stats import (
+    NO_SOURCE_STATS,
+    STATS_FILE,
+    STATS_INTERVAL,
+    DaemonStats,
+    SourceStats,
+)
 from knocknft.daemon.stops import STATE_FILE, PendingStops
 from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import TableEvent
@@ -365,9 +371,9 @@ class Daemon:
 
     # -- reporting ------------------------------------------------------------------------------
 
-    def stats(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def stats(self, sources: SourceStats = NO_SOURCE_STATS) -> DaemonStats:
         e = self.engine.counters
-        data: dict[str, Any] = {
+        return {
             "pid": os.getpid(),
             "version": __version__,
             "started": self.started,
@@ -390,9 +396,8 @@ class Daemon:
             "pending_stop_commands": len(self.pending),
             "knock_log_suppressed": self.knock_log.suppressed,
             "table_restores": self.keeper.restores,
+            **sources,
         }
-        data.update(extra or {})
-        return data
 
 
 def warn_if_unsaved(result: ApplyResult) -> None:
@@ -404,7 +409,7 @@ def warn_if_unsaved(result: ApplyResult) -> None:
         )
 
 
-def write_stats(path: Path, data: dict[str, Any]) -> None:
+def write_stats(path: Path, data: DaemonStats) -> None:
     tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -480,10 +485,10 @@ def serve(
     source: PacketSource,
     *,
     load: Callable[[], Config],
-    source_stats: Callable[[], dict[str, Any]],
+    source_stats: Callable[[], SourceStats],
     on_ready: Callable[[], None] = lambda: None,
     on_reload: Callable[[bool], None] = lambda ok: None,
-    on_stats: Callable[[dict[str, Any]], None] = lambda stats: None,
+    on_stats: Callable[[DaemonStats], None] = lambda stats: None,
     table_events: TableEventSource | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from knocknft.config import ListenAddress
-from knocknft.daemon.stats import STATS
+from knocknft.daemon.stats import STATS, DaemonStats
 from knocknft.errors import KnocknftError
 
 log = logging.getLogger("knocknft")
@@ -32,8 +32,9 @@ def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def render_metrics(stats: Mapping[str, Any]) -> str:
-    """The stats as Prometheus text: HELP and TYPE for each, values as the daemon wrote them."""
+def render_metrics(stats: Mapping[str, object]) -> str:
+    """The stats as Prometheus text: HELP and TYPE for each, values as the daemon wrote them
+    (a snapshot of DaemonStats; a value missing from it is left out)."""
     lines = [
         "# HELP knocknft_info The running daemon's version.",
         "# TYPE knocknft_info gauge",
@@ -54,7 +55,7 @@ class _Server(HTTPServer):
 
     def __init__(self, address: ListenAddress) -> None:
         self.address_family = socket.AF_INET6 if address.host.version == 6 else socket.AF_INET
-        self.snapshot: Mapping[str, Any] | None = None
+        self.snapshot: Mapping[str, object] | None = None
         super().__init__((str(address.host), address.port), _Handler)
 
 
@@ -104,7 +105,7 @@ class MetricsServer:
         self._thread.start()
         log.info("metrics on http://%s/metrics", address)
 
-    def publish(self, stats: Mapping[str, Any]) -> None:
+    def publish(self, stats: DaemonStats) -> None:
         """Hand over the latest stats: a read-only copy, swapped in by one assignment."""
         self._server.snapshot = MappingProxyType(dict(stats))
 

@@ -20,10 +20,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, MutableMapping
 
 from knocknft.config import Config
+from knocknft.daemon.stats import DaemonStats
 from knocknft.errors import KnocknftError, TableMissing
 from knocknft.nft.libnft import Nft, read_grants
 
@@ -157,7 +157,7 @@ def status_line(
     config: Config,
     *,
     open_grants: int | None,
-    stats: Mapping[str, Any],
+    stats: DaemonStats,
     reload_failed: bool = False,
 ) -> str:
     """What `systemctl status` shows: is it listening, what is open, what happened so far."""
@@ -169,16 +169,16 @@ def status_line(
     )
     parts = [
         f"listening on NFLOG group {options.nflog_group}, {len(config.doors)} door(s), "
-        f"{grants}; since start: {stats.get('knocks', 0)} knock(s), "
-        f"{stats.get('opens', 0)} door(s) opened"
+        f"{grants}; since start: {stats['knocks']} knock(s), "
+        f"{stats['opens']} door(s) opened"
     ]
-    for key, what in (
-        ("grant_failures", "grant(s) failed"),
-        ("commands_failed", "command(s) failed"),
-        ("nflog_lost", "NFLOG message(s) lost"),
+    for count, what in (
+        (stats["grant_failures"], "grant(s) failed"),
+        (stats["commands_failed"], "command(s) failed"),
+        (stats["nflog_lost"], "NFLOG message(s) lost"),
     ):
-        if stats.get(key):
-            parts.append(f"{stats[key]} {what}")
+        if count:
+            parts.append(f"{count} {what}")
     line = ", ".join(parts)
     if reload_failed:
         line = "last reload failed, running the previous config (see the log); " + line

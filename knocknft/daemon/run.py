@@ -24,7 +24,7 @@ from knocknft.daemon.logs import setup_logging
 from knocknft.daemon.metrics import MetricsServer
 from knocknft.daemon.names import NameCache
 from knocknft.daemon.notify import Notifier, OpenGrants, status_line
-from knocknft.daemon.stats import STATS_INTERVAL
+from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
 from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf
@@ -156,7 +156,7 @@ def keep_restart_only(old: Options, new: Options) -> tuple[Options, list[str]]:
     return dataclasses.replace(new, **{key: getattr(old, key) for key in changed}), changed
 
 
-def source_stats(nflog: NflogCounters, names: NameCache | None) -> dict[str, object]:
+def source_stats(nflog: NflogCounters, names: NameCache | None) -> SourceStats:
     """The NFLOG reader's and the name cache's counters, for stats.json beside the daemon's."""
     return {
         "nflog_messages": nflog.messages,
@@ -218,10 +218,10 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
                 if systemd.enabled:
                     systemd.ready(status(daemon.stats(counters()), fresh=True))
 
-            def counters() -> dict[str, object]:
+            def counters() -> SourceStats:
                 return source_stats(nflog.counters, names)
 
-            def status(stats: dict[str, object], fresh: bool = False) -> str:
+            def status(stats: DaemonStats, fresh: bool = False) -> str:
                 return status_line(
                     daemon.config,
                     open_grants=open_grants.count(fresh),
@@ -251,7 +251,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
 
             lost_reported = 0
 
-            def stats_ticked(stats: dict[str, object]) -> None:
+            def stats_ticked(stats: DaemonStats) -> None:
                 nonlocal lost_reported
                 lost = nflog.counters.lost
                 if lost > lost_reported:

@@ -1,5 +1,6 @@
-"""The daemon's counters as others read them: what each one means, and whether the daemon that
-wrote `stats.json` is still running, for `knocknft status --stats` and the metrics endpoint.
+"""The daemon's counters: the one definition of what stats.json holds and what each value means,
+and whether the daemon that wrote it is still running, for `knocknft status --stats` and the
+metrics endpoint.
 
 Pure apart from `read_status`, which reads the file and asks the kernel whether the pid lives.
 """
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypedDict, get_type_hints
 
 from knocknft.core.grants import format_seconds
 
@@ -24,13 +25,115 @@ STALE_AFTER = 3 * STATS_INTERVAL
 
 
 @dataclass(frozen=True)
+class Meaning:
+    """What one value of stats.json means: a counter (only ever grows while the daemon runs) or a
+    gauge, its help text, and its Prometheus name when that is not knocknft_<key>_total (counters)
+    or knocknft_<key> (gauges)."""
+
+    kind: Literal["counter", "gauge"]
+    help: str
+    metric: str = ""
+
+
+def _counter(help: str) -> Meaning:
+    return Meaning("counter", help)
+
+
+# The counters stats.json holds, each named once here with its meaning: the daemon fills them in
+# (Daemon.stats, and run.source_stats for its sources), `status --stats` and the metrics endpoint
+# describe them from STATS below, systemd's status line quotes a few. The classes' order is the
+# order they are shown in.
+
+
+class _DaemonCounters(TypedDict):
+    pid: int  # the daemon's process: whether it still runs
+    version: str  # knocknft's version (the metrics' knocknft_info)
+    knocks: Annotated[int, _counter("Knock packets judged by the engine.")]
+    stages: Annotated[int, _counter("Knocks that advanced an attempt by one step.")]
+    opens: Annotated[int, _counter("Knock sequences completed: doors opened.")]
+    timeouts: Annotated[int, _counter("Attempts that ran out of seq_timeout.")]
+    invalidations: Annotated[int, _counter("Attempts broken by a wrong knock.")]
+    evictions: Annotated[
+        int, _counter("Attempts evicted, oldest first, because max_attempts was reached.")
+    ]
+    flags_ignored: Annotated[int, _counter("TCP knocks ignored because of their flags (tcpflags).")]
+    grants: Annotated[int, _counter("Grants added to the allowlist sets.")]
+    grant_failures: Annotated[int, _counter("Grants the kernel refused.")]
+    grants_refreshed: Annotated[int, _counter("Knocks that moved a pending stop command later.")]
+    commands_started: Annotated[int, _counter("Start and stop commands started.")]
+    commands_failed: Annotated[
+        int, _counter("Commands that exited non-zero, were killed or did not start.")
+    ]
+    ipv6_ignored: Annotated[int, _counter("IPv6 knocks ignored under -4.")]
+    table_restores: Annotated[
+        int, _counter("Times the daemon put its table back after another tool deleted it.")
+    ]
+    knock_log_suppressed: Annotated[
+        int, _counter("Per-knock log lines held back by the log rate limit.")
+    ]
+
+
+class SourceStats(TypedDict):
+    """What the daemon's sources count: the NFLOG reader and the name cache."""
+
+    nflog_messages: Annotated[int, _counter("NFLOG messages received from the kernel.")]
+    nflog_lost: Annotated[
+        int, _counter("Logged packets the kernel could not queue (NFLOG sequence gaps).")
+    ]
+    nflog_overruns: Annotated[
+        int, _counter("Receive buffer overruns (ENOBUFS) on the NFLOG socket.")
+    ]
+    nflog_malformed: Annotated[int, _counter("NFLOG messages that could not be decoded.")]
+    nflog_not_knocks: Annotated[int, _counter("Logged packets that were not TCP or UDP knocks.")]
+    lookups_dropped: Annotated[
+        int, _counter("Reverse DNS lookups dropped because the queue was full (-l).")
+    ]
+
+
+class DaemonStats(_DaemonCounters, SourceStats):
+    """Everything the daemon writes to stats.json every STATS_INTERVAL."""
+
+    attempts_tracked: Annotated[int, Meaning("gauge", "Knock attempts in progress.")]
+    attempts_cap: Annotated[
+        int, Meaning("gauge", "The most attempts tracked at once (options.max_attempts).")
+    ]
+    pending_stop_commands: Annotated[int, Meaning("gauge", "Stop commands waiting for their time.")]
+    started: Annotated[
+        float,
+        Meaning(
+            "gauge",
+            "When the daemon started, in seconds since the epoch.",
+            "knocknft_start_time_seconds",
+        ),
+    ]
+    updated: Annotated[
+        float,
+        Meaning(
+            "gauge",
+            "When these values were taken, in seconds since the epoch.",
+            "knocknft_stats_updated_timestamp_seconds",
+        ),
+    ]
+
+
+# A daemon run without sources (tests) counts nothing from them.
+NO_SOURCE_STATS = SourceStats(
+    nflog_messages=0,
+    nflog_lost=0,
+    nflog_overruns=0,
+    nflog_malformed=0,
+    nflog_not_knocks=0,
+    lookups_dropped=0,
+)
+
+
+@dataclass(frozen=True)
 class Stat:
-    """One value of stats.json: a counter (only ever grows while the daemon runs) or a gauge."""
+    """One value of stats.json with its meaning, as `status --stats` and the metrics show it."""
 
     key: str
     kind: Literal["counter", "gauge"]
     help: str
-    # The Prometheus name when it is not knocknft_<key>_total (counters) or knocknft_<key>.
     metric: str = ""
 
     @property
@@ -40,56 +143,17 @@ class Stat:
         return f"knocknft_{self.key}_total" if self.kind == "counter" else f"knocknft_{self.key}"
 
 
-STATS: tuple[Stat, ...] = (
-    Stat("knocks", "counter", "Knock packets judged by the engine."),
-    Stat("stages", "counter", "Knocks that advanced an attempt by one step."),
-    Stat("opens", "counter", "Knock sequences completed: doors opened."),
-    Stat("timeouts", "counter", "Attempts that ran out of seq_timeout."),
-    Stat("invalidations", "counter", "Attempts broken by a wrong knock."),
-    Stat(
-        "evictions", "counter", "Attempts evicted, oldest first, because max_attempts was reached."
-    ),
-    Stat("flags_ignored", "counter", "TCP knocks ignored because of their flags (tcpflags)."),
-    Stat("grants", "counter", "Grants added to the allowlist sets."),
-    Stat("grant_failures", "counter", "Grants the kernel refused."),
-    Stat("grants_refreshed", "counter", "Knocks that moved a pending stop command later."),
-    Stat("commands_started", "counter", "Start and stop commands started."),
-    Stat(
-        "commands_failed", "counter", "Commands that exited non-zero, were killed or did not start."
-    ),
-    Stat("ipv6_ignored", "counter", "IPv6 knocks ignored under -4."),
-    Stat(
-        "table_restores",
-        "counter",
-        "Times the daemon put its table back after another tool deleted it.",
-    ),
-    Stat("knock_log_suppressed", "counter", "Per-knock log lines held back by the log rate limit."),
-    Stat("nflog_messages", "counter", "NFLOG messages received from the kernel."),
-    Stat(
-        "nflog_lost", "counter", "Logged packets the kernel could not queue (NFLOG sequence gaps)."
-    ),
-    Stat("nflog_overruns", "counter", "Receive buffer overruns (ENOBUFS) on the NFLOG socket."),
-    Stat("nflog_malformed", "counter", "NFLOG messages that could not be decoded."),
-    Stat("nflog_not_knocks", "counter", "Logged packets that were not TCP or UDP knocks."),
-    Stat(
-        "lookups_dropped", "counter", "Reverse DNS lookups dropped because the queue was full (-l)."
-    ),
-    Stat("attempts_tracked", "gauge", "Knock attempts in progress."),
-    Stat("attempts_cap", "gauge", "The most attempts tracked at once (options.max_attempts)."),
-    Stat("pending_stop_commands", "gauge", "Stop commands waiting for their time."),
-    Stat(
-        "started",
-        "gauge",
-        "When the daemon started, in seconds since the epoch.",
-        "knocknft_start_time_seconds",
-    ),
-    Stat(
-        "updated",
-        "gauge",
-        "When these values were taken, in seconds since the epoch.",
-        "knocknft_stats_updated_timestamp_seconds",
-    ),
-)
+def _described(stats: type) -> tuple[Stat, ...]:
+    hints = get_type_hints(stats, include_extras=True)
+    return tuple(
+        Stat(key, meaning.kind, meaning.help, meaning.metric)
+        for key, hint in hints.items()
+        for meaning in getattr(hint, "__metadata__", ())
+        if isinstance(meaning, Meaning)
+    )
+
+
+STATS: tuple[Stat, ...] = _described(DaemonStats)
 
 
 State = Literal["running", "stale", "stopped", "absent"]

@@ -3,11 +3,12 @@ never from each other."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 from knocknft.config import parse_config
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.run import source_stats
+from knocknft.daemon.stats import DaemonStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.nflog_decoder import NflogCounters
 from tests.unit.fakes import RecordingNft, RecordingRunner
@@ -41,7 +42,7 @@ doors:
 NOW = 1_700_000_000.0
 
 
-def sample_stats(pid: int = 4321, updated: float = NOW - 2, **values: int) -> dict[str, Any]:
+def sample_stats(pid: int = 4321, updated: float = NOW - 2, **values: int) -> DaemonStats:
     """What a daemon running GOOD writes to stats.json, with pid, times and values as given."""
     daemon = Daemon(
         parse_config(GOOD).config,
@@ -51,5 +52,7 @@ def sample_stats(pid: int = 4321, updated: float = NOW - 2, **values: int) -> di
         clock=lambda: updated,
     )
     stats = daemon.stats(source_stats(NflogCounters(), None))
-    stats.update(pid=pid, started=updated - 3725, **values)
-    return stats
+    unknown = set(values) - set(stats)
+    assert not unknown, f"not in stats.json: {unknown}"
+    # Only keys of DaemonStats, checked just above, and all of them ints.
+    return cast(DaemonStats, {**stats, "pid": pid, "started": updated - 3725, **values})

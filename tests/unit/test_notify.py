@@ -26,7 +26,7 @@ from knocknft.daemon.notify import (
 )
 from knocknft.daemon.stats import STATS_INTERVAL
 from knocknft.errors import NftError, TableMissing
-from tests.unit.support import CLOSING
+from tests.unit.support import CLOSING, sample_stats
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_a_gone_manager_is_logged_once_and_never_raises(
 
 def test_status_line_says_what_systemctl_status_should_show() -> None:
     config = parse_config(CLOSING).config
-    stats = {"knocks": 12, "opens": 2, "commands_failed": 0, "grant_failures": 1}
+    stats = sample_stats(knocks=12, opens=2, commands_failed=0, grant_failures=1)
     line = status_line(config, open_grants=3, stats=stats)
     assert line == (
         "listening on NFLOG group 7, 2 door(s), 3 grant(s) open; since start: 12 knock(s), "
@@ -138,7 +138,7 @@ def test_status_line_says_what_systemctl_status_should_show() -> None:
 
 def test_status_line_says_when_the_table_is_gone_or_the_reload_failed() -> None:
     config = parse_config(CLOSING).config
-    line = status_line(config, open_grants=None, stats={}, reload_failed=True)
+    line = status_line(config, open_grants=None, stats=sample_stats(), reload_failed=True)
     assert line.startswith("last reload failed, running the previous config")
     assert "table inet knocknft is not loaded: nothing is guarded" in line
 

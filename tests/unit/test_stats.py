@@ -7,8 +7,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from typer.testing import CliRunner
 
@@ -60,7 +60,7 @@ def test_no_stats_file_says_where_it_looked(tmp_path: Path) -> None:
     assert str(tmp_path / STATS_FILE) in format_status(status)
 
 
-def write(tmp_path: Path, stats: dict[str, Any]) -> None:
+def write(tmp_path: Path, stats: Mapping[str, object]) -> None:
     (tmp_path / STATS_FILE).write_text(json.dumps(stats))
 
 
