@@ -33,7 +33,7 @@ from knocknft.files import write_atomic
 from knocknft.knockd.grammar import read_knockd_conf
 from knocknft.knockd.writer import import_knockd
 from knocknft.nft.lastgood import last_good_path, load_last_good
-from knocknft.nft.libnft import LibNft, NftSnapshots, read_grants
+from knocknft.nft.libnft import LibNft, NftSnapshots
 from knocknft.nft.operations import (
     apply_config,
     close_grants,
@@ -41,6 +41,7 @@ from knocknft.nft.operations import (
     open_grant,
     parse_client_address,
 )
+from knocknft.nft.queries import read_grants
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the kernel refused, or another runtime failure

@@ -45,12 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from knocknft.config import Config, Options
+from knocknft.core.transaction import Chain, SavedTable, Table, Transaction
 from knocknft.daemon.detach import fork_detached, read_until_closed
 from knocknft.daemon.logs import file_handler, setup_logging
 from knocknft.errors import KnocknftError, TableMissing
 from knocknft.files import write_atomic
-from knocknft.nft.libnft import LibNft, NftSnapshots, chain_names, read_grants
+from knocknft.nft.libnft import LibNft, NftSnapshots
 from knocknft.nft.operations import ApplyResult, apply_config
+from knocknft.nft.queries import chain_names, read_grants
 
 log = logging.getLogger("knocknft")
 
@@ -176,17 +178,24 @@ def watcher_alive(pid: int) -> bool:
 # -- saving and restoring the table ------------------------------------------------------------
 
 
-def rollback_script(table: str, saved: str, chains: list[str]) -> str:
+def rollback_transaction(table: str, saved: str, chains: list[str]) -> Transaction:
     """Empty and delete the chains there are now, then declare the saved table.
 
     The saved listing adds its sets (existing ones keep their elements), chains and rules.
     Every flush comes before any delete, so a jump between our chains never blocks a delete.
+    Raises ValueError if `saved` is not a listing of that one table.
     """
-    t = f"inet {table}"
-    lines = [f"add table {t}"]
-    lines += [f"flush chain {t} {chain}" for chain in chains]
-    lines += [f"delete chain {t} {chain}" for chain in chains]
-    return "\n".join(lines) + "\n" + saved
+    t = Table(table)
+    tx = Transaction().add(t)
+    for chain in chains:
+        tx.flush(Chain(t, chain))
+    for chain in chains:
+        tx.delete(Chain(t, chain))
+    return tx.add(SavedTable(t, saved))
+
+
+def rollback_script(table: str, saved: str, chains: list[str]) -> str:
+    return rollback_transaction(table, saved, chains).render()
 
 
 def save_table(nft: NftSnapshots, table: str) -> str | None:
@@ -196,8 +205,8 @@ def save_table(nft: NftSnapshots, table: str) -> str | None:
     except TableMissing:
         return None
     try:
-        nft.check(rollback_script(table, saved, chain_names(nft, table)))
-    except KnocknftError as exc:
+        nft.check(rollback_transaction(table, saved, chain_names(nft, table)))
+    except (KnocknftError, ValueError) as exc:
         raise KnocknftError(
             f"cannot arm a rollback: table inet {table} as it is now does not load back ({exc}); "
             "nothing was changed"
@@ -218,9 +227,13 @@ def roll_back(nft: NftSnapshots, table: str, saved: str | None) -> RolledBack:
             dropped = len(read_grants(nft, table))
         except TableMissing:
             return RolledBack(0, deleted=True)
-        nft.run(f"delete table inet {table}")
+        nft.apply(Transaction().delete(Table(table)))
         return RolledBack(0, deleted=True, dropped=dropped)
-    nft.run(rollback_script(table, saved, chain_names(nft, table)))
+    try:
+        tx = rollback_transaction(table, saved, chain_names(nft, table))
+    except ValueError as exc:  # the saved file was changed by hand into something else
+        raise KnocknftError(f"the saved table cannot be loaded back: {exc}") from exc
+    nft.apply(tx)
     return RolledBack(len(read_grants(nft, table)), deleted=False)
 
 

@@ -1,9 +1,10 @@
 """Grants: one allowlist element = (client address, service) with a timeout and the door's name.
 
-Pure: renders the nft commands that add, refresh and remove elements, and parses the kernel's JSON
-listing of the sets back into grants. Every element this module renders carries an explicit integer
-timeout; that is checked here, because libnftables 1.0.6 silently makes an element permanent when
-its JSON timeout is a string or a float.
+Pure: the text side of an element, both ways: the transactions that add, refresh and remove
+elements (rendered by knocknft.core.transaction), and the parse of the kernel's JSON listing of
+the sets back into grants. (The binary netlink form is knocknft.netlink's.) Every element this
+module renders carries an explicit integer timeout; that is checked here, because libnftables
+1.0.6 silently makes an element permanent when its JSON timeout is a string or a float.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from knocknft.config import IPAddress, PortSpec
+from knocknft.core.transaction import Element, Table, Transaction, check_seconds
 
 # The allowlist sets, one per family, in our table (knocknft.core.ruleset declares them).
 ALLOW4 = "allow4"
@@ -47,54 +49,48 @@ class Grant:
 
 def check_timeout(timeout: object) -> int:
     """The only timeouts we let near the kernel: whole seconds, 1 .. MAX_GRANT_SECONDS."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int):
-        raise TypeError(f"an element timeout must be whole seconds (int), not {timeout!r}")
-    if not 1 <= timeout <= MAX_GRANT_SECONDS:
-        raise ValueError(f"an element timeout must be 1..{MAX_GRANT_SECONDS} s, not {timeout}")
-    return timeout
+    return check_seconds(timeout, MAX_GRANT_SECONDS)
 
 
 def set_for(address: IPAddress) -> str:
     return ALLOW4 if address.version == 4 else ALLOW6
 
 
-def _key(address: IPAddress, service: PortSpec) -> str:
-    return f"{address} . {service.protocol} . {service.port}"
+def _element(table: Table, address: IPAddress, service: PortSpec, **extra: Any) -> Element:
+    return Element(table, set_for(address), address, service, **extra)
 
 
-def _comment(door: str) -> str:
-    # Door names are validated against DOOR_NAME_RE, so they never need escaping; refuse anything
-    # that would break out of the quoted string rather than trust the caller.
-    if '"' in door or "\\" in door or "\n" in door:
-        raise ValueError(f"door name {door!r} cannot be used as an element comment")
-    return door
-
-
-def render_grant(table: str, grants: Iterable[Grant]) -> str:
+def grant_transaction(table: str, grants: Iterable[Grant]) -> Transaction:
     """Add or refresh grants atomically: add (no-op if present), delete, add with the new timeout.
 
     A plain `add element` leaves an existing element's timer untouched, so a refresh has to replace
     it; the leading add makes the delete valid whether or not the element exists.
     """
-    lines = []
+    t = Table(table)
+    tx = Transaction()
     for g in grants:
         timeout = check_timeout(g.timeout)
-        elem = f"inet {table} {set_for(g.address)} {{ {_key(g.address, g.service)}"
-        lines += [
-            f"add element {elem} timeout {timeout}s }}",
-            f"delete element {elem} }}",
-            f'add element {elem} timeout {timeout}s comment "{_comment(g.door)}" }}',
-        ]
-    return "\n".join(lines) + "\n" if lines else ""
+        tx.add(_element(t, g.address, g.service, timeout=timeout))
+        tx.delete(_element(t, g.address, g.service))
+        tx.add(_element(t, g.address, g.service, timeout=timeout, comment=g.door))
+    return tx
+
+
+def revoke_transaction(table: str, keys: Iterable[tuple[IPAddress, PortSpec]]) -> Transaction:
+    """Remove elements, whether or not they (still) exist: add a 1 s element, then delete it."""
+    t = Table(table)
+    tx = Transaction()
+    for address, service in keys:
+        tx.add(_element(t, address, service, timeout=1)).delete(_element(t, address, service))
+    return tx
+
+
+def render_grant(table: str, grants: Iterable[Grant]) -> str:
+    return grant_transaction(table, grants).render()
 
 
 def render_revoke(table: str, keys: Iterable[tuple[IPAddress, PortSpec]]) -> str:
-    """Remove elements, whether or not they (still) exist: add a 1 s element, then delete it."""
-    lines = []
-    for address, service in keys:
-        elem = f"inet {table} {set_for(address)} {{ {_key(address, service)}"
-        lines += [f"add element {elem} timeout 1s }}", f"delete element {elem} }}"]
-    return "\n".join(lines) + "\n" if lines else ""
+    return revoke_transaction(table, keys).render()
 
 
 def parse_set_listing(listing: Mapping[str, Any]) -> list[Grant]:

@@ -1,6 +1,8 @@
-"""The ruleset renderer: config -> the nft script that installs our one table, as text.
+"""The ruleset: config -> the transaction that installs our one table (and its nft text).
 
-Pure. The script is one libnftables transaction and is written so that re-applying it keeps the
+Pure. Rule bodies are text built here from values checked by knocknft.core.transaction (names,
+interfaces, addresses, ports, quoted comments) or this module's constants; that module's
+docstring states the invariant. The transaction is written so that re-applying it keeps the
 allowlist sets and their elements: the sets are only ever `add`ed (a no-op for an existing set,
 which also updates its default timeout), while the chain is emptied, deleted and recreated, so its
 hook, priority and rules always match the config. Nothing outside our table is named.
@@ -12,8 +14,21 @@ import math
 from collections.abc import Iterable
 
 from knocknft import __version__
-from knocknft.config import Config, Door, IPAddress, PortSpec, RateLimit
+from knocknft.config import MAX_RATE, Config, Door, IPAddress, PortSpec, RateLimit
 from knocknft.core.grants import ALLOW4, ALLOW6
+from knocknft.core.transaction import (
+    Chain,
+    Rule,
+    Set,
+    Table,
+    Transaction,
+    address,
+    check_count,
+    check_interface,
+    networks,
+    quoted,
+    service,
+)
 
 INPUT_CHAIN = "input"
 # Before the usual filter chains (priority 0), so knock packets are consumed first.
@@ -44,18 +59,20 @@ IPV6_RATE_MASK = "ffff:ffff:ffff:ffff::"
 
 def services_expr(ports: Iterable[PortSpec]) -> str:
     """An anonymous set of `proto . port` pairs, sorted so output is stable."""
-    items = ", ".join(f"{p.protocol} . {p.port}" for p in sorted(ports))
+    items = ", ".join(service(p) for p in sorted(ports))
     return f"{{ {items} }}"
 
 
 def _quoted_set(names: Iterable[str]) -> str:
-    return "{ " + ", ".join(f'"{n}"' for n in names) + " }"
+    return "{ " + ", ".join(quoted(check_interface(n), "interface") for n in names) + " }"
 
 
 def _daddr_match(target: IPAddress | None) -> str:
     if target is None:
         return ""
-    return f"ip daddr {target} " if target.version == 4 else f"ip6 daddr {target} "
+    return (
+        f"ip daddr {address(target)} " if target.version == 4 else f"ip6 daddr {address(target)} "
+    )
 
 
 def set_default_timeout(config: Config) -> int:
@@ -63,61 +80,78 @@ def set_default_timeout(config: Config) -> int:
     return max(longest, default=FALLBACK_TIMEOUT)
 
 
+def allow_sets(table: str, timeout: int = FALLBACK_TIMEOUT) -> tuple[Set, Set]:
+    """The two allowlist sets (IPv4, IPv6): (address . protocol . port) with a timeout each."""
+    t = Table(table)
+    return tuple(  # type: ignore[return-value]
+        Set(
+            t,
+            name,
+            (addr_type, "inet_proto", "inet_service"),
+            ("timeout",),
+            timeout,
+            ALLOW_SET_SIZE,
+        )
+        for name, addr_type in ((ALLOW4, "ipv4_addr"), (ALLOW6, "ipv6_addr"))
+    )
+
+
+def input_chain(table: str) -> Chain:
+    return Chain(Table(table), INPUT_CHAIN, hook="input", priority=INPUT_PRIORITY)
+
+
 def render_ruleset(config: Config) -> str:
     """The whole table as an nft script: one atomic transaction."""
+    return ruleset_transaction(config).render()
+
+
+def ruleset_transaction(config: Config) -> Transaction:
+    """The whole table as one transaction (see the module docstring for why in this order)."""
     opts = config.options
-    t = f"inet {opts.table}"
+    table = Table(opts.table)
     iif = f"iifname {_quoted_set(opts.interfaces)} " if opts.interfaces else ""
-    timeout = set_default_timeout(config)
-    lines = [
-        f"{HEADER}{__version__}: table {t}, rendered from {config.source}.",
-        "# Generated: edit the config and run `knocknft apply`, not this text.",
-        f"add table {t}",
-    ]
-    for name, addr_type in ((ALLOW4, "ipv4_addr"), (ALLOW6, "ipv6_addr")):
-        lines.append(
-            f"add set {t} {name} {{ type {addr_type} . inet_proto . inet_service; "
-            f"flags timeout; timeout {timeout}s; size {ALLOW_SET_SIZE}; }}"
-        )
-    chain_spec = f"{{ type filter hook input priority {INPUT_PRIORITY}; policy accept; }}"
-    lines += [
-        # add+flush+delete+add: works whether or not the chain exists, in one transaction.
-        f"add chain {t} {INPUT_CHAIN} {chain_spec}",
-        f"flush chain {t} {INPUT_CHAIN}",
-        f"delete chain {t} {INPUT_CHAIN}",
-    ]
+    tx = Transaction()
+    tx.note(f"{HEADER[2:]}{__version__}: {table.reference()}, rendered from {config.source}.")
+    tx.note("Generated: edit the config and run `knocknft apply`, not this text.")
+    tx.add(table)
+    for allow in allow_sets(opts.table, set_default_timeout(config)):
+        tx.add(allow)
+    chain = input_chain(opts.table)
+    # add+flush+delete+add: works whether or not the chain exists, in one transaction.
+    tx.add(chain).flush(chain).delete(chain)
     limit = opts.knock_rate_limit
     if limit is not None:
-        lines += _rate_sets(t, limit)
-    lines.append(f"add chain {t} {INPUT_CHAIN} {chain_spec}")
-    rule = f"add rule {t} {INPUT_CHAIN} "
-    lines.append(rule + 'iif "lo" accept')
+        _rate_sets(tx, table, limit)
+    tx.add(chain)
+    bodies = ['iif "lo" accept']
     # Before the established accept, or a connection would outlive its grant (close_sessions).
-    lines += [rule + text for text in _session_rules(config, iif)]
-    lines.append(rule + "ct state established,related accept")
+    bodies += _session_rules(config, iif)
+    bodies.append("ct state established,related accept")
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
     for target, doors in _doors_by_target(config.doors):
         ports = {p for d in doors for p in d.knock_ports}
         if ports:
-            names = ",".join(d.name for d in doors)
+            names = quoted("knock: " + ",".join(d.name for d in doors))
             knock = f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
             if limit is not None:
-                lines += [rule + knock + match for match in _rate_matches(limit, target)]
-            lines.append(rule + knock + f'{log} drop comment "knock: {names}"')
+                bodies += [knock + match for match in _rate_matches(limit, target)]
+            bodies.append(knock + f"{log} drop comment {names}")
     protected = config.protected
     if protected:
         services = services_expr(protected)
         for family, network_set in _always_allow(config):
-            lines.append(
-                rule + f"{iif}{family} saddr {network_set} meta l4proto . th dport {services} "
+            bodies.append(
+                f"{iif}{family} saddr {network_set} meta l4proto . th dport {services} "
                 'accept comment "always_allow"'
             )
-        lines += [
-            rule + f"{iif}ip saddr . meta l4proto . th dport @{ALLOW4} accept",
-            rule + f"{iif}ip6 saddr . meta l4proto . th dport @{ALLOW6} accept",
-            rule + f'{iif}meta l4proto . th dport {services} drop comment "protected"',
+        bodies += [
+            f"{iif}ip saddr . meta l4proto . th dport @{ALLOW4} accept",
+            f"{iif}ip6 saddr . meta l4proto . th dport @{ALLOW6} accept",
+            f'{iif}meta l4proto . th dport {services} drop comment "protected"',
         ]
-    return "\n".join(lines) + "\n"
+    for body in bodies:
+        tx.add(Rule(chain, body))
+    return tx
 
 
 def _session_rules(config: Config, iif: str) -> list[str]:
@@ -132,7 +166,9 @@ def _session_rules(config: Config, iif: str) -> list[str]:
     exempt = dict(_always_allow(config))
     rules = []
     for protocol, end in (("tcp", "tcp flags & rst == 0 reject with tcp reset"), ("udp", "drop")):
-        ports = sorted(p.port for p in services if p.protocol == protocol)
+        ports = sorted(
+            check_count(p.port, "a port", 65535) for p in services if p.protocol == protocol
+        )
         if not ports:
             continue
         for family, allow in (("ip", ALLOW4), ("ip6", ALLOW6)):
@@ -146,28 +182,21 @@ def _session_rules(config: Config, iif: str) -> list[str]:
     return rules
 
 
-def _rate_sets(t: str, limit: RateLimit) -> list[str]:
+def _rate_sets(tx: Transaction, table: Table, limit: RateLimit) -> None:
     """The per-source bucket sets, made anew (add, delete, add) so size and timeout always
     follow the config; the buckets are only rate state, nothing is lost with them."""
     timeout = max(KNOCK_RATE_MIN_TIMEOUT, math.ceil(limit.refill_seconds))
-    lines = []
     for name, addr_type in ((KNOCK_RATE4, "ipv4_addr"), (KNOCK_RATE6, "ipv6_addr")):
-        spec = (
-            f"{{ type {addr_type}; flags dynamic,timeout; timeout {timeout}s; "
-            f"size {KNOCK_RATE_SET_SIZE}; }}"
-        )
-        lines += [
-            f"add set {t} {name} {spec}",
-            f"delete set {t} {name}",
-            f"add set {t} {name} {spec}",
-        ]
-    return lines
+        rate = Set(table, name, (addr_type,), ("dynamic", "timeout"), timeout, KNOCK_RATE_SET_SIZE)
+        tx.add(rate).delete(rate).add(rate)
 
 
 def _rate_matches(limit: RateLimit, target: IPAddress | None) -> list[str]:
     """What drops a source's knocks beyond the limit, before they are logged: one rule per
     family the knock rule can see. `update` keeps a busy source's bucket alive."""
-    over = f"limit rate over {limit.count}/{limit.unit} burst {limit.burst} packets"
+    count = check_count(limit.count, "a rate", MAX_RATE)
+    burst = check_count(limit.burst, "a burst", MAX_RATE)
+    over = f"limit rate over {count}/{limit.unit} burst {burst} packets"
     keys = [(4, KNOCK_RATE4, "ip saddr"), (6, KNOCK_RATE6, f"ip6 saddr and {IPV6_RATE_MASK}")]
     return [
         f'update @{name} {{ {key} {over} }} counter drop comment "knock rate limit"'
@@ -190,5 +219,5 @@ def _always_allow(config: Config) -> list[tuple[str, str]]:
     out = []
     for family, nets in (("ip", v4), ("ip6", v6)):
         if nets:
-            out.append((family, "{ " + ", ".join(str(n) for n in nets) + " }"))
+            out.append((family, networks(nets)))
     return out

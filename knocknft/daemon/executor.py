@@ -36,7 +36,7 @@ from knocknft.core.engine import (
     Progress,
     TimedOut,
 )
-from knocknft.core.grants import Grant, render_revoke
+from knocknft.core.grants import Grant, revoke_transaction
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import CommandRunner, command_for, expand_command
 from knocknft.daemon.keeper import TableKeeper
@@ -316,7 +316,7 @@ class Daemon:
         """A closing door: remove the knocker's grants, as knockd's closeSSH deleted the rule."""
         keys = [(address, service) for address, service, _ in revokes]
         try:
-            self.nft.run(render_revoke(self.config.options.table, keys))
+            self.nft.apply(revoke_transaction(self.config.options.table, keys))
         except KnocknftError as exc:
             log.error("could not close %s: %s", ", ".join(f"{a} {s}" for a, s in keys), exc)
             return

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from knocknft.config import Config, IPAddress, PortSpec
-from knocknft.core.grants import MAX_GRANT_SECONDS, Grant, render_grant
-from knocknft.core.ruleset import render_ruleset
+from knocknft.core.grants import MAX_GRANT_SECONDS, Grant, grant_transaction
+from knocknft.core.ruleset import ruleset_transaction
 from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import (
     ElementAdded,
@@ -29,7 +29,8 @@ from knocknft.netlink.nftevents import (
     TableDeleted,
     TableEvent,
 )
-from knocknft.nft.libnft import Nft, read_grants, table_listed
+from knocknft.nft.libnft import Nft
+from knocknft.nft.queries import read_grants, table_listed
 
 log = logging.getLogger("knocknft")
 
@@ -122,7 +123,7 @@ class TableKeeper:
         grants = self.memory.live(self.clock())
         # Table and grants in one transaction: with close_sessions, a granted client's packet
         # that fell between the two would have its connection reset.
-        self.nft.run(render_ruleset(config) + render_grant(table, grants))
+        self.nft.apply(ruleset_transaction(config).extend(grant_transaction(table, grants)))
         self.restores += 1
         log.warning(
             "table inet %s vanished (nft flush ruleset?); restored, %d grant(s) put back",

@@ -25,7 +25,8 @@ from collections.abc import Callable, MutableMapping
 from knocknft.config import Config
 from knocknft.daemon.stats import DaemonStats
 from knocknft.errors import KnocknftError, TableMissing
-from knocknft.nft.libnft import Nft, read_grants
+from knocknft.nft.libnft import Nft
+from knocknft.nft.queries import read_grants
 
 log = logging.getLogger("knocknft")
 

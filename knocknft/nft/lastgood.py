@@ -18,7 +18,8 @@ from pathlib import Path
 from knocknft.core.ruleset import HEADER
 from knocknft.errors import KnocknftError
 from knocknft.files import write_atomic
-from knocknft.nft.libnft import Nft, read_grants, table_exists
+from knocknft.nft.libnft import Nft
+from knocknft.nft.queries import read_grants, table_exists
 
 LAST_GOOD_FILE = "last-good.nft"
 # The state dir holds knock sequences (in this script and in pending stop commands): root only.
@@ -73,7 +74,7 @@ def load_last_good(nft: Nft, state_dir: Path) -> Guarded:
             "and run `knocknft apply`"
         )
     existed = table_exists(nft, table)
-    nft.run(script)
+    nft.load_script(script)
     kept = len(read_grants(nft, table)) if existed else 0
     return Guarded(path, table, existed, kept)
 

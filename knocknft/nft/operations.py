@@ -1,5 +1,5 @@
 """What the admin's commands do, independent of the command line: apply the table, grant, revoke,
-list. Each takes an `Nft` so tests can run it against the real kernel or a recording fake.
+list. Each takes an `Nft` so tests can run it against the real kernel or the stateful fake.
 """
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft.config import Config, Door, IPAddress
-from knocknft.core.grants import Grant, render_revoke
-from knocknft.core.ruleset import render_ruleset
+from knocknft.core.grants import Grant, revoke_transaction
+from knocknft.core.ruleset import ruleset_transaction
 from knocknft.errors import UsageError
 from knocknft.nft.lastgood import last_good_path, save_last_good
-from knocknft.nft.libnft import Nft, read_grants, table_exists, table_missing
+from knocknft.nft.libnft import Nft
+from knocknft.nft.queries import read_grants, table_exists, table_missing
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,11 @@ def apply_config(nft: Nft, config: Config) -> ApplyResult:
     """
     table = config.options.table
     existed = table_exists(nft, table)
-    script = render_ruleset(config)
-    nft.run(script)
+    tx = ruleset_transaction(config)
+    nft.apply(tx)
     kept = tuple(read_grants(nft, table)) if existed else ()
     try:
-        saved = save_last_good(config.options.state_dir, script)
+        saved = save_last_good(config.options.state_dir, tx.render())
     except OSError as exc:
         where = last_good_path(config.options.state_dir)
         return ApplyResult(existed, len(kept), kept, save_error=f"{where}: {exc.strerror or exc}")
@@ -88,7 +89,7 @@ def close_grants(nft: Nft, table: str, address: IPAddress, door: str | None) -> 
         if g.address == address and (door is None or g.door == door)
     ]
     if current:
-        nft.run(render_revoke(table, [(g.address, g.service) for g in current]))
+        nft.apply(revoke_transaction(table, [(g.address, g.service) for g in current]))
     return current
 
 

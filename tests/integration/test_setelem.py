@@ -7,11 +7,13 @@ from typing import Any
 
 from knocklab.lab import Lab, run_in_netns
 from knocknft.config import PortSpec, load_config
-from knocknft.core.grants import Grant, render_grant
-from knocknft.core.ruleset import render_ruleset
+from knocknft.core.grants import Grant, grant_transaction
+from knocknft.core.ruleset import ruleset_transaction
+from knocknft.core.transaction import Table, Transaction
 from knocknft.errors import TableMissing
 from knocknft.netlink.setelem import SetElementSocket
-from knocknft.nft.libnft import LibNft, read_grants
+from knocknft.nft.libnft import LibNft
+from knocknft.nft.queries import read_grants
 from tests.integration.support import EXAMPLE_CONFIG
 
 GRANTS = [
@@ -28,10 +30,11 @@ def grants_both_ways() -> dict[str, Any]:
     direct = SetElementSocket()
     seen: dict[str, Any] = {}
     for way in ("script", "direct"):
-        nft.run("add table inet knocknft\ndelete table inet knocknft\n")
-        nft.run(render_ruleset(config))
+        table = Table("knocknft")
+        nft.apply(Transaction().add(table).delete(table))
+        nft.apply(ruleset_transaction(config))
         if way == "script":
-            nft.run(render_grant("knocknft", GRANTS))
+            nft.apply(grant_transaction("knocknft", GRANTS))
         else:
             # The socket itself, not LibNft.grant, which would fall back to the script.
             direct.grant("knocknft", GRANTS)

@@ -1,28 +1,20 @@
-"""Recording stand-ins for the daemon's adapters, for unit tests of what it decides to do."""
+"""Stand-ins for the daemon's adapters, for unit tests of what it decides to do."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from knocknft.config import Config
+from knocknft.core.ruleset import ruleset_transaction
+from knocknft.nft.fake import FakeNft
 
-from knocknft.core.grants import Grant, render_grant
 
-
-class RecordingNft:
-    """An `Nft` that records every script; grants are recorded as their equivalent script
-    (tests/unit/test_setelem.py and tests/integration/test_setelem.py hold the two equal)."""
-
-    def __init__(self) -> None:
-        self.scripts: list[str] = []
-
-    def run(self, script: str) -> None:
-        self.scripts.append(script)
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        return {}
-
-    def grant(self, table: str, grants: Sequence[Grant]) -> None:
-        self.scripts.append(render_grant(table, grants))
+def loaded_nft(config: Config) -> FakeNft:
+    """A FakeNft with `config`'s table loaded, as `knocknft apply` leaves the kernel; what it
+    records starts after that."""
+    nft = FakeNft()
+    nft.apply(ruleset_transaction(config))
+    nft.transactions.clear()
+    nft.scripts.clear()
+    return nft
 
 
 class RecordingRunner:

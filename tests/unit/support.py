@@ -11,7 +11,8 @@ from knocknft.daemon.run import source_stats
 from knocknft.daemon.stats import DaemonStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.nflog_decoder import NflogCounters
-from tests.unit.fakes import RecordingNft, RecordingRunner
+from knocknft.nft.fake import FakeNft
+from tests.unit.fakes import RecordingRunner
 
 # A config with every usual part of one door.
 GOOD = """\
@@ -46,7 +47,7 @@ def sample_stats(pid: int = 4321, updated: float = NOW - 2, **values: int) -> Da
     """What a daemon running GOOD writes to stats.json, with pid, times and values as given."""
     daemon = Daemon(
         parse_config(GOOD).config,
-        RecordingNft(),
+        FakeNft(),
         RecordingRunner(),
         PendingStops(None),
         clock=lambda: updated,

@@ -9,7 +9,6 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,44 +24,35 @@ from knocknft.admin.confirm import (
     watch,
 )
 from knocknft.config import parse_config
-from knocknft.errors import KnocknftError, NftError, TableMissing
-from tests.unit.fakes import RecordingNft
+from knocknft.core.transaction import SavedTable, Table, Transaction
+from knocknft.errors import KnocknftError, NftError
+from knocknft.nft.fake import FakeNft
+from tests.unit.fakes import loaded_nft
 
 CONFIG = parse_config(
     "doors:\n  ssh:\n    sequence: [7000, 9000/udp, 8000]\n    open: [22]\n    open_for: 1m\n"
 ).config
-SAVED = "table inet knocknft {\n\tchain input {\n\t}\n}\n"
+SETS = "".join(
+    f"\tset allow{v} {{\n\t\ttype ipv{v}_addr . inet_proto . inet_service\n\t\tsize 65536\n"
+    "\t\tflags timeout\n\t\ttimeout 60s\n\t}\n"
+    for v in (4, 6)
+)
+CHAIN = "\tchain input {\n\t\ttype filter hook input priority filter - 10; policy accept;\n"
+SAVED = "table inet knocknft {\n" + SETS + CHAIN + '\t\tiif "lo" accept\n\t}\n}\n'
 
 
-class SnapshotNft(RecordingNft):
-    """A RecordingNft that also lists the table as text, has one chain, and can refuse."""
-
-    def __init__(self, saved: str | None = SAVED, refuse: str = "") -> None:
-        super().__init__()
-        self.saved = saved
-        self.refuse = refuse
-        self.checked: list[str] = []
-
-    def list_text(self, command: str) -> str:
-        if self.saved is None:
-            raise TableMissing("No such file or directory")
-        return self.saved
-
-    def check(self, script: str) -> None:
-        self.checked.append(script)
-        if self.refuse == "check":
-            raise NftError("syntax error")
-
-    def run(self, script: str) -> None:
-        if self.refuse == "run":
-            raise NftError("Operation not permitted")
-        super().run(script)
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        if command == "list chains inet":
-            chain = {"family": "inet", "table": "knocknft", "name": "input"}
-            return {"nftables": [{"chain": chain}]}
-        return {}
+def snapshot_nft(saved: str | None = SAVED, refuse: str = "") -> FakeNft:
+    """A FakeNft whose table is `saved` (a listing; None: no table), refusing to `refuse`."""
+    nft = FakeNft()
+    if saved is not None:
+        nft.apply(Transaction().add(SavedTable(Table("knocknft"), saved)))
+        nft.transactions.clear()
+        nft.scripts.clear()
+    if refuse == "check":
+        nft.refuse("check", NftError("syntax error"))
+    if refuse == "run":
+        nft.refuse("apply", NftError("Operation not permitted"))
+    return nft
 
 
 class Clock:
@@ -84,7 +74,7 @@ def state(tmp_path: Path) -> Iterator[StateDir]:
     logger.handlers, logger.propagate, logger.level = handlers, propagate, level
 
 
-def armed(state: StateDir, nft: SnapshotNft, clock: Clock, seconds: int = 60) -> Pending:
+def armed(state: StateDir, nft: FakeNft, clock: Clock, seconds: int = 60) -> Pending:
     return arm(
         nft, CONFIG, seconds, state, spawn=lambda _: os.getpid(), clock=clock, alive=lambda _: True
     ).pending
@@ -99,9 +89,9 @@ def test_the_rollback_empties_and_deletes_every_chain_there_is_then_loads_the_sa
 
 
 def test_arm_saves_the_table_checks_its_rollback_then_applies(state: StateDir) -> None:
-    nft, clock = SnapshotNft(), Clock()
+    nft, clock = snapshot_nft(), Clock()
     pending = armed(state, nft, clock)
-    assert nft.checked == [rollback_script("knocknft", SAVED, ["input"])]
+    assert [tx.render() for tx in nft.checked] == [rollback_script("knocknft", SAVED, ["input"])]
     assert "add table inet knocknft" in nft.scripts[-1], "the new config is applied"
     assert state.rollback.read_text().endswith(SAVED)
     assert state.rollback.stat().st_mode & 0o777 == 0o600, "the ruleset names the knock ports"
@@ -110,7 +100,7 @@ def test_arm_saves_the_table_checks_its_rollback_then_applies(state: StateDir) -
 
 
 def test_a_table_that_would_not_load_back_refuses_the_apply(state: StateDir) -> None:
-    nft = SnapshotNft(refuse="check")
+    nft = snapshot_nft(refuse="check")
     with pytest.raises(KnocknftError, match="cannot arm a rollback"):
         armed(state, nft, Clock())
     assert nft.scripts == [] and not state.marker.exists()
@@ -118,20 +108,20 @@ def test_a_table_that_would_not_load_back_refuses_the_apply(state: StateDir) -> 
 
 def test_a_failed_apply_leaves_nothing_pending(state: StateDir) -> None:
     with pytest.raises(NftError):
-        armed(state, SnapshotNft(refuse="run"), Clock())
+        armed(state, snapshot_nft(refuse="run"), Clock())
     assert not state.marker.exists() and not state.rollback.exists()
 
 
 def test_no_table_before_means_the_rollback_deletes_it(state: StateDir) -> None:
-    pending = armed(state, SnapshotNft(saved=None), Clock())
+    pending = armed(state, snapshot_nft(saved=None), Clock())
     assert not pending.had_table and not state.rollback.exists()
 
 
 def test_a_second_arm_keeps_the_rollback_point_and_restarts_the_timer(state: StateDir) -> None:
     clock = Clock()
-    first = armed(state, SnapshotNft(), clock)
+    first = armed(state, snapshot_nft(), clock)
     clock.now += 50
-    second = armed(state, SnapshotNft(saved="table inet knocknft {\n}\n"), clock, seconds=30)
+    second = armed(state, snapshot_nft(saved="table inet knocknft {\n}\n"), clock, seconds=30)
     assert state.rollback.read_text().endswith(SAVED), "the first, confirmed-good table stays"
     assert second.saved_at == first.saved_at
     assert (second.deadline, second.seconds) == (1080.0, 30)
@@ -142,7 +132,13 @@ def test_a_stale_confirmation_is_dropped_and_armed_anew(state: StateDir) -> None
     stale = Pending("knocknft", 60, 1.0, 1.0, 1.0, had_table=False, watcher=999999)
     state.write_pending(stale)
     result = arm(
-        SnapshotNft(), CONFIG, 60, state, spawn=lambda _: 4242, clock=Clock(), alive=lambda _: False
+        snapshot_nft(),
+        CONFIG,
+        60,
+        state,
+        spawn=lambda _: 4242,
+        clock=Clock(),
+        alive=lambda _: False,
     )
     assert result.stale == stale and not result.extended
     assert result.pending.watcher == 4242 and result.pending.had_table
@@ -150,7 +146,7 @@ def test_a_stale_confirmation_is_dropped_and_armed_anew(state: StateDir) -> None
 
 def test_a_plain_apply_is_refused_while_a_confirmation_is_pending(state: StateDir) -> None:
     assert refuse_if_pending(state) is None
-    pending = armed(state, SnapshotNft(), Clock())
+    pending = armed(state, snapshot_nft(), Clock())
     with pytest.raises(ConfirmPending, match="run `knocknft confirm` first"):
         refuse_if_pending(state, alive=lambda _: True)
     assert refuse_if_pending(state, alive=lambda _: False) == pending, "a dead watcher's is stale"
@@ -160,7 +156,7 @@ def test_a_plain_apply_is_refused_while_a_confirmation_is_pending(state: StateDi
 def test_confirm_drops_the_pending_rollback(state: StateDir) -> None:
     with pytest.raises(NothingPending, match="nothing to confirm"):
         confirm(state)
-    pending = armed(state, SnapshotNft(), Clock())
+    pending = armed(state, snapshot_nft(), Clock())
     done = confirm(state, alive=lambda _: False)
     assert done.pending == pending and not done.watcher_was_running
     assert not state.marker.exists() and not state.rollback.exists()
@@ -170,8 +166,8 @@ def test_confirm_drops_the_pending_rollback(state: StateDir) -> None:
 
 def test_the_watcher_rolls_back_at_the_deadline_keeping_the_sets(state: StateDir) -> None:
     clock = Clock()
-    armed(state, SnapshotNft(), clock)
-    nft = SnapshotNft()
+    armed(state, snapshot_nft(), clock)
+    nft = snapshot_nft()
     waits: list[float] = []
 
     def wait(seconds: float) -> None:
@@ -182,7 +178,8 @@ def test_the_watcher_rolls_back_at_the_deadline_keeping_the_sets(state: StateDir
     assert sum(waits) == 60 and max(waits) <= 1.0
     (script,) = nft.scripts
     assert script.startswith(
-        rollback_script("knocknft", "# table inet knocknft as it was", ["input"])
+        "add table inet knocknft\nflush chain inet knocknft input\n"
+        "delete chain inet knocknft input\n# table inet knocknft as it was"
     )
     assert script.endswith(SAVED)
     assert not state.marker.exists()
@@ -193,18 +190,19 @@ def test_the_watcher_rolls_back_at_the_deadline_keeping_the_sets(state: StateDir
 
 
 def test_a_signal_before_confirmation_rolls_back_at_once(state: StateDir) -> None:
-    armed(state, SnapshotNft(saved=None), Clock())
-    nft = SnapshotNft()
+    armed(state, snapshot_nft(saved=None), Clock())
+    nft = loaded_nft(CONFIG)
     watch(state, nft, clock=Clock(), wait=lambda _: signal.SIGTERM)
-    assert nft.scripts == ["delete table inet knocknft"]
+    assert nft.transactions == [Transaction().delete(Table("knocknft"))]
+    assert nft.tables == {}
     outcome = state.read_outcome()
     assert outcome is not None and "SIGTERM before `knocknft confirm`" in outcome["message"]
     assert "DELETED" in outcome["message"]
 
 
 def test_the_watcher_leaves_quietly_once_confirmed(state: StateDir) -> None:
-    armed(state, SnapshotNft(), Clock())
-    nft = SnapshotNft()
+    armed(state, snapshot_nft(), Clock())
+    nft = snapshot_nft()
 
     def confirm_meanwhile(seconds: float) -> int:
         confirm(state, alive=lambda _: False)
@@ -216,9 +214,9 @@ def test_the_watcher_leaves_quietly_once_confirmed(state: StateDir) -> None:
 
 def test_a_failed_rollback_is_recorded_as_such(state: StateDir) -> None:
     clock = Clock()
-    armed(state, SnapshotNft(), clock)
+    armed(state, snapshot_nft(), clock)
     clock.now += 61
-    watch(state, SnapshotNft(refuse="run"), clock=clock)
+    watch(state, snapshot_nft(refuse="run"), clock=clock)
     outcome = state.read_outcome()
     assert outcome is not None and not outcome["ok"] and "FAILED" in outcome["message"]
     assert not state.marker.exists() and state.rollback.exists(), "kept for a hand to load"
@@ -228,4 +226,4 @@ def test_a_state_dir_that_cannot_be_made_is_a_clear_error(tmp_path: Path) -> Non
     (tmp_path / "file").write_text("")
     state = StateDir(tmp_path / "file" / "state")
     with pytest.raises(KnocknftError, match=r"state directory .*file/state: Not a directory"):
-        armed(state, SnapshotNft(), Clock())
+        armed(state, snapshot_nft(), Clock())

@@ -12,14 +12,15 @@ from knocknft.core.engine import Evicted, Opened
 from knocknft.daemon.executor import KNOCK_LOG_BURST, Daemon
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.packet import KnockPacket
-from tests.unit.fakes import RecordingNft, RecordingRunner
+from knocknft.nft.fake import FakeNft
+from tests.unit.fakes import RecordingRunner, loaded_nft
 from tests.unit.support import CLOSING as CONFIG
 
 KNOCKER = ipaddress.ip_address("198.18.0.2")
 
 
-def daemon_for(config: Config, native: bool = True) -> tuple[Daemon, RecordingNft]:
-    nft = RecordingNft()
+def daemon_for(config: Config, native: bool = True) -> tuple[Daemon, FakeNft]:
+    nft = loaded_nft(config)
     daemon = Daemon(
         config, nft, RecordingRunner(), PendingStops(None), clock=lambda: 0.0, native_grants=native
     )

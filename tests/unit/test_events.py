@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +11,13 @@ import pytest
 
 from knocknft.config import parse_config
 from knocknft.core.engine import DoorDisabled, Evicted, Invalidated, Opened, Progress, TimedOut
-from knocknft.core.grants import Grant
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
-from tests.unit.fakes import RecordingNft, RecordingRunner
+from knocknft.nft.fake import FakeNft
+from tests.unit.fakes import RecordingRunner, loaded_nft
 from tests.unit.support import CLOSING
 
 KNOCKER = ipaddress.ip_address("198.18.0.2")
@@ -26,19 +25,15 @@ NOW = 1_700_000_000.5
 COMMANDS = CLOSING + "    start_command: 'true'\n    stop_command: 'true'\n    cmd_timeout: 5s\n"
 
 
-class RefusingNft(RecordingNft):
-    def grant(self, table: str, grants: Sequence[Grant]) -> None:
-        raise NftError("Could not process rule: No such file or directory")
-
-
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def daemon_with_log(tmp_path: Path, text: str = CLOSING, nft: RecordingNft | None = None) -> Daemon:
+def daemon_with_log(tmp_path: Path, text: str = CLOSING, nft: FakeNft | None = None) -> Daemon:
+    config = parse_config(text).config
     return Daemon(
-        parse_config(text).config,
-        nft or RecordingNft(),
+        config,
+        nft or loaded_nft(config),
         RecordingRunner(),
         PendingStops(None),
         clock=lambda: NOW,
@@ -81,7 +76,9 @@ def test_knock_level_events_write_nothing(tmp_path: Path) -> None:
 
 
 def test_refused_grants_and_disabled_doors_are_logged(tmp_path: Path) -> None:
-    daemon = daemon_with_log(tmp_path, nft=RefusingNft())
+    refusing = FakeNft()
+    refusing.refuse("grant", NftError("Could not process rule: No such file or directory"))
+    daemon = daemon_with_log(tmp_path, nft=refusing)
     door = daemon.config.doors[0]
     daemon.execute(
         [Opened(KNOCKER, door, NOW), DoorDisabled(door, "its one-time sequences are used up")]

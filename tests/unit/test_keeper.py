@@ -4,7 +4,6 @@ back when our table vanishes."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from knocknft.config import PortSpec, parse_config
 from knocknft.core.grants import Grant, render_grant
@@ -12,7 +11,8 @@ from knocknft.daemon.executor import Daemon
 from knocknft.daemon.keeper import GrantMemory
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted
-from tests.unit.fakes import RecordingNft, RecordingRunner
+from knocknft.nft.fake import FakeNft
+from tests.unit.fakes import RecordingRunner, loaded_nft
 
 CONFIG = parse_config(
     "doors:\n  ssh:\n    sequence: [7000, 9000/udp, 8000]\n    open: [22]\n    open_for: 1m\n"
@@ -31,19 +31,6 @@ class Clock:
         return self.now
 
 
-class TablesNft(RecordingNft):
-    """A RecordingNft whose table is there or not, as the test says."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.table_there = True
-
-    def list_json(self, command: str) -> dict[str, Any]:
-        if command == "list tables inet" and self.table_there:
-            return {"nftables": [{"table": {"family": "inet", "name": "knocknft"}}]}
-        return {}
-
-
 def test_memory_follows_adds_and_deletes_and_forgets_what_ended() -> None:
     memory = GrantMemory()
     memory.seed([Grant(A, SSH, "ssh", 60, expires=30)], now=0.0)
@@ -55,8 +42,8 @@ def test_memory_follows_adds_and_deletes_and_forgets_what_ended() -> None:
     assert len(memory) == 1
 
 
-def daemon_for(clock: Clock) -> tuple[Daemon, TablesNft]:
-    nft = TablesNft()
+def daemon_for(clock: Clock) -> tuple[Daemon, FakeNft]:
+    nft = loaded_nft(CONFIG)
     daemon = Daemon(CONFIG, nft, RecordingRunner(), PendingStops(None), clock=clock)
     return daemon, nft
 
@@ -73,8 +60,7 @@ def test_a_deleted_table_is_restored_with_the_grants_it_had_left() -> None:
         ]
     )
     clock.now += 20
-    nft.table_there = False
-    nft.scripts.clear()
+    nft.flush_ruleset()
     daemon.on_table_events([TableDeleted()])
     (script,) = nft.scripts  # one transaction: no moment without the grants
     assert script.startswith("# knocknft") and script.endswith(
@@ -92,7 +78,7 @@ def test_a_table_that_is_there_is_left_alone() -> None:
 
 def test_the_periodic_check_restores_a_table_whose_news_was_lost() -> None:
     daemon, nft = daemon_for(Clock())
-    nft.table_there = False
+    nft.flush_ruleset()
     daemon.check_table()
     assert daemon.keeper.restores == 1 and nft.scripts
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import stat
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,22 @@ from typer.testing import CliRunner, Result
 
 from knocknft.admin import cli
 from knocknft.config import Config, load_config
-from knocknft.core.grants import Grant
 from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import NftError
+from knocknft.nft.fake import FakeNft
 from knocknft.nft.lastgood import LAST_GOOD_FILE, load_last_good, saved_table
 from knocknft.nft.operations import apply_config
 from tests.scenarios import SCENARIOS, load_scenario, scenario_names
-from tests.unit.fakes import RecordingNft
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 runner = CliRunner()
 
 
-class RefusingNft(RecordingNft):
-    def run(self, script: str) -> None:
-        raise NftError("Error: Could not process rule: No such file or directory")
-
-    def grant(self, table: str, grants: Sequence[Grant]) -> None:
-        raise AssertionError("not here")
+def refusing_nft() -> FakeNft:
+    nft = FakeNft()
+    for operation in ("apply", "load"):
+        nft.refuse(operation, NftError("Error: Could not process rule: No such file or directory"))
+    return nft
 
 
 def example(state_dir: Path) -> Config:
@@ -52,7 +49,7 @@ def mode(path: Path) -> int:
 def test_apply_keeps_the_script_the_kernel_accepted_private(tmp_path: Path) -> None:
     state = tmp_path / "state"
     config = example(state)
-    nft = RecordingNft()
+    nft = FakeNft()
     result = apply_config(nft, config)
     assert result.saved == state / LAST_GOOD_FILE and result.save_error is None
     assert result.saved.read_text() == nft.scripts[-1] == render_ruleset(config)
@@ -61,11 +58,11 @@ def test_apply_keeps_the_script_the_kernel_accepted_private(tmp_path: Path) -> N
 
 
 def test_a_refused_apply_leaves_the_last_good_copy_alone(tmp_path: Path) -> None:
-    apply_config(RecordingNft(), example(tmp_path))
+    apply_config(FakeNft(), example(tmp_path))
     before = (tmp_path / LAST_GOOD_FILE).read_text()
     changed = dataclasses.replace(example(tmp_path), source="changed.yaml")
     with pytest.raises(NftError):
-        apply_config(RefusingNft(), changed)
+        apply_config(refusing_nft(), changed)
     assert (tmp_path / LAST_GOOD_FILE).read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == [LAST_GOOD_FILE], "no temporary file left"
 
@@ -73,7 +70,7 @@ def test_a_refused_apply_leaves_the_last_good_copy_alone(tmp_path: Path) -> None
 def test_a_copy_that_cannot_be_kept_does_not_fail_the_apply(tmp_path: Path) -> None:
     not_a_dir = tmp_path / "state"
     not_a_dir.write_text("")
-    nft = RecordingNft()
+    nft = FakeNft()
     result = apply_config(nft, example(not_a_dir))
     assert nft.scripts, "the table was loaded"
     assert result.saved is None
@@ -109,15 +106,15 @@ def test_anything_else_is_refused(why: str, script: str) -> None:
 
 
 def test_nothing_saved_loads_nothing(tmp_path: Path) -> None:
-    nft = RecordingNft()
+    nft = FakeNft()
     guarded = load_last_good(nft, tmp_path)
     assert guarded.table is None and guarded.path == tmp_path / LAST_GOOD_FILE
     assert nft.scripts == []
 
 
 def test_the_saved_script_is_loaded_as_it_was_saved(tmp_path: Path) -> None:
-    apply_config(RecordingNft(), example(tmp_path))
-    nft = RecordingNft()
+    apply_config(FakeNft(), example(tmp_path))
+    nft = FakeNft()
     guarded = load_last_good(nft, tmp_path)
     assert guarded.table == "knocknft"
     assert nft.scripts == [(tmp_path / LAST_GOOD_FILE).read_text()]
@@ -127,20 +124,20 @@ def test_the_saved_script_is_loaded_as_it_was_saved(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def nft(monkeypatch: pytest.MonkeyPatch) -> RecordingNft:
-    recording = RecordingNft()
+def nft(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
+    recording = FakeNft()
     monkeypatch.setattr(cli, "nft_factory", lambda: recording)
     return recording
 
 
-def test_apply_keeps_the_table_in_state_dir(tmp_path: Path, nft: RecordingNft) -> None:
+def test_apply_keeps_the_table_in_state_dir(tmp_path: Path, nft: FakeNft) -> None:
     result = invoke("apply", "-c", str(EXAMPLE), "--state-dir", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert (tmp_path / LAST_GOOD_FILE).read_text() == nft.scripts[-1]
 
 
 def test_apply_warns_but_succeeds_when_the_copy_cannot_be_kept(
-    tmp_path: Path, nft: RecordingNft
+    tmp_path: Path, nft: FakeNft
 ) -> None:
     not_a_dir = tmp_path / "state"
     not_a_dir.write_text("")
@@ -149,14 +146,14 @@ def test_apply_warns_but_succeeds_when_the_copy_cannot_be_kept(
     assert "warning: not kept for the boot guard" in result.stderr
 
 
-def test_guard_with_nothing_saved_says_so_and_succeeds(tmp_path: Path, nft: RecordingNft) -> None:
+def test_guard_with_nothing_saved_says_so_and_succeeds(tmp_path: Path, nft: FakeNft) -> None:
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == 0
     assert "warning: nothing to load" in result.stderr and "not guarded" in result.stderr
     assert nft.scripts == []
 
 
-def test_guard_loads_the_saved_table(tmp_path: Path, nft: RecordingNft) -> None:
+def test_guard_loads_the_saved_table(tmp_path: Path, nft: FakeNft) -> None:
     assert invoke("apply", "-c", str(EXAMPLE), "--state-dir", str(tmp_path)).exit_code == 0
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == 0
@@ -166,7 +163,7 @@ def test_guard_loads_the_saved_table(tmp_path: Path, nft: RecordingNft) -> None:
     assert nft.scripts[-1] == nft.scripts[0]
 
 
-def test_guard_refuses_a_file_knocknft_did_not_save(tmp_path: Path, nft: RecordingNft) -> None:
+def test_guard_refuses_a_file_knocknft_did_not_save(tmp_path: Path, nft: FakeNft) -> None:
     (tmp_path / LAST_GOOD_FILE).write_text("flush ruleset\n")
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == cli.EXIT_FAILURE == 1
@@ -176,13 +173,13 @@ def test_guard_refuses_a_file_knocknft_did_not_save(tmp_path: Path, nft: Recordi
 def test_guard_fails_when_the_kernel_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    apply_config(RecordingNft(), example(tmp_path))
-    monkeypatch.setattr(cli, "nft_factory", RefusingNft)
+    apply_config(FakeNft(), example(tmp_path))
+    monkeypatch.setattr(cli, "nft_factory", refusing_nft)
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == 1 and "nft: Error: Could not process rule" in result.stderr
 
 
-def test_guard_fails_when_the_file_cannot_be_read(tmp_path: Path, nft: RecordingNft) -> None:
+def test_guard_fails_when_the_file_cannot_be_read(tmp_path: Path, nft: FakeNft) -> None:
     (tmp_path / LAST_GOOD_FILE).mkdir()
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == 1

@@ -4,16 +4,16 @@ status line systemctl shows, and the time budget for counting open grants.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from knocknft.config import parse_config
+from knocknft.config import PortSpec, parse_config
 from knocknft.core.grants import Grant
 from knocknft.daemon.notify import (
     GRANT_COUNT_SHARE,
@@ -26,6 +26,8 @@ from knocknft.daemon.notify import (
 )
 from knocknft.daemon.stats import STATS_INTERVAL
 from knocknft.errors import NftError, TableMissing
+from knocknft.nft.fake import FakeNft
+from tests.unit.fakes import loaded_nft
 from tests.unit.support import CLOSING, sample_stats
 
 
@@ -146,73 +148,54 @@ def test_status_line_says_when_the_table_is_gone_or_the_reload_failed() -> None:
 # -- counting open grants on a budget -----------------------------------------------------------
 
 
-class CountingNft:
-    """An `Nft` whose listings hold `grants` in allow4, each listing taking `cost` seconds."""
+def counting_nft(clock: list[float], cost: float) -> FakeNft:
+    """A FakeNft with one grant in allow4, each listing taking `cost` seconds of `clock`."""
+    nft = loaded_nft(parse_config(CLOSING).config)
 
-    def __init__(self, clock: list[float], cost: float) -> None:
-        self.clock = clock
-        self.cost = cost
-        self.listings = 0
-        self.grants = 1
-        self.error: NftError | None = None
+    def advance(command: str) -> None:
+        clock[0] += cost
 
-    def run(self, script: str) -> None:
-        raise AssertionError("counting must only read")
+    nft.on_read = advance
+    add_grants(nft, 1)
+    return nft
 
-    def grant(self, table: str, grants: Sequence[Grant]) -> None:
-        raise AssertionError("counting must only read")
 
-    def list_json(self, command: str) -> dict[str, Any]:
-        self.listings += 1
-        self.clock[0] += self.cost
-        if self.error is not None:
-            raise self.error
-        if not command.endswith("allow4"):
-            return {"nftables": [{"set": {"name": "allow6"}}]}
-        elems = [
-            {
-                "elem": {
-                    "val": {"concat": [f"198.18.0.{i + 2}", "tcp", 22]},
-                    "timeout": 60,
-                    "expires": 30,
-                    "comment": "ssh",
-                }
-            }
-            for i in range(self.grants)
-        ]
-        return {"nftables": [{"set": {"name": "allow4", "elem": elems}}]}
+def add_grants(nft: FakeNft, count: int) -> None:
+    """Grant 198.18.0.2, .3, ... up to `count` grants in all."""
+    addresses = [ipaddress.ip_address(f"198.18.0.{i + 2}") for i in range(count)]
+    nft.grant("knocknft", [Grant(a, PortSpec(22), "ssh", 60) for a in addresses])
 
 
 def test_open_grants_are_counted_from_the_kernel() -> None:
     clock = [0.0]
-    nft = CountingNft(clock, cost=0.001)
+    nft = counting_nft(clock, cost=0.001)
     counter = OpenGrants(nft, lambda: "knocknft", clock=lambda: clock[0])
     assert counter.count() == 1
-    nft.grants = 3
+    add_grants(nft, 3)
     clock[0] += STATS_INTERVAL
     assert counter.count() == 3, "a cheap count is re-read at every status refresh"
 
 
 def test_a_costly_count_is_not_repeated_before_its_budget() -> None:
     clock = [100.0]
-    nft = CountingNft(clock, cost=0.2)  # two listings: 0.4 s, as for ~10,000 grants
+    nft = counting_nft(clock, cost=0.2)  # two listings: 0.4 s, as for ~10,000 grants
     counter = OpenGrants(nft, lambda: "knocknft", clock=lambda: clock[0])
-    assert counter.count() == 1 and nft.listings == 2
-    nft.grants = 5
+    assert counter.count() == 1 and len(nft.reads) == 2
+    add_grants(nft, 5)
     clock[0] += STATS_INTERVAL
-    assert counter.count() == 1 and nft.listings == 2, "within the budget: the last count"
+    assert counter.count() == 1 and len(nft.reads) == 2, "within the budget: the last count"
     clock[0] = 100.0 + 0.4 / GRANT_COUNT_SHARE + 0.01
-    assert counter.count() == 5 and nft.listings == 4
-    nft.grants = 6
+    assert counter.count() == 5 and len(nft.reads) == 4
+    add_grants(nft, 6)
     assert counter.count(fresh=True) == 6, "ready and reloads ask for the truth"
 
 
 def test_a_missing_table_counts_as_none_and_other_errors_keep_the_last_count() -> None:
     clock = [0.0]
-    nft = CountingNft(clock, cost=0.0)
+    nft = counting_nft(clock, cost=0.0)
     counter = OpenGrants(nft, lambda: "knocknft", clock=lambda: clock[0])
     assert counter.count() == 1
-    nft.error = NftError("netlink: Error: busy")
+    nft.refuse("list", NftError("netlink: Error: busy"))
     assert counter.count() == 1
-    nft.error = TableMissing("No such file or directory")
+    nft.refuse("list", TableMissing("No such file or directory"))
     assert counter.count() is None

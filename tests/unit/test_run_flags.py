@@ -33,7 +33,7 @@ from knocknft.daemon.names import NameCache
 from knocknft.daemon.run import RunOptions, config_path_for_run, load_for_run
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.packet import KnockPacket
-from tests.unit.fakes import RecordingNft, RecordingRunner
+from tests.unit.fakes import RecordingRunner, loaded_nft
 
 cli = CliRunner()
 SERVER4, SERVER6 = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("2001:db8::1")
@@ -171,7 +171,7 @@ class NoCommands(RecordingRunner):
 
 def daemon(**kwargs: Any) -> Daemon:
     config = parse_config(YAML).config
-    return Daemon(config, RecordingNft(), NoCommands(), PendingStops(None), **kwargs)
+    return Daemon(config, loaded_nft(config), NoCommands(), PendingStops(None), **kwargs)
 
 
 def sequence(source: IPAddress, destination: IPAddress, t: float = 1.0) -> list[KnockPacket]:

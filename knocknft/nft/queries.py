@@ -1,0 +1,63 @@
+"""Reads of our table through an `Nft`: the grants in it, whether it is there, its chains.
+
+Every command is built from checked names (knocknft.core.transaction), so a table name from a
+marker file or the command line cannot widen a listing to something else.
+"""
+
+from __future__ import annotations
+
+from knocknft.core.grants import ALLOW4, ALLOW6, Grant, parse_set_listing, sort_grants
+from knocknft.core.transaction import Table, check_name
+from knocknft.errors import TableMissing
+from knocknft.nft.libnft import Nft
+
+
+def read_grants(nft: Nft, table: str) -> list[Grant]:
+    """Every grant in our two sets. Raises TableMissing if the table is not loaded."""
+    t = Table(table)
+    grants: list[Grant] = []
+    try:
+        for name in (ALLOW4, ALLOW6):
+            command = f"list set {t.family} {t.name} {check_name(name, 'set name')}"
+            grants += parse_set_listing(nft.list_json(command))
+    except TableMissing as exc:
+        raise table_missing(table) from exc
+    return sort_grants(grants)
+
+
+def table_missing(table: str) -> TableMissing:
+    return TableMissing(f"table inet {table} is not loaded: run `knocknft apply` first")
+
+
+def chain_names(nft: Nft, table: str) -> list[str]:
+    """The chains of our table as the kernel has them now; none when the table is missing."""
+    t = Table(table)
+    listing = nft.list_json(f"list chains {t.family}")
+    return [
+        item["chain"]["name"]
+        for item in listing.get("nftables", [])
+        if isinstance(item, dict)
+        and isinstance(item.get("chain"), dict)
+        and item["chain"].get("table") == t.name
+    ]
+
+
+def table_listed(nft: Nft, table: str) -> bool:
+    """Whether our table exists, asking only for the list of tables: cheap enough to poll, as
+    it reads no set element."""
+    t = Table(table)
+    listing = nft.list_json(f"list tables {t.family}")
+    return any(
+        isinstance(item, dict)
+        and isinstance(item.get("table"), dict)
+        and item["table"].get("name") == t.name
+        for item in listing.get("nftables", [])
+    )
+
+
+def table_exists(nft: Nft, table: str) -> bool:
+    try:
+        nft.list_json(f"list {Table(table).reference()}")
+    except TableMissing:
+        return False
+    return True
