@@ -21,8 +21,8 @@ from knocknft.admin.confirm import (
     confirm,
     refuse_if_pending,
     rollback_script,
-    watch,
 )
+from knocknft.admin.watcher import watch
 from knocknft.config import parse_config
 from knocknft.core.transaction import SavedTable, Table, Transaction
 from knocknft.errors import KnocknftError, NftError
