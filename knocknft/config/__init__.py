@@ -2,7 +2,8 @@
 keeping every key's line number, so each error can say file:line and how to fix it.
 
 - `model`: the dataclasses (Config, Options, Door, PortSpec, ...), defaults and limits.
-- `scalars`: one value's text to a model value (parse_duration, parse_port_spec, ...); `Invalid`.
+- `scalars`: one value's text to a model value (parse_duration, parse_port_spec, ...); `Invalid`;
+  `format_seconds` for messages.
 - `walker`: the Walker over PyYAML's node graph, collecting located errors and warnings.
 - `options`, `doors`: the two sections' parsers and the checks across them.
 - `loader`: parse_config, load_config, read_config_text.
@@ -45,6 +46,7 @@ from knocknft.config.model import (
 from knocknft.config.options import OPTION_KEYS
 from knocknft.config.scalars import (
     Invalid,
+    format_seconds,
     parse_abs_path,
     parse_address,
     parse_bool,
@@ -93,6 +95,7 @@ __all__ = [
     "TcpFlags",
     "Walker",
     "compose_yaml",
+    "format_seconds",
     "load_config",
     "parse_abs_path",
     "parse_address",

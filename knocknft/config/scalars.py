@@ -1,6 +1,6 @@
 """Scalar parsers: each takes one YAML scalar's (or knockd.conf value's) text and returns a model
 value, or raises `Invalid` with a message and a hint, which the walker turns into a located Problem.
-Pure.
+And `format_seconds`, the other way: a duration's short form for people, in messages. Pure.
 """
 
 from __future__ import annotations
@@ -207,3 +207,16 @@ def unused_one_time_lines(text: str) -> Iterator[tuple[int, str]]:
         line = raw.strip()
         if line and not line.startswith("#"):
             yield number, line
+
+
+def format_seconds(seconds: int | None) -> str:
+    """`1h02m03s`-style, short for humans; `-` when unknown."""
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(max(seconds, 0), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

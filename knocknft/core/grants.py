@@ -135,29 +135,3 @@ def _parse_elem(entry: Any, default_timeout: int) -> Grant | None:
         timeout=int(elem.get("timeout", default_timeout)),
         expires=int(elem["expires"]) if "expires" in elem else None,
     )
-
-
-def format_seconds(seconds: int | None) -> str:
-    """`1h02m03s`-style, short for humans; `-` when unknown."""
-    if seconds is None:
-        return "-"
-    hours, rest = divmod(max(seconds, 0), 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def format_table(grants: list[Grant]) -> str:
-    """The human form of `knocknft status`: one row per grant."""
-    if not grants:
-        return "no open grants\n"
-    rows = [("ADDRESS", "DOOR", "SERVICE", "EXPIRES IN")]
-    rows += [(str(g.address), g.door, str(g.service), format_seconds(g.expires)) for g in grants]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n"
-        for row in rows
-    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, get_type_hints
 
-from knocknft.core.grants import format_seconds
+from knocknft.config import format_seconds
 
 STATS_FILE = "stats.json"
 # How often the daemon writes it (and hands it to the metrics endpoint and systemd).

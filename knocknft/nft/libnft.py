@@ -39,7 +39,7 @@ class Nft(Protocol):
 
 
 class NftSnapshots(Nft, Protocol):
-    """What saving a table and restoring it later needs beyond `Nft` (knocknft.admin.confirm and its watcher)."""
+    """What saving a table and restoring it later needs beyond `Nft` (knocknft.admin.confirm)."""
 
     def list_text(self, command: str) -> str:
         """A listing as nft text, without set elements or counters: a script that re-declares

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from knocknft.admin.cli import EXIT_INVALID, app
+from knocknft.admin.cli import app
+from knocknft.admin.cli_common import EXIT_INVALID
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yaml"
 runner = CliRunner()
@@ -87,3 +88,26 @@ def test_confirm_takes_a_duration(tmp_path: Path) -> None:
     assert (
         result.exit_code == EXIT_INVALID and "--confirm: 'soon' is not a duration" in result.stderr
     )
+
+
+def test_help_lists_every_command_in_the_order_of_the_workflow() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    section = result.stdout.split("Commands:\n", 1)[1]
+    # Each command's line starts with its name, indented by two; wrapped help by more.
+    commands = [
+        line.split()[0]
+        for line in section.splitlines()
+        if line.startswith("  ") and not line.startswith("   ")
+    ]
+    assert commands == [
+        "check",
+        "apply",
+        "confirm",
+        "guard",
+        "status",
+        "open",
+        "close",
+        "run",
+        "import",
+    ]

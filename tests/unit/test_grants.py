@@ -7,12 +7,11 @@ from typing import Any
 
 import pytest
 
-from knocknft.config import PortSpec
+from knocknft.admin.status import format_table
+from knocknft.config import PortSpec, format_seconds
 from knocknft.core.grants import (
     Grant,
     check_timeout,
-    format_seconds,
-    format_table,
     parse_set_listing,
     render_grant,
     render_revoke,

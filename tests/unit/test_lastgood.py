@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from knocknft.admin import cli
+from knocknft.admin import cli, cli_common
 from knocknft.config import Config, load_config
 from knocknft.core.ruleset import render_ruleset
 from knocknft.errors import NftError
@@ -126,7 +126,7 @@ def test_the_saved_script_is_loaded_as_it_was_saved(tmp_path: Path) -> None:
 @pytest.fixture
 def nft(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
     recording = FakeNft()
-    monkeypatch.setattr(cli, "nft_factory", lambda: recording)
+    monkeypatch.setattr(cli_common, "nft_factory", lambda: recording)
     return recording
 
 
@@ -166,7 +166,7 @@ def test_guard_loads_the_saved_table(tmp_path: Path, nft: FakeNft) -> None:
 def test_guard_refuses_a_file_knocknft_did_not_save(tmp_path: Path, nft: FakeNft) -> None:
     (tmp_path / LAST_GOOD_FILE).write_text("flush ruleset\n")
     result = invoke("guard", "--state-dir", str(tmp_path))
-    assert result.exit_code == cli.EXIT_FAILURE == 1
+    assert result.exit_code == cli_common.EXIT_FAILURE == 1
     assert "is not a ruleset knocknft saved" in result.stderr and nft.scripts == []
 
 
@@ -174,7 +174,7 @@ def test_guard_fails_when_the_kernel_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply_config(FakeNft(), example(tmp_path))
-    monkeypatch.setattr(cli, "nft_factory", refusing_nft)
+    monkeypatch.setattr(cli_common, "nft_factory", refusing_nft)
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == 1 and "nft: Error: Could not process rule" in result.stderr
 

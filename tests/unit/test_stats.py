@@ -12,7 +12,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from knocknft.admin.cli import EXIT_FAILURE, app
+from knocknft.admin.cli import app
+from knocknft.admin.cli_common import EXIT_FAILURE
 from knocknft.daemon.stats import STALE_AFTER, STATS, STATS_FILE, format_status, judge, read_status
 from tests.unit.support import NOW, sample_stats
 

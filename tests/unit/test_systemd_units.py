@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.admin.cli import EXIT_INVALID
+from knocknft.admin.cli_common import EXIT_INVALID
 from knocknft.config import DEFAULT_STATE_DIR
 from knocknft.daemon.run import warn_unwritable_one_time_files
 from tests.scenarios import SCENARIOS, load_scenario

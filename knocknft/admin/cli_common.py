@@ -1,0 +1,124 @@
+"""What every `knocknft` command shares: exit codes, the common options, the one place knocknft's
+errors become a message and an exit status, and the nft factory tests swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from knocknft import __version__
+from knocknft.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    Invalid,
+    Options,
+    load_config,
+    parse_duration,
+)
+from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
+from knocknft.nft.libnft import LibNft, NftSnapshots
+
+EXIT_FAILURE = 1  # the kernel refused, or another runtime failure
+EXIT_INVALID = 2  # the config or a command-line argument is invalid; nothing was changed
+
+EXIT_CODES_HELP = (
+    "Exit status: 0 success; 1 the kernel (libnftables) refused or another runtime failure; "
+    "2 invalid config or arguments, nothing changed."
+)
+
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="The YAML config file.",
+        show_default=True,
+        metavar="FILE",
+    ),
+]
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where a pending confirmation and the last-known-good copy of the table (for "
+        "`knocknft guard`) are kept; overrides options.state_dir.",
+        metavar="DIR",
+    ),
+]
+
+# Tests swap this for a factory that targets a fake or a namespace; commands call it as
+# cli_common.nft_factory(), looked up at each call, so that they see the swap.
+nft_factory: Callable[[], NftSnapshots] = LibNft
+
+
+def fail(code: int, message: str) -> NoReturn:
+    typer.echo(f"knocknft: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Map knocknft's error tree to messages and exit codes, in one place for every command."""
+    try:
+        yield
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        n = len(exc.problems)
+        fail(EXIT_INVALID, f"{n} error{'s' if n != 1 else ''} in the config; nothing was changed")
+    except UsageError as exc:
+        fail(EXIT_INVALID, str(exc))
+    except NftError as exc:
+        fail(EXIT_FAILURE, f"nft: {exc}")
+    except KnocknftError as exc:
+        fail(EXIT_FAILURE, str(exc))
+
+
+def load(path: Path, show_warnings: bool = True) -> Config:
+    loaded = load_config(path)
+    if show_warnings:
+        for problem in loaded.warnings:
+            typer.echo(f"warning: {problem}", err=True)
+    return loaded.config
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"knocknft {__version__}")
+        raise typer.Exit()
+
+
+# `knocknft -V` and, as knockd has it, `knocknft run -V`.
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        "-V",
+        help="Print the version and exit.",
+        callback=_show_version,
+        is_eager=True,
+    ),
+]
+
+
+def options_for(config: Path) -> Options:
+    """The options to read: from the config when there is one; the defaults otherwise."""
+    if config == DEFAULT_CONFIG_PATH and not config.exists():
+        return Options()
+    return load(config, show_warnings=False).options
+
+
+def table_name(config: Path) -> str:
+    return options_for(config).table
+
+
+def option_seconds(text: str, option: str) -> int:
+    try:
+        return parse_duration(text)
+    except Invalid as exc:
+        raise UsageError(f"{option}: {exc.message} ({exc.hint})") from None

@@ -1,0 +1,77 @@
+"""`knocknft import`: a knockd.conf turned into knocknft YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from knocknft.admin.cli_common import EXIT_FAILURE, exit_on_error, fail
+from knocknft.config import read_config_text
+from knocknft.files import write_atomic
+from knocknft.knockd.grammar import read_knockd_conf
+from knocknft.knockd.writer import import_knockd
+
+# Merged into knocknft.admin.cli.app, which lists every command in one order.
+commands = typer.Typer()
+
+
+@commands.command(
+    "import",
+    epilog=(
+        "Example: knocknft import /etc/knockd.conf -o /etc/knocknft/config.yaml && "
+        "knocknft check -c /etc/knocknft/config.yaml"
+    ),
+)
+def import_(
+    file: Annotated[Path, typer.Argument(help="The knockd.conf to read.", metavar="FILE")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write the YAML here, atomically (a new file is made private: 0600). "
+            "Default: standard output.",
+            metavar="OUT",
+        ),
+    ] = None,
+) -> None:
+    """Turn a knockd.conf into a knocknft YAML config that does what knockd did.
+
+    Reads FILE with knockd's grammar (case-insensitive keys, the aliases Command, Timeout and
+    Command_6, every [options] directive) and writes one door per section, with comments naming
+    the source line of each door and command.
+
+    iptables, ip6tables and nft commands that accept the knocker (%IP%) on a port become native
+    grants: with the matching delete as stop_command, `open` for cmd_timeout; deleted by
+    another door (openSSH/closeSSH), `open` for 1h and a `close` door. Every other command is
+    kept as written, and knocknft runs it as knockd did; each one is listed on stderr with its
+    line, and in the output.
+
+    Exits 0 when the YAML was written, 2 when FILE is not a valid knockd.conf (every error with
+    its line; nothing is written).
+    """
+    with exit_on_error():
+        conf = read_knockd_conf(
+            read_config_text(file), str(file), read_file=_one_time_file_or_nothing
+        )
+        result = import_knockd(conf, str(file))
+    for problem in result.not_mapped:
+        typer.echo(f"not mapped: {problem}", err=True)
+    if output is None:
+        typer.echo(result.yaml, nl=False)
+        return
+    try:
+        write_atomic(output, result.yaml)
+    except OSError as exc:
+        fail(EXIT_FAILURE, f"cannot write {output}: {exc.strerror or exc}")
+    typer.echo(f"wrote {output}: {len(conf.config.doors)} door(s)", err=True)
+
+
+def _one_time_file_or_nothing(path: Path) -> str:
+    # An import may run away from the server; `knocknft check` there reads the file.
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""

@@ -1,0 +1,19 @@
+"""How `knocknft status` shows the grants to people: one row per grant, times as 1h02m03s."""
+
+from __future__ import annotations
+
+from knocknft.config import format_seconds
+from knocknft.core.grants import Grant
+
+
+def format_table(grants: list[Grant]) -> str:
+    """The human form of `knocknft status`: one row per grant."""
+    if not grants:
+        return "no open grants\n"
+    rows = [("ADDRESS", "DOOR", "SERVICE", "EXPIRES IN")]
+    rows += [(str(g.address), g.door, str(g.service), format_seconds(g.expires)) for g in grants]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n"
+        for row in rows
+    )
