@@ -8,7 +8,7 @@ Unrecognised out.
 
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -75,7 +75,7 @@ def recognise(command: str) -> Recognised:
         return Unrecognised(f"the shell cannot split it: {exc}")
     if not words:
         return Unrecognised("it is empty")
-    program = os.path.basename(words[0])
+    program = posixpath.basename(words[0])
     match = _IPTABLES.match(program)
     if match:
         return _iptables(match.group(1), words[1:])
