@@ -6,6 +6,8 @@ defined outside this module are named with theirs:
     ├── UsageError         a command-line argument is wrong (bad address, unknown door)
     ├── NftError           libnftables refused a command or is missing
     │   └── TableMissing   our table is not loaded (run `knocknft apply` first)
+    ├── InvalidValue       a value refused when an nft object is built (a bad name, comment,
+    │                      address or timeout): it never reaches a script (also a ValueError)
     ├── NotOurs            a saved last-good file is not a ruleset knocknft wrote
     │                      (knocknft.nft.lastgood)
     ├── NflogError         the kernel refused an NFLOG request (knocknft.netlink.nflog)
@@ -27,6 +29,11 @@ from dataclasses import dataclass
 
 class KnocknftError(Exception):
     """Base of every error knocknft raises on purpose."""
+
+
+class InvalidValue(KnocknftError, ValueError):
+    """A value knocknft.core.transaction will not put into an nft object. A ValueError too, so
+    pure code that checks values keeps raising what Python code expects."""
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ what was rendered here; the stateful fake (knocknft.nft.fake) applies the object
 Every value is checked when its object is built, so no config value, knockd.conf line or file can
 put foreign text into a script: names are nft identifiers, interface names are what the kernel
 allows, addresses carry no IPv6 scope id, quoted text holds no quote, backslash or control
-character, timeouts are whole seconds within the kernel's range. A bad value raises ValueError
-(TypeError for a value of the wrong type) at construction, never at the kernel.
+character, timeouts are whole seconds within the kernel's range. A bad value raises InvalidValue
+(a ValueError, and a KnocknftError, so the CLI and the daemon report it as they report any
+refusal; TypeError for a value of the wrong type) at construction, never at the kernel.
 
 The invariant for rule bodies: a `Rule` holds its body as text, built by knocknft.core.ruleset
 only from values that went through this module's checks (`quoted`, `address`, `check_name`,
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from knocknft.config import IFNAME_RE, TABLE_NAME_RE, IPAddress, IPNetwork, PortSpec
+from knocknft.errors import InvalidValue
 
 Verb = Literal["add", "create", "delete", "flush"]
 Family = Literal["inet", "ip", "ip6"]
@@ -49,7 +51,7 @@ _SET_FLAGS = ("constant", "dynamic", "interval", "timeout")
 def check_name(text: object, what: str = "name") -> str:
     """A table, chain or set name: a letter, then letters, digits or `_`, at most 32."""
     if not isinstance(text, str) or not NAME_RE.match(text):
-        raise ValueError(f"{text!r} is not a usable nft {what}")
+        raise InvalidValue(f"{text!r} is not a usable nft {what}")
     return text
 
 
@@ -58,7 +60,7 @@ def check_text(text: object, what: str = "comment") -> str:
     if not isinstance(text, str):
         raise TypeError(f"a {what} must be text, not {text!r}")
     if '"' in text or "\\" in text or _CONTROL.search(text):
-        raise ValueError(f"{what} {text!r} holds a quote, backslash or control character")
+        raise InvalidValue(f"{what} {text!r} holds a quote, backslash or control character")
     return text
 
 
@@ -68,7 +70,7 @@ def quoted(text: str, what: str = "comment") -> str:
 
 def check_interface(text: object) -> str:
     if not isinstance(text, str) or not IFNAME_RE.match(text):
-        raise ValueError(f"{text!r} is not an interface name")
+        raise InvalidValue(f"{text!r} is not an interface name")
     return text
 
 
@@ -84,7 +86,7 @@ def address(value: object) -> str:
         raise TypeError(f"{value!r} is not an IP address or network")
     text = str(value)
     if "%" in text:
-        raise ValueError(f"{text}: an address with a scope id cannot go into a ruleset")
+        raise InvalidValue(f"{text}: an address with a scope id cannot go into a ruleset")
     return text
 
 
@@ -93,13 +95,13 @@ def check_seconds(value: object, maximum: int = MAX_TIMEOUT_SECONDS) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"a timeout must be whole seconds (int), not {value!r}")
     if not 1 <= value <= maximum:
-        raise ValueError(f"a timeout must be 1..{maximum} s, not {value}")
+        raise InvalidValue(f"a timeout must be 1..{maximum} s, not {value}")
     return value
 
 
 def check_count(value: object, what: str, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise ValueError(f"{what} must be a whole number 0..{maximum}, not {value!r}")
+        raise InvalidValue(f"{what} must be a whole number 0..{maximum}, not {value!r}")
     return value
 
 
@@ -108,14 +110,14 @@ def service(spec: object) -> str:
     if not isinstance(spec, PortSpec):
         raise TypeError(f"{spec!r} is not a PortSpec")
     if spec.protocol not in PROTOCOLS:
-        raise ValueError(f"{spec.protocol!r} is not a protocol knocknft matches")
+        raise InvalidValue(f"{spec.protocol!r} is not a protocol knocknft matches")
     check_count(spec.port, "a port", 65535)
     return f"{spec.protocol} . {spec.port}"
 
 
 def _one_of(value: object, allowed: tuple[str, ...], what: str) -> str:
     if value not in allowed:
-        raise ValueError(f"{value!r} is not a {what} ({', '.join(allowed)})")
+        raise InvalidValue(f"{value!r} is not a {what} ({', '.join(allowed)})")
     return str(value)
 
 
@@ -152,7 +154,7 @@ class Chain:
         if self.hook is not None:
             _one_of(self.hook, _HOOKS, "hook")
         if not _PRIORITY_RE.match(self.priority):
-            raise ValueError(f"{self.priority!r} is not a chain priority")
+            raise InvalidValue(f"{self.priority!r} is not a chain priority")
         _one_of(self.policy, _POLICIES, "chain policy")
 
     def reference(self) -> str:
@@ -194,7 +196,7 @@ class Set:
 
     def declaration(self) -> str:
         if not self.key:
-            raise ValueError(f"set {self.name} has no key type: it can only be named")
+            raise InvalidValue(f"set {self.name} has no key type: it can only be named")
         spec = [f"type {' . '.join(self.key)}"]
         if self.flags:
             spec.append(f"flags {','.join(self.flags)}")
@@ -252,12 +254,12 @@ class Rule:
     def __post_init__(self) -> None:
         body = self.body
         if not isinstance(body, str) or not body.strip():
-            raise ValueError("a rule needs a body")
+            raise InvalidValue("a rule needs a body")
         if _CONTROL.search(body) or ";" in body or "#" in body or body.count('"') % 2:
-            raise ValueError(f"rule body {body!r} could end its command or start another")
+            raise InvalidValue(f"rule body {body!r} could end its command or start another")
 
     def reference(self) -> str:
-        raise ValueError("a rule can only be added: knocknft replaces whole chains")
+        raise InvalidValue("a rule can only be added: knocknft replaces whole chains")
 
     def declaration(self) -> str:
         return (
@@ -279,10 +281,10 @@ class SavedTable:
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not _one_block(self.text, self.table):
-            raise ValueError(f"not a listing of {self.table.reference()} alone")
+            raise InvalidValue(f"not a listing of {self.table.reference()} alone")
 
     def reference(self) -> str:
-        raise ValueError("a saved table can only be added")
+        raise InvalidValue("a saved table can only be added")
 
     def declaration(self) -> str:
         return self.text.rstrip("\n")
@@ -363,7 +365,7 @@ class Transaction:
         # key) fails where it is built, not when the transaction is applied.
         render_op(Op(verb, obj))
         if verb == "flush" and isinstance(obj, Element):
-            raise ValueError("an element cannot be flushed")
+            raise InvalidValue("an element cannot be flushed")
         self.ops.append(Op(verb, obj))
         return self
 
