@@ -1,11 +1,12 @@
-"""knockd-style commands: `%IP%` expansion (pure) and a runner that never blocks the packet loop.
+"""knockd-style commands: a runner that never blocks the packet loop.
 
-The address substituted for `%IP%` is always an `ipaddress` object's text, decoded from the
-packet's header bytes: digits, dots, colons and hex letters, never text taken from a payload.
-Commands run through /bin/sh as knockd runs them, each in its own process group (so a time limit
-can kill everything it started), on a few worker threads. Unlike knockd, which forks each command
-and lets them race, the commands of one client run in the order they were asked for: a closing
-door's `iptables -D` never overtakes the opening door's `-I`.
+Commands come already expanded (`knocknft.core.decide.expand_command`: the address substituted
+for `%IP%` is always an `ipaddress` object's text, decoded from the packet's header bytes:
+digits, dots, colons and hex letters, never text taken from a payload). They run through /bin/sh
+as knockd runs them, each in its own process group (so a time limit can kill everything it
+started), on a few worker threads. Unlike knockd, which forks each command and lets them race,
+the commands of one client run in the order they were asked for: a closing door's `iptables -D`
+never overtakes the opening door's `-I`.
 """
 
 from __future__ import annotations
@@ -22,23 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from knocknft.config import IPAddress
-
 log = logging.getLogger("knocknft")
 
 DEFAULT_TIME_LIMIT = 60.0
-
-
-def expand_command(template: str, address: IPAddress) -> str:
-    """Replace every `%IP%` with the address; the address type guarantees safe characters."""
-    return template.replace("%IP%", address.compressed)
-
-
-def command_for(door_start: str | None, door_start6: str | None, address: IPAddress) -> str | None:
-    """knockd's choice: the `_6` variant for IPv6 sources, falling back to the plain one."""
-    if address.version == 6 and door_start6:
-        return door_start6
-    return door_start
 
 
 @dataclass(frozen=True)

@@ -1,54 +1,55 @@
-"""The daemon: NFLOG packets in, engine events out, carried out as grants, commands and log lines.
+"""The daemon's executor: NFLOG packets in, engine events out, their effects carried out.
 
-`Daemon` holds no socket of its own: `handle_packets` and `tick` are driven by `serve`, the loop
-that owns the NFLOG socket, the timer and the signals. Tests drive `Daemon` directly with packets
-and a clock; the integration tests run the real loop in a namespace.
+What the events mean is decided in `knocknft.core.decide`; `Daemon` carries the effects out in
+the order decided (grants and revokes through nft, commands, stop records, log lines, the audit
+log). It holds no socket of its own: `handle_packets` and `tick` are driven by
+`knocknft.daemon.loop.serve`, which owns the NFLOG socket, the timer and the signals. Tests drive
+`Daemon` directly with packets and a clock; the integration tests run the real loop in a
+namespace.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
-import json
 import logging
 import os
-import selectors
-import signal
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from knocknft import __version__
-from knocknft.config import Config, Door, IPAddress, PortSpec
+from knocknft.config import Config, IPAddress
+from knocknft.core.decide import (
+    Audit,
+    Effect,
+    ExtendStop,
+    GrantServices,
+    LogLine,
+    MarkOneTime,
+    ReportGrant,
+    Revocation,
+    RevokeServices,
+    RunCommand,
+    StopCommand,
+    decide,
+)
 from knocknft.core.engine import (
-    DoorDisabled,
     Engine,
     Event,
     Evicted,
     Invalidated,
     Knock,
-    OneTimeUsed,
-    Opened,
     Progress,
     TimedOut,
 )
 from knocknft.core.grants import Grant, revoke_transaction
 from knocknft.daemon.auditlog import EventLog
-from knocknft.daemon.commands import CommandRunner, command_for, expand_command
+from knocknft.daemon.commands import CommandRunner
 from knocknft.daemon.keeper import TableKeeper
 from knocknft.daemon.names import Labelled, NameCache
 from knocknft.daemon.onetime import mark_used
-from knocknft.daemon.stats import (
-    NO_SOURCE_STATS,
-    STATS_FILE,
-    STATS_INTERVAL,
-    DaemonStats,
-    SourceStats,
-)
+from knocknft.daemon.stats import NO_SOURCE_STATS, DaemonStats, SourceStats
 from knocknft.daemon.stops import STATE_FILE, PendingStops
 from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import TableEvent
@@ -60,8 +61,8 @@ log = logging.getLogger("knocknft")
 # Per-knock lines (Stage n, timeouts) are rate-limited so a flood cannot flood the log too.
 KNOCK_LOG_RATE = 50.0
 KNOCK_LOG_BURST = 200.0
-# read_batch() calls per wake-up before timers and signals get their turn.
-DRAIN_BATCHES = 8
+
+_ADDRESS = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 
 class KnockLog:
@@ -116,7 +117,7 @@ class DaemonCounters:
 class Daemon:
     config: Config
     nft: Nft
-    runner: CommandRunner
+    commands: CommandRunner
     pending: PendingStops
     clock: Callable[[], float] = time.time
     # With a knockd.conf the commands are the only effect, as under knockd.
@@ -126,7 +127,7 @@ class Daemon:
     # knockd's -l: names for log lines, from a cache that never blocks this loop.
     names: NameCache | None = None
     # options.event_log: what an admin audits, one JSON line each; never per knock.
-    events: EventLog | None = None
+    audit: EventLog | None = None
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
@@ -200,8 +201,8 @@ class Daemon:
     def _run_due_stops(self, now: float, why: str = "") -> None:
         for stop in self.pending.take_due(now):
             log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
-            self._event("command_timeout", source=stop.address, door=stop.door)
-            self.runner.submit(stop.door, stop.command, stop.address)
+            self._audit("command_timeout", source=stop.address, door=stop.door)
+            self.commands.submit(stop.door, stop.command, stop.address)
             self.counters.commands += 1
 
     def next_wakeup(self) -> float | None:
@@ -209,74 +210,73 @@ class Daemon:
         return min(times, default=None)
 
     def execute(self, events: Sequence[Event]) -> None:
-        # `type(e) is`, not isinstance: the events are leaf classes, and under a flood this loop
-        # runs for every packet, most of them Progress and Evicted.
-        opened = [event for event in events if type(event) is Opened]
-        # The set first: it is what the knocker waits for. Log lines, files and commands follow.
-        granted: dict[Opened, list[Grant]] = {}
-        if opened and self.native_grants:
-            revokes = [(e.source, service, e.door.name) for e in opened for service in e.door.close]
-            if revokes:
-                self._revoke(revokes)
-            granted = {event: self._grants_for(event.source, event.door) for event in opened}
-            if not self._grant([g for grants in granted.values() for g in grants]):
-                granted = {}
+        """Carry out what the events mean."""
+        self.carry_out(decide(events, self.pending, native_grants=self.native_grants))
+
+    def carry_out(self, effects: Sequence[Effect]) -> None:
+        """Each effect in turn, in the order decided. The per-knock lines come first in this
+        chain, by `type(e) is`: under a flood they are nearly all there is."""
         debug = log.isEnabledFor(logging.DEBUG)
         knock_log = self.knock_log
-        for event in events:
-            if type(event) is Progress:
+        granted = True  # whether this batch's GrantServices went in: its ReportGrants follow it
+        for effect in effects:
+            if type(effect) is Progress:
                 if knock_log.allow():
                     log.info(
-                        "%s: %s: Stage %d", self._who(event.source), event.door.name, event.stage
+                        "%s: %s: Stage %d", self._who(effect.source), effect.door.name, effect.stage
                     )
-            elif type(event) is Evicted:
+            elif type(effect) is Evicted:
                 # Per-attempt detail, one line per forged source under a flood: limited too.
                 if debug and knock_log.allow():
                     log.debug(
                         "%s: %s: attempt evicted (cap %d)",
-                        self._who(event.source),
-                        event.door.name,
+                        self._who(effect.source),
+                        effect.door.name,
                         self.engine.max_attempts,
                     )
-            elif type(event) is TimedOut:
+            elif type(effect) is TimedOut:
                 if knock_log.allow():
                     log.info(
                         "%s: %s: sequence timeout (stage %d)",
-                        self._who(event.source),
-                        event.door.name,
-                        event.stage,
+                        self._who(effect.source),
+                        effect.door.name,
+                        effect.stage,
                     )
-            elif type(event) is Invalidated:
+            elif type(effect) is Invalidated:
                 if debug and knock_log.allow():
                     log.debug(
                         "%s: %s: sequence broken at stage %d",
-                        self._who(event.source),
-                        event.door.name,
-                        event.stage,
+                        self._who(effect.source),
+                        effect.door.name,
+                        effect.stage,
                     )
-            elif isinstance(event, Opened):
-                log.info("%s: %s: OPEN SESAME", self._who(event.source), event.door.name)
-                self._event("open", source=event.source, door=event.door.name)
-                for g in granted.get(event, ()):
-                    log.info(
-                        "%s: %s: granted %s for %ds",
-                        self._who(g.address),
-                        g.door,
-                        g.service,
-                        g.timeout,
-                    )
-                    self._event(
-                        "grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout
-                    )
-            elif isinstance(event, OneTimeUsed):
-                self._mark_one_time(event)
-            elif isinstance(event, DoorDisabled):
-                log.warning(
-                    "%s: door disabled: %s; the daemon keeps running", event.door.name, event.reason
+            elif isinstance(effect, GrantServices):
+                granted = self._grant(effect.grants)
+            elif isinstance(effect, ReportGrant):
+                if granted:
+                    self._report_grant(effect.grant)
+            else:
+                self._carry_out_rare(effect)
+
+    def _carry_out_rare(self, effect: Effect) -> None:
+        match effect:
+            case LogLine(level, text, args):
+                log.log(
+                    level, text, *(self._who(a) if isinstance(a, _ADDRESS) else a for a in args)
                 )
-                self._event("door_disabled", door=event.door.name, reason=event.reason)
-        for event in opened:
-            self._start_commands(event.source, event.door, event.at)
+            case Audit(event, fields):
+                self._audit(event, **fields)
+            case RevokeServices(revocations):
+                self._revoke(revocations)
+            case RunCommand(door, command, client):
+                self.commands.submit(door, command, client)
+                self.counters.commands += 1
+            case StopCommand(door, address, command, due):
+                self.pending.schedule(door, address, command, due)
+                if isinstance(effect, ExtendStop):
+                    self.counters.refreshed += 1
+            case MarkOneTime():
+                self._mark_one_time(effect)
 
     def _who(self, source: IPAddress | str) -> object:
         """The source as log lines show it: `addr`, or knockd's `addr (name)` under -l."""
@@ -289,14 +289,7 @@ class Daemon:
                 return source
         return Labelled(source, self.names)
 
-    def _grants_for(self, source: IPAddress, door: Door) -> list[Grant]:
-        if not door.open or door.open_for is None:
-            return []
-        return [Grant(source, service, door.name, door.open_for) for service in door.open]
-
-    def _grant(self, grants: list[Grant]) -> bool:
-        if not grants:
-            return True
+    def _grant(self, grants: Sequence[Grant]) -> bool:
         try:
             self.nft.grant(self.config.options.table, grants)
         except KnocknftError as exc:
@@ -305,69 +298,43 @@ class Daemon:
                 "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
             )
             for g in grants:
-                self._event(
+                self._audit(
                     "grant_failed", source=g.address, door=g.door, service=g.service, error=str(exc)
                 )
             return False
         self.counters.grants += len(grants)
         return True
 
-    def _revoke(self, revokes: list[tuple[IPAddress, PortSpec, str]]) -> None:
+    def _report_grant(self, g: Grant) -> None:
+        log.info("%s: %s: granted %s for %ds", self._who(g.address), g.door, g.service, g.timeout)
+        self._audit("grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout)
+
+    def _revoke(self, revocations: Sequence[Revocation]) -> None:
         """A closing door: remove the knocker's grants, as knockd's closeSSH deleted the rule."""
-        keys = [(address, service) for address, service, _ in revokes]
+        keys = [(r.address, r.service) for r in revocations]
         try:
             self.nft.apply(revoke_transaction(self.config.options.table, keys))
         except KnocknftError as exc:
             log.error("could not close %s: %s", ", ".join(f"{a} {s}" for a, s in keys), exc)
             return
-        for address, service, door in revokes:
-            log.info("%s: %s: closed %s", self._who(address), door, service)
-            self._event("close", source=address, door=door, service=service)
+        for r in revocations:
+            log.info("%s: %s: closed %s", self._who(r.address), r.door, r.service)
+            self._audit("close", source=r.address, door=r.door, service=r.service)
 
-    def _start_commands(self, source: IPAddress, door: Door, at: float) -> None:
-        start = command_for(door.start_command, door.start_command_6, source)
-        stop = command_for(door.stop_command, door.stop_command_6, source)
-        if stop and self.pending.is_pending(door.name, source):
-            # Still open from an earlier knock: extend the window instead of running the start
-            # command again (knockd would add a second, duplicate firewall rule).
-            self.pending.schedule(
-                door.name, source, expand_command(stop, source), at + door.cmd_timeout
-            )
-            self.counters.refreshed += 1
-            log.info(
-                "%s: %s: still open; stop command moved to %ds from now",
-                self._who(source),
-                door.name,
-                door.cmd_timeout,
-            )
-            self._event("refresh", source=source, door=door.name, stop_in=door.cmd_timeout)
-            return
-        if start:
-            self.runner.submit(door.name, expand_command(start, source), source.compressed)
-            self.counters.commands += 1
-        if stop:
-            self.pending.schedule(
-                door.name, source, expand_command(stop, source), at + door.cmd_timeout
-            )
-
-    def _mark_one_time(self, event: OneTimeUsed) -> None:
-        path = event.door.one_time_sequences
-        if path is None:
-            return
+    def _mark_one_time(self, effect: MarkOneTime) -> None:
+        door, path, line = effect.door, effect.path, effect.line
         try:
-            mark_used(path, event.line)
+            mark_used(path, line)
         except OSError as exc:
-            log.error(
-                "%s: cannot mark line %d of %s as used: %s", event.door.name, event.line, path, exc
-            )
+            log.error("%s: cannot mark line %d of %s as used: %s", door, line, path, exc)
             return
-        log.info("%s: one-time sequence on line %d of %s used", event.door.name, event.line, path)
-        self._event("one_time_used", door=event.door.name, file=path, line=event.line)
+        log.info("%s: one-time sequence on line %d of %s used", door, line, path)
+        self._audit("one_time_used", door=door, file=path, line=line)
 
-    def _event(self, name: str, **fields: object) -> None:
+    def _audit(self, name: str, **fields: object) -> None:
         # Only ever called for rare events, never per knock: off, it costs one comparison.
-        if self.events is not None:
-            self.events.write(name, **fields)
+        if self.audit is not None:
+            self.audit.write(name, **fields)
 
     # -- reporting ------------------------------------------------------------------------------
 
@@ -392,7 +359,7 @@ class Daemon:
             "commands_started": self.counters.commands,
             "grants_refreshed": self.counters.refreshed,
             "ipv6_ignored": self.counters.ipv6_ignored,
-            "commands_failed": getattr(self.runner, "failed", 0),
+            "commands_failed": getattr(self.commands, "failed", 0),
             "pending_stop_commands": len(self.pending),
             "knock_log_suppressed": self.knock_log.suppressed,
             "table_restores": self.keeper.restores,
@@ -409,159 +376,5 @@ def warn_if_unsaved(result: ApplyResult) -> None:
         )
 
 
-def write_stats(path: Path, data: DaemonStats) -> None:
-    tmp = path.with_suffix(".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.debug("cannot write %s: %s", path, exc)
-
-
 def pending_path(config: Config) -> Path:
     return config.options.state_dir / STATE_FILE
-
-
-def stats_path(config: Config) -> Path:
-    return config.options.state_dir / STATS_FILE
-
-
-# -- the loop --------------------------------------------------------------------------------
-
-
-class Signals:
-    """SIGHUP/SIGTERM/SIGINT as flags, with a wake-up pipe so select() returns at once."""
-
-    def __init__(self) -> None:
-        self.reload = False
-        self.stop = False
-        self._read, self._write = socket.socketpair()
-        self._read.setblocking(False)
-        self._write.setblocking(False)
-        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
-        signal.signal(signal.SIGHUP, self._on_hup)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-
-    def _on_hup(self, signum: int, frame: object) -> None:
-        self.reload = True
-
-    def _on_stop(self, signum: int, frame: object) -> None:
-        self.stop = True
-
-    def fileno(self) -> int:
-        return self._read.fileno()
-
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while self._read.recv(4096):
-                pass
-
-    def close(self) -> None:
-        signal.set_wakeup_fd(-1)
-        self._read.close()
-        self._write.close()
-
-
-class PacketSource(Protocol):
-    """What `serve` needs of the NFLOG socket (NflogSocket provides it)."""
-
-    def fileno(self) -> int: ...
-
-    def read_batch(self) -> Sequence[Knock]: ...
-
-
-class TableEventSource(Protocol):
-    """What `serve` needs of the nf_tables notification socket (nftevents.TableEvents)."""
-
-    def fileno(self) -> int: ...
-
-    def read(self, table: str) -> Sequence[TableEvent]: ...
-
-
-def serve(
-    daemon: Daemon,
-    source: PacketSource,
-    *,
-    load: Callable[[], Config],
-    source_stats: Callable[[], SourceStats],
-    on_ready: Callable[[], None] = lambda: None,
-    on_reload: Callable[[bool], None] = lambda ok: None,
-    on_stats: Callable[[DaemonStats], None] = lambda stats: None,
-    table_events: TableEventSource | None = None,
-) -> None:
-    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
-    table put back when another tool deletes it.
-
-    `load` is called when a reload begins; `on_reload` when it has ended, with its success.
-    The stats go to stats.json and to `on_stats` (the metrics endpoint, systemd's status line)
-    every STATS_INTERVAL and once before the daemon says it is ready, so it is known from its
-    first moment.
-    """
-    signals = Signals()
-    selector = selectors.DefaultSelector()
-    selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
-    selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
-    if table_events is not None:
-        selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
-    stats_file = stats_path(daemon.config)
-
-    def report() -> None:
-        stats = daemon.stats(source_stats())
-        write_stats(stats_file, stats)
-        on_stats(stats)
-
-    report()
-    on_ready()
-    next_stats = daemon.clock() + STATS_INTERVAL
-    # Objects from start-up live as long as the daemon: keep them out of every future GC pass.
-    gc.freeze()
-    try:
-        while not signals.stop:
-            wakeup = daemon.next_wakeup()
-            timeout = (
-                STATS_INTERVAL
-                if wakeup is None
-                else max(0.0, min(wakeup - daemon.clock(), STATS_INTERVAL))
-            )
-            for key, _ in selector.select(timeout):
-                if key.data == "nflog":
-                    # Drain what is queued now, in batches, before timers run.
-                    for _ in range(DRAIN_BATCHES):
-                        batch = source.read_batch()
-                        if not batch:
-                            break
-                        daemon.handle_packets(batch)
-                elif key.data == "table" and table_events is not None:
-                    daemon.on_table_events(table_events.read(daemon.config.options.table))
-                else:
-                    signals.drain()
-            now = daemon.clock()
-            # Timers only when one is due: under a flood this loop turns for every few packets.
-            if wakeup is not None and now >= wakeup:
-                daemon.tick()
-            if signals.reload:
-                signals.reload = False
-                on_reload(_reload(daemon, load))
-            if now >= next_stats:
-                next_stats = now + STATS_INTERVAL
-                daemon.check_table()
-                daemon.knock_log.report()
-                report()
-    finally:
-        report()
-        selector.close()
-        signals.close()
-
-
-def _reload(daemon: Daemon, load: Callable[[], Config]) -> bool:
-    log.info("SIGHUP: reloading the config")
-    try:
-        config = load()
-        daemon.reload(config)
-    except KnocknftError as exc:
-        log.error("reload failed, still running the previous config:\n%s", exc)
-        return False
-    log.info("reloaded: %d door(s)", len(daemon.config.doors))
-    return True

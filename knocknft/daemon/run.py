@@ -19,8 +19,9 @@ from knocknft.config import (
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
 from knocknft.daemon.detach import DEFAULT_PID_FILE, Readiness, detach
-from knocknft.daemon.executor import Daemon, pending_path, serve
+from knocknft.daemon.executor import Daemon, pending_path
 from knocknft.daemon.logs import setup_logging
+from knocknft.daemon.loop import serve
 from knocknft.daemon.metrics import MetricsServer
 from knocknft.daemon.names import NameCache
 from knocknft.daemon.notify import Notifier, OpenGrants, status_line
@@ -176,19 +177,19 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     warn_unwritable_one_time_files(config)
     systemd = Notifier.from_environment()
     event_log = config.options.event_log
-    events = EventLog(event_log) if event_log is not None else None
-    runner = ShellRunner(on_done=events.command if events is not None else None)
+    audit = EventLog(event_log) if event_log is not None else None
+    commands = ShellRunner(on_done=audit.command if audit is not None else None)
     names = NameCache() if options.lookup else None
     nft = LibNft()
     daemon = Daemon(
         config,
         nft,
-        runner,
+        commands,
         PendingStops(pending_path(config)),
         native_grants=loaded.native,
         only_ipv4=options.only_ipv4,
         names=names,
-        events=events,
+        audit=audit,
     )
     group = config.options.nflog_group
     # Listening before the start's apply, so no grant announced after it is missed.
@@ -282,7 +283,7 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
             )
             # Commands still running get up to their time limit to finish: say so first.
             systemd.stopping(
-                f"stopping: running commands get up to {runner.time_limit:g}s to finish"
+                f"stopping: running commands get up to {commands.time_limit:g}s to finish"
             )
     except KnocknftError as exc:
         systemd.status(f"failed: {exc}")
@@ -292,11 +293,11 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
             metrics.close()
         if table_events is not None:
             table_events.close()
-        runner.close()
+        commands.close()
         if names is not None:
             names.close()
-        if events is not None:
-            events.close()  # after the runner: commands still running log their end
+        if audit is not None:
+            audit.close()  # after the commands: those still running log their end
         systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0

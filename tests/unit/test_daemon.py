@@ -73,3 +73,21 @@ def test_evictions_under_a_flood_do_not_flood_the_debug_log(
     lines = [r for r in caplog.records if "attempt evicted" in r.getMessage()]
     assert len(lines) == KNOCK_LOG_BURST
     assert daemon.knock_log.suppressed == 1000 - KNOCK_LOG_BURST
+
+
+def test_a_second_knock_while_open_moves_the_stop_and_runs_no_second_start() -> None:
+    text = (
+        CONFIG
+        + "    start_command: 'open %IP%'\n    stop_command: 'shut %IP%'\n    cmd_timeout: 5s\n"
+    )
+    config = parse_config(text).config
+    runner = RecordingRunner()
+    pending = PendingStops(None)
+    daemon = Daemon(config, loaded_nft(config), runner, pending, clock=lambda: 0.0)
+    door = config.doors[1]
+    daemon.execute([Opened(KNOCKER, door, 100.0)])
+    daemon.execute([Opened(KNOCKER, door, 103.0)])
+    assert runner.commands == ["open 198.18.0.2"]
+    assert daemon.counters.refreshed == 1 and daemon.counters.commands == 1
+    assert pending.next_due() == 108.0 and len(pending) == 1
+    assert [s.command for s in pending.take_due(108.0)] == ["shut 198.18.0.2"]

@@ -37,7 +37,7 @@ def daemon_with_log(tmp_path: Path, text: str = CLOSING, nft: FakeNft | None = N
         RecordingRunner(),
         PendingStops(None),
         clock=lambda: NOW,
-        events=EventLog(tmp_path / "log" / "events.jsonl", clock=lambda: NOW),
+        audit=EventLog(tmp_path / "log" / "events.jsonl", clock=lambda: NOW),
     )
 
 

@@ -1,0 +1,251 @@
+"""What engine events mean: a list of effects, which the daemon's executor carries out in order.
+
+Pure: what is pending is read through `PendingView`; no nft, no process, no file, no clock.
+
+The order is the daemon's promise, and `decide` keeps it:
+1. the closing doors' revokes, then the opened doors' grants, each in one nft call: the set
+   element is what the knocker waits for, so it goes in before any line or command;
+2. each event in turn: its log line and audit event; an opened door's grants are reported after
+   its OPEN SESAME line (`ReportGrant`, carried out only if the grants went in); a one-time line
+   to mark as used;
+3. each opened door: its start command and the stop command's schedule, or, when a stop command
+   is still pending from an earlier knock, that stop moved later instead of a second start (the
+   refresh: knockd would run the start command again and add a duplicate firewall rule).
+
+Under a flood nearly every event is Progress, Evicted, TimedOut or Invalidated: each of those is
+its own effect, a per-knock log line (`KnockLine`), so deciding allocates nothing for it and the
+executor formats the line only if its rate limit lets the line through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from knocknft.config import Door, IPAddress, PortSpec
+from knocknft.core.engine import (
+    DoorDisabled,
+    Event,
+    Evicted,
+    Invalidated,
+    OneTimeUsed,
+    Opened,
+    Progress,
+    TimedOut,
+)
+from knocknft.core.grants import Grant
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class PendingView(Protocol):
+    """What `decide` reads of the pending stop commands (daemon.stops.PendingStops provides it)."""
+
+    def is_pending(self, door: str, address: IPAddress) -> bool: ...
+
+
+# -- effects ----------------------------------------------------------------------------------
+
+# A per-knock log line: the attempt event itself, shown only as the executor's rate limit allows
+# (Evicted and Invalidated only under -D).
+KnockLine = Progress | TimedOut | Invalidated | Evicted
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One grant a closing door takes back: `service` for `address`, on behalf of `door`."""
+
+    address: IPAddress
+    service: PortSpec
+    door: str
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeServices:
+    """Remove these grants from the allowlist, in one nft call; each is logged once it is gone."""
+
+    revocations: tuple[Revocation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GrantServices:
+    """Add these grants to the allowlist, in one nft call (at most one per batch of events)."""
+
+    grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportGrant:
+    """The log line and audit event of one grant: only if this batch's GrantServices went in."""
+
+    grant: Grant
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """Start a door's command; `client` (the address as text) orders one client's commands."""
+
+    door: str
+    command: str
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopCommand:
+    """The stop command `command` for (`door`, `address`), to run at `due`."""
+
+    door: str
+    address: IPAddress
+    command: str
+    due: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStop(StopCommand):
+    """Record a stop command to run when it falls due."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendStop(StopCommand):
+    """The refresh: the stop command pending for (`door`, `address`) now runs at `due` instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarkOneTime:
+    """Mark line `line` of the door's one-time sequence file as used."""
+
+    door: str
+    path: Path
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A log line, formatted by the executor: `text` % `args`. Addresses among `args` are shown
+    as the executor shows sources (with their names under knockd's -l)."""
+
+    level: int
+    text: str
+    args: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """One line of the audit log (options.event_log), when there is one: `event` and its fields."""
+
+    event: str
+    fields: dict[str, object]
+
+
+Effect = (
+    KnockLine
+    | RevokeServices
+    | GrantServices
+    | ReportGrant
+    | RunCommand
+    | ScheduleStop
+    | ExtendStop
+    | MarkOneTime
+    | LogLine
+    | Audit
+)
+
+
+# -- deciding ---------------------------------------------------------------------------------
+
+
+def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool) -> list[Effect]:
+    """The effects of `events`, in the order they are to be carried out (see the module's text).
+
+    `native_grants` False (a knockd.conf): the commands are a door's only effect, as under
+    knockd: no grant and no revoke.
+    """
+    # `type(e) is`, not isinstance: the events are leaf classes, and under a flood this runs for
+    # every packet, most of them Progress and Evicted.
+    opened = [event for event in events if type(event) is Opened]
+    effects: list[Effect] = []
+    grants_of: dict[Opened, list[Grant]] = {}
+    if opened and native_grants:
+        revocations = tuple(
+            Revocation(e.source, service, e.door.name) for e in opened for service in e.door.close
+        )
+        if revocations:
+            effects.append(RevokeServices(revocations))
+        grants_of = {event: grants_for(event.source, event.door) for event in opened}
+        grants = tuple(g for door_grants in grants_of.values() for g in door_grants)
+        if grants:
+            effects.append(GrantServices(grants))
+    for event in events:
+        if (
+            type(event) is Progress
+            or type(event) is Evicted
+            or type(event) is TimedOut
+            or type(event) is Invalidated
+        ):
+            effects.append(event)
+        elif isinstance(event, Opened):
+            source, door = event.source, event.door.name
+            effects.append(LogLine(logging.INFO, "%s: %s: OPEN SESAME", (source, door)))
+            effects.append(Audit("open", {"source": source, "door": door}))
+            effects += [ReportGrant(g) for g in grants_of.get(event, ())]
+        elif isinstance(event, OneTimeUsed):
+            path = event.door.one_time_sequences
+            if path is not None:
+                effects.append(MarkOneTime(event.door.name, path, event.line))
+        elif isinstance(event, DoorDisabled):
+            door, reason = event.door.name, event.reason
+            text = "%s: door disabled: %s; the daemon keeps running"
+            effects.append(LogLine(logging.WARNING, text, (door, reason)))
+            effects.append(Audit("door_disabled", {"door": door, "reason": reason}))
+    if opened:
+        _commands(opened, pending, effects)
+    return effects
+
+
+def grants_for(source: IPAddress, door: Door) -> list[Grant]:
+    """The allowlist elements a door's opening adds: one per `open` service, for `open_for`."""
+    if not door.open or door.open_for is None:
+        return []
+    return [Grant(source, service, door.name, door.open_for) for service in door.open]
+
+
+def _commands(opened: Sequence[Opened], pending: PendingView, effects: list[Effect]) -> None:
+    # Stops scheduled by this batch count as pending: a source that opens a door twice in one
+    # batch gets one start command and a refresh, as it would in two batches.
+    scheduled: set[tuple[str, IPAddress]] = set()
+    for event in opened:
+        source, door = event.source, event.door
+        start = command_for(door.start_command, door.start_command_6, source)
+        stop = command_for(door.stop_command, door.stop_command_6, source)
+        due = event.at + door.cmd_timeout
+        if stop and ((door.name, source) in scheduled or pending.is_pending(door.name, source)):
+            effects.append(ExtendStop(door.name, source, expand_command(stop, source), due))
+            text = "%s: %s: still open; stop command moved to %ds from now"
+            effects.append(LogLine(logging.INFO, text, (source, door.name, door.cmd_timeout)))
+            fields: dict[str, object] = {
+                "source": source,
+                "door": door.name,
+                "stop_in": door.cmd_timeout,
+            }
+            effects.append(Audit("refresh", fields))
+            continue
+        if start:
+            effects.append(RunCommand(door.name, expand_command(start, source), source.compressed))
+        if stop:
+            effects.append(ScheduleStop(door.name, source, expand_command(stop, source), due))
+            scheduled.add((door.name, source))
+
+
+def expand_command(template: str, address: IPAddress) -> str:
+    """Replace every `%IP%` with the address; the address type guarantees safe characters."""
+    return template.replace("%IP%", address.compressed)
+
+
+def command_for(door_start: str | None, door_start6: str | None, address: IPAddress) -> str | None:
+    """knockd's choice: the `_6` variant for IPv6 sources, falling back to the plain one."""
+    if address.version == 6 and door_start6:
+        return door_start6
+    return door_start

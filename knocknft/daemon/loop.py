@@ -1,0 +1,182 @@
+"""The daemon's loop: the NFLOG socket, the timer, the signals, reloads and periodic stats.
+
+`serve` owns the sockets and drives the executor (`knocknft.daemon.executor.Daemon`): packets to
+`handle_packets`, due timers to `tick`, nf_tables news of our table to `on_table_events`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import logging
+import selectors
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from knocknft.config import Config
+from knocknft.core.engine import Knock
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.stats import STATS_FILE, STATS_INTERVAL, DaemonStats, SourceStats
+from knocknft.errors import KnocknftError
+from knocknft.files import write_atomic
+from knocknft.netlink.nftevents import TableEvent
+
+log = logging.getLogger("knocknft")
+
+# read_batch() calls per wake-up before timers and signals get their turn.
+DRAIN_BATCHES = 8
+
+
+def write_stats(path: Path, data: DaemonStats) -> None:
+    """stats.json for `knocknft status --stats`; not being able to write it stops nothing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Counters, not secrets: readable as the file written in place always was.
+        write_atomic(path, json.dumps(data, indent=1), new_mode=0o644)
+    except OSError as exc:
+        log.debug("cannot write %s: %s", path, exc)
+
+
+def stats_path(config: Config) -> Path:
+    return config.options.state_dir / STATS_FILE
+
+
+class Signals:
+    """SIGHUP/SIGTERM/SIGINT as flags, with a wake-up pipe so select() returns at once."""
+
+    def __init__(self) -> None:
+        self.reload = False
+        self.stop = False
+        self._read, self._write = socket.socketpair()
+        self._read.setblocking(False)
+        self._write.setblocking(False)
+        signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+
+    def _on_hup(self, signum: int, frame: object) -> None:
+        self.reload = True
+
+    def _on_stop(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+    def fileno(self) -> int:
+        return self._read.fileno()
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while self._read.recv(4096):
+                pass
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self._read.close()
+        self._write.close()
+
+
+class PacketSource(Protocol):
+    """What `serve` needs of the NFLOG socket (NflogSocket provides it)."""
+
+    def fileno(self) -> int: ...
+
+    def read_batch(self) -> Sequence[Knock]: ...
+
+
+class TableEventSource(Protocol):
+    """What `serve` needs of the nf_tables notification socket (nftevents.TableEvents)."""
+
+    def fileno(self) -> int: ...
+
+    def read(self, table: str) -> Sequence[TableEvent]: ...
+
+
+def serve(
+    daemon: Daemon,
+    source: PacketSource,
+    *,
+    load: Callable[[], Config],
+    source_stats: Callable[[], SourceStats],
+    on_ready: Callable[[], None] = lambda: None,
+    on_reload: Callable[[bool], None] = lambda ok: None,
+    on_stats: Callable[[DaemonStats], None] = lambda stats: None,
+    table_events: TableEventSource | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
+    table put back when another tool deletes it.
+
+    `load` is called when a reload begins; `on_reload` when it has ended, with its success.
+    The stats go to stats.json and to `on_stats` (the metrics endpoint, systemd's status line)
+    every STATS_INTERVAL and once before the daemon says it is ready, so it is known from its
+    first moment.
+    """
+    signals = Signals()
+    selector = selectors.DefaultSelector()
+    selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
+    selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
+    if table_events is not None:
+        selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
+    stats_file = stats_path(daemon.config)
+
+    def report() -> None:
+        stats = daemon.stats(source_stats())
+        write_stats(stats_file, stats)
+        on_stats(stats)
+
+    report()
+    on_ready()
+    next_stats = daemon.clock() + STATS_INTERVAL
+    # Objects from start-up live as long as the daemon: keep them out of every future GC pass.
+    gc.freeze()
+    try:
+        while not signals.stop:
+            wakeup = daemon.next_wakeup()
+            timeout = (
+                STATS_INTERVAL
+                if wakeup is None
+                else max(0.0, min(wakeup - daemon.clock(), STATS_INTERVAL))
+            )
+            for key, _ in selector.select(timeout):
+                if key.data == "nflog":
+                    # Drain what is queued now, in batches, before timers run.
+                    for _ in range(DRAIN_BATCHES):
+                        batch = source.read_batch()
+                        if not batch:
+                            break
+                        daemon.handle_packets(batch)
+                elif key.data == "table" and table_events is not None:
+                    daemon.on_table_events(table_events.read(daemon.config.options.table))
+                else:
+                    signals.drain()
+            now = daemon.clock()
+            # Timers only when one is due: under a flood this loop turns for every few packets.
+            if wakeup is not None and now >= wakeup:
+                daemon.tick()
+            if signals.reload:
+                signals.reload = False
+                on_reload(_reload(daemon, load))
+            if now >= next_stats:
+                next_stats = now + STATS_INTERVAL
+                daemon.check_table()
+                daemon.knock_log.report()
+                report()
+    finally:
+        report()
+        selector.close()
+        signals.close()
+
+
+def _reload(daemon: Daemon, load: Callable[[], Config]) -> bool:
+    log.info("SIGHUP: reloading the config")
+    try:
+        config = load()
+        daemon.reload(config)
+    except KnocknftError as exc:
+        log.error("reload failed, still running the previous config:\n%s", exc)
+        return False
+    log.info("reloaded: %d door(s)", len(daemon.config.doors))
+    return True
