@@ -52,6 +52,7 @@ class PendingView(Protocol):
 # A per-knock log line: the attempt event itself, shown only as the executor's rate limit allows
 # (Evicted and Invalidated only under -D).
 KnockLine = Progress | TimedOut | Invalidated | Evicted
+_KNOCK_LINES = frozenset((Progress, TimedOut, Invalidated, Evicted))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,46 +164,54 @@ def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool
     `native_grants` False (a knockd.conf): the commands are a door's only effect, as under
     knockd: no grant and no revoke.
     """
-    # `type(e) is`, not isinstance: the events are leaf classes, and under a flood this runs for
-    # every packet, most of them Progress and Evicted.
-    opened = [event for event in events if type(event) is Opened]
+    # A flood's batches hold attempt events only: each is its own effect, and this check and the
+    # copy run in C. The events are leaf classes, so their exact type is all there is to ask.
+    if _KNOCK_LINES.issuperset(map(type, events)):
+        return list(events)  # type: ignore[arg-type]  # narrowed by the set, unseen by mypy
     effects: list[Effect] = []
+    append = effects.append
+    opened: list[Opened] = []
     grants_of: dict[Opened, list[Grant]] = {}
-    if opened and native_grants:
-        revocations = tuple(
-            Revocation(e.source, service, e.door.name) for e in opened for service in e.door.close
-        )
-        if revocations:
-            effects.append(RevokeServices(revocations))
-        grants_of = {event: grants_for(event.source, event.door) for event in opened}
-        grants = tuple(g for door_grants in grants_of.values() for g in door_grants)
-        if grants:
-            effects.append(GrantServices(grants))
     for event in events:
-        if (
-            type(event) is Progress
-            or type(event) is Evicted
-            or type(event) is TimedOut
-            or type(event) is Invalidated
-        ):
-            effects.append(event)
+        if isinstance(event, KnockLine):
+            append(event)
         elif isinstance(event, Opened):
+            opened.append(event)
             source, door = event.source, event.door.name
-            effects.append(LogLine(logging.INFO, "%s: %s: OPEN SESAME", (source, door)))
-            effects.append(Audit("open", {"source": source, "door": door}))
-            effects += [ReportGrant(g) for g in grants_of.get(event, ())]
+            append(LogLine(logging.INFO, "%s: %s: OPEN SESAME", (source, door)))
+            append(Audit("open", {"source": source, "door": door}))
+            if native_grants:
+                grants = grants_of.setdefault(event, grants_for(source, event.door))
+                effects += [ReportGrant(g) for g in grants]
         elif isinstance(event, OneTimeUsed):
             path = event.door.one_time_sequences
             if path is not None:
-                effects.append(MarkOneTime(event.door.name, path, event.line))
+                append(MarkOneTime(event.door.name, path, event.line))
         elif isinstance(event, DoorDisabled):
             door, reason = event.door.name, event.reason
             text = "%s: door disabled: %s; the daemon keeps running"
-            effects.append(LogLine(logging.WARNING, text, (door, reason)))
-            effects.append(Audit("door_disabled", {"door": door, "reason": reason}))
-    if opened:
-        _commands(opened, pending, effects)
+            append(LogLine(logging.WARNING, text, (door, reason)))
+            append(Audit("door_disabled", {"door": door, "reason": reason}))
+    if not opened:
+        return effects
+    _commands(opened, pending, effects)
+    if native_grants:
+        return _kernel_first(opened, grants_of) + effects
     return effects
+
+
+def _kernel_first(opened: Sequence[Opened], grants_of: dict[Opened, list[Grant]]) -> list[Effect]:
+    """The closing doors' revokes, then the grants: what goes before every other effect."""
+    first: list[Effect] = []
+    revocations = tuple(
+        Revocation(e.source, service, e.door.name) for e in opened for service in e.door.close
+    )
+    if revocations:
+        first.append(RevokeServices(revocations))
+    grants = tuple(g for door_grants in grants_of.values() for g in door_grants)
+    if grants:
+        first.append(GrantServices(grants))
+    return first
 
 
 def grants_for(source: IPAddress, door: Door) -> list[Grant]:
