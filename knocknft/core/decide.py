@@ -19,10 +19,9 @@ executor formats the line only if its rate limit lets the line through.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from knocknft.config import Door, IPAddress, PortSpec
 from knocknft.core.engine import (
@@ -128,7 +127,7 @@ class LogLine:
     """A log line, formatted by the executor: `text` % `args`. Addresses among `args` are shown
     as the executor shows sources (with their names under knockd's -l)."""
 
-    level: int
+    level: Literal["info", "warning"]
     text: str
     args: tuple[object, ...]
 
@@ -178,7 +177,7 @@ def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool
         elif isinstance(event, Opened):
             opened.append(event)
             source, door = event.source, event.door.name
-            append(LogLine(logging.INFO, "%s: %s: OPEN SESAME", (source, door)))
+            append(LogLine("info", "%s: %s: OPEN SESAME", (source, door)))
             append(Audit("open", {"source": source, "door": door}))
             if native_grants:
                 grants = grants_of.setdefault(event, grants_for(source, event.door))
@@ -190,7 +189,7 @@ def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool
         elif isinstance(event, DoorDisabled):
             door, reason = event.door.name, event.reason
             text = "%s: door disabled: %s; the daemon keeps running"
-            append(LogLine(logging.WARNING, text, (door, reason)))
+            append(LogLine("warning", text, (door, reason)))
             append(Audit("door_disabled", {"door": door, "reason": reason}))
     if not opened:
         return effects
@@ -233,7 +232,7 @@ def _commands(opened: Sequence[Opened], pending: PendingView, effects: list[Effe
         if stop and ((door.name, source) in scheduled or pending.is_pending(door.name, source)):
             effects.append(ExtendStop(door.name, source, expand_command(stop, source), due))
             text = "%s: %s: still open; stop command moved to %ds from now"
-            effects.append(LogLine(logging.INFO, text, (source, door.name, door.cmd_timeout)))
+            effects.append(LogLine("info", text, (source, door.name, door.cmd_timeout)))
             fields: dict[str, object] = {
                 "source": source,
                 "door": door.name,

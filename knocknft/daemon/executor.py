@@ -63,6 +63,7 @@ KNOCK_LOG_RATE = 50.0
 KNOCK_LOG_BURST = 200.0
 
 _ADDRESS = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 
 
 class KnockLog:
@@ -262,7 +263,9 @@ class Daemon:
         match effect:
             case LogLine(level, text, args):
                 log.log(
-                    level, text, *(self._who(a) if isinstance(a, _ADDRESS) else a for a in args)
+                    _LEVELS[level],
+                    text,
+                    *(self._who(a) if isinstance(a, _ADDRESS) else a for a in args),
                 )
             case Audit(event, fields):
                 self._audit(event, **fields)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 from pathlib import Path
 
 from knocknft.config import Door, IPAddress, PortSpec, parse_config
@@ -75,7 +74,7 @@ class Pending:
 
 def opening(door: Door, source: IPAddress = KNOCKER) -> list[object]:
     return [
-        LogLine(logging.INFO, "%s: %s: OPEN SESAME", (source, door.name)),
+        LogLine("info", "%s: %s: OPEN SESAME", (source, door.name)),
         Audit("open", {"source": source, "door": door.name}),
     ]
 
@@ -133,7 +132,7 @@ def test_a_knock_while_the_stop_is_pending_extends_it_and_runs_no_second_start()
         *opening(SHELL),
         ExtendStop("shell", KNOCKER, STOP, AT + 30),
         LogLine(
-            logging.INFO,
+            "info",
             "%s: %s: still open; stop command moved to %ds from now",
             (KNOCKER, "shell", 30),
         ),
@@ -185,7 +184,7 @@ def test_a_disabled_door_is_logged_and_audited() -> None:
     effects = decide([DoorDisabled(OPEN_SSH, "all used")], Pending(), native_grants=True)
     assert effects == [
         LogLine(
-            logging.WARNING,
+            "warning",
             "%s: door disabled: %s; the daemon keeps running",
             ("openSSH", "all used"),
         ),
