@@ -106,7 +106,7 @@ def _parse_ms(text: str) -> int:
         ) from None
 
 
-def _parse_profile(w: Walker, name: str, name_node: yaml.Node, node: yaml.Node) -> Profile | None:
+def _parse_profile(w: Walker, name: str, name_node: yaml.Node, node: yaml.Node) -> Profile | None:  # noqa: C901, PLR0912 - one branch per profile key, each with its own message
     base = f"profiles.{name}"
     errors_before = len(w.errors)
     if not PROFILE_NAME_RE.match(name):

@@ -43,7 +43,7 @@ OPTION_KEYS = (
 )
 
 
-def parse_options(w: Walker, node: yaml.Node | None) -> Options:
+def parse_options(w: Walker, node: yaml.Node | None) -> Options:  # noqa: C901, PLR0912 - one branch per option key, each with its own message
     if node is None or node.tag == "tag:yaml.org,2002:null":
         return Options()
     entries = w.mapping(node, "options", OPTION_KEYS)

@@ -58,7 +58,7 @@ _DASHES = "\u2010\u2011\u2012\u2013\u2014\u2212"  # hyphen look-alikes word proc
 _IPTABLES = re.compile(r"^(ip6?tables)(?:-legacy|-nft)?$")
 
 
-def recognise(command: str) -> Recognised:
+def recognise(command: str) -> Recognised:  # noqa: PLR0911 - one return per recognised shape, each with its own result
     """What a knockd command does, if it is a firewall rule knocknft can express natively."""
     lookalike = next((c for c in command if c in _DASHES), None)
     if lookalike is not None:
@@ -90,7 +90,7 @@ def _dash_name(char: str) -> str:
     )
 
 
-def _iptables(tool: str, args: list[str]) -> Recognised:
+def _iptables(tool: str, args: list[str]) -> Recognised:  # noqa: C901, PLR0912, PLR0915 - one branch per iptables option recognised or refused, in argv order
     action: Action | None = None
     chain = table = ""
     source = proto = target = None
@@ -181,7 +181,7 @@ def _ports(text: str, multi: bool) -> tuple[int, ...]:
     return tuple(sorted({int(item) for item in items}))
 
 
-def _check_rule(
+def _check_rule(  # noqa: PLR0911 - one return per recognised shape, each with its own result
     *,
     table: str,
     chain: str,
@@ -219,7 +219,7 @@ def _services(ports: tuple[int, ...], proto: str | None) -> tuple[PortSpec, ...]
 _NFT_FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 
 
-def _nft(args: list[str]) -> Recognised:
+def _nft(args: list[str]) -> Recognised:  # noqa: C901, PLR0911, PLR0912 - one branch per nft command shape recognised or refused
     if args[:2] in (["delete", "rule"], ["destroy", "rule"]):
         return Unrecognised("nft deletes a rule by its handle, which no command can know ahead")
     if args[:2] not in (["add", "rule"], ["insert", "rule"]):

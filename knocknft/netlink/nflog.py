@@ -250,7 +250,7 @@ class NflogSocket:
             f"NFLOG group {group}: the kernel refused {what}: {os.strerror(code)}{hint}"
         )
 
-    def _await_ack(self, what: str, sequence: int) -> int:
+    def _await_ack(self, what: str, sequence: int) -> int:  # noqa: C901 - each kind of kernel reply to a request is one branch
         """Wait for the kernel's answer to ``sequence``; keep any packets that arrive meanwhile."""
         deadline = time.monotonic() + self._ack_timeout
         while True:

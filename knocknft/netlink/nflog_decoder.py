@@ -190,7 +190,7 @@ class NflogDecoder:
         self.next_seq = next_seq
         self._layouts: list[_Layout] = []
 
-    def decode(self, buffer: Buffer, now: float) -> list[KnockPacket]:
+    def decode(self, buffer: Buffer, now: float) -> list[KnockPacket]:  # noqa: C901, PLR0912, PLR0915 - the per-packet hot path, flat on purpose: a call per attribute costs more
         """Decode every message in ``buffer``; ``now`` stands in for a missing timestamp."""
         packets: list[KnockPacket] = []
         append = packets.append
@@ -279,7 +279,7 @@ class NflogDecoder:
             offset += (length + 3) & ~3
         return packets
 
-    def _walk(
+    def _walk(  # noqa: C901 - the per-packet hot path, flat on purpose: a call per attribute costs more
         self, buffer: Buffer, offset: int, length: int, now: float
     ) -> tuple[int, int, int, float, int, bool]:
         """Read a message attribute by attribute; learn its layout when it has the usual shape.

@@ -178,7 +178,7 @@ def _knock(  # noqa: PLR0917 - positional arguments are the cheapest call on the
     return packet
 
 
-def decode_packet(
+def decode_packet(  # noqa: C901, PLR0911, PLR0912, PLR0915 - the per-packet hot path, flat on purpose: a call per header field costs more
     data: Buffer,
     timestamp: float,
     ifindex: int = 0,

@@ -198,7 +198,7 @@ class FakeNft:
         except NftError as exc:  # in the words LibNft would find for the same script
             raise classify(str(exc), tx.render()) from None
 
-    def _op(self, tables: dict[tuple[str, str], FakeTable], op: Op) -> None:
+    def _op(self, tables: dict[tuple[str, str], FakeTable], op: Op) -> None:  # noqa: C901 - one branch per verb and object kind, as the kernel dispatches them
         verb, obj = op
         if isinstance(obj, Table):
             key = (obj.family, obj.name)
