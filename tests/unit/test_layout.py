@@ -1,0 +1,47 @@
+"""The README's layout drawing names every module of knocknft and knocklab, and nothing else."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DRAWN = ("knocknft", "knocklab")
+
+
+def drawn_files() -> set[str]:
+    """Paths in the fenced block under `### Layout`, folders known by their indentation."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("### Layout", 1)[1]
+    block = section.split("```", 2)[1]
+    files: set[str] = set()
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        match = re.match(r"^( *)(\S+)", line)
+        if match is None:
+            continue
+        indent, name = len(match.group(1)), match.group(2)
+        folders = [(i, f) for i, f in folders if i < indent]
+        path = "/".join([f for _, f in folders] + [name.rstrip("/")])
+        if name.endswith("/"):
+            folders.append((indent, name.rstrip("/")))
+        elif name.endswith(".py"):
+            files.add(path)
+    return files
+
+
+def tree_files() -> set[str]:
+    return {
+        str(p.relative_to(REPO))
+        for top in DRAWN
+        for p in (REPO / top).rglob("*.py")
+        if p.name != "__init__.py"
+    }
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    drawn, tree = drawn_files(), tree_files()
+    assert not tree - drawn, f"modules missing from the README's layout: {sorted(tree - drawn)}"
+    assert not drawn - tree, (
+        f"the README's layout names modules that do not exist: {sorted(drawn - tree)}"
+    )
