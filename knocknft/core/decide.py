@@ -157,7 +157,7 @@ Effect = (
 # -- deciding ---------------------------------------------------------------------------------
 
 
-def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool) -> list[Effect]:
+def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool) -> list[Effect]:  # noqa: C901 - one branch per event kind, in the order effects must run
     """The effects of `events`, in the order they are to be carried out (see the module's text).
 
     `native_grants` False (a knockd.conf): the commands are a door's only effect, as under

@@ -214,7 +214,7 @@ class Daemon:
         """Carry out what the events mean."""
         self.carry_out(decide(events, self.pending, native_grants=self.native_grants))
 
-    def carry_out(self, effects: Sequence[Effect]) -> None:
+    def carry_out(self, effects: Sequence[Effect]) -> None:  # noqa: C901, PLR0912 - per-packet dispatch, flat on purpose: a call per effect costs more
         """Each effect in turn, in the order decided. The per-knock lines come first in this
         chain, by `type(e) is`: under a flood they are nearly all there is."""
         debug = log.isEnabledFor(logging.DEBUG)

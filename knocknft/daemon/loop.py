@@ -95,7 +95,7 @@ class TableEventSource(Protocol):
     def read(self, table: str) -> Sequence[TableEvent]: ...
 
 
-def serve(
+def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets, table news, signals, timers)
     daemon: Daemon,
     source: PacketSource,
     *,

@@ -169,6 +169,98 @@ def source_stats(nflog: NflogCounters, names: NameCache | None) -> SourceStats:
     }
 
 
+class _Hooks:
+    """What the loop calls back while the daemon runs: readiness, reloads and the periodic
+    stats, told to systemd, the metrics endpoint and the log."""
+
+    def __init__(
+        self,
+        path: Path,
+        options: RunOptions,
+        daemon: Daemon,
+        nflog: NflogSocket,
+        *,
+        names: NameCache | None,
+        systemd: Notifier,
+        metrics: MetricsServer | None,
+        readiness: Readiness | None,
+    ) -> None:
+        self.path = path
+        self.options = options
+        self.daemon = daemon
+        self.nflog = nflog
+        self.names = names
+        self.systemd = systemd
+        self.metrics = metrics
+        self.readiness = readiness
+        self.open_grants = OpenGrants(daemon.nft, lambda: daemon.config.options.table)
+        self.reload_failed = False
+        self.lost_reported = 0
+
+    def counters(self) -> SourceStats:
+        return source_stats(self.nflog.counters, self.names)
+
+    def status(self, stats: DaemonStats, fresh: bool = False) -> str:
+        return status_line(
+            self.daemon.config,
+            open_grants=self.open_grants.count(fresh),
+            stats=stats,
+            reload_failed=self.reload_failed,
+        )
+
+    def ready(self) -> None:
+        config = self.daemon.config
+        log.info(
+            "knocknft %s: listening on NFLOG group %d (table inet %s, %d door(s))%s",
+            __version__,
+            config.options.nflog_group,
+            config.options.table,
+            len(config.doors),
+            "; IPv6 knocks ignored (-4)" if self.options.only_ipv4 else "",
+        )
+        if self.readiness is not None:
+            self.readiness.ready()
+        if self.systemd.enabled:
+            self.systemd.ready(self.status(self.daemon.stats(self.counters()), fresh=True))
+
+    def reload(self) -> Config:
+        self.systemd.reloading()
+        new = load_for_run(self.path, self.options).config
+        warn_unwritable_one_time_files(new)
+        kept, changed = keep_restart_only(self.daemon.config.options, new.options)
+        for key in changed:
+            log.warning(
+                "options.%s changed: it takes effect when the daemon restarts; "
+                "until then the running value stays",
+                key,
+            )
+        return dataclasses.replace(new, options=kept)
+
+    def reloaded(self, ok: bool) -> None:
+        self.reload_failed = not ok
+        # READY=1 either way: the daemon runs, on the new config or on the old one.
+        if self.systemd.enabled:
+            self.systemd.ready(self.status(self.daemon.stats(self.counters()), fresh=True))
+
+    def stats_ticked(self, stats: DaemonStats) -> None:
+        lost = self.nflog.counters.lost
+        if lost > self.lost_reported:
+            # Knocks the kernel logged but could not queue to us: a sequence may break.
+            log.warning(
+                "NFLOG group %d: %d knock packet(s) lost in the last %gs (%d in all): "
+                "the daemon fell behind; see `knocknft status --stats`",
+                self.daemon.config.options.nflog_group,
+                lost - self.lost_reported,
+                STATS_INTERVAL,
+                lost,
+            )
+            self.lost_reported = lost
+        if self.metrics is not None:
+            self.metrics.publish(stats)
+        if self.systemd.enabled:
+            self.systemd.status(self.status(stats))
+
+
 def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
     config = loaded.config
     setup_logging(config.options, verbose=options.verbose, debug=options.debug)
@@ -180,10 +272,9 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     audit = EventLog(event_log) if event_log is not None else None
     commands = ShellRunner(on_done=audit.command if audit is not None else None)
     names = NameCache() if options.lookup else None
-    nft = LibNft()
     daemon = Daemon(
         config,
-        nft,
+        LibNft(),
         commands,
         PendingStops(pending_path(config)),
         native_grants=loaded.native,
@@ -194,8 +285,6 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     group = config.options.nflog_group
     # Listening before the start's apply, so no grant announced after it is missed.
     table_events = _watch_table()
-    open_grants = OpenGrants(nft, lambda: daemon.config.options.table)
-    reload_failed = False
     metrics: MetricsServer | None = None
     try:
         if config.options.metrics is not None:
@@ -204,81 +293,24 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         systemd.status(f"starting: loading table inet {config.options.table}")
         daemon.start()
         with NflogSocket(group) as nflog:
-
-            def ready() -> None:
-                log.info(
-                    "knocknft %s: listening on NFLOG group %d (table inet %s, %d door(s))%s",
-                    __version__,
-                    group,
-                    config.options.table,
-                    len(config.doors),
-                    "; IPv6 knocks ignored (-4)" if options.only_ipv4 else "",
-                )
-                if readiness is not None:
-                    readiness.ready()
-                if systemd.enabled:
-                    systemd.ready(status(daemon.stats(counters()), fresh=True))
-
-            def counters() -> SourceStats:
-                return source_stats(nflog.counters, names)
-
-            def status(stats: DaemonStats, fresh: bool = False) -> str:
-                return status_line(
-                    daemon.config,
-                    open_grants=open_grants.count(fresh),
-                    stats=stats,
-                    reload_failed=reload_failed,
-                )
-
-            def reload() -> Config:
-                systemd.reloading()
-                new = load_for_run(path, options).config
-                warn_unwritable_one_time_files(new)
-                kept, changed = keep_restart_only(daemon.config.options, new.options)
-                for key in changed:
-                    log.warning(
-                        "options.%s changed: it takes effect when the daemon restarts; "
-                        "until then the running value stays",
-                        key,
-                    )
-                return dataclasses.replace(new, options=kept)
-
-            def reloaded(ok: bool) -> None:
-                nonlocal reload_failed
-                reload_failed = not ok
-                # READY=1 either way: the daemon runs, on the new config or on the old one.
-                if systemd.enabled:
-                    systemd.ready(status(daemon.stats(counters()), fresh=True))
-
-            lost_reported = 0
-
-            def stats_ticked(stats: DaemonStats) -> None:
-                nonlocal lost_reported
-                lost = nflog.counters.lost
-                if lost > lost_reported:
-                    # Knocks the kernel logged but could not queue to us: a sequence may break.
-                    log.warning(
-                        "NFLOG group %d: %d knock packet(s) lost in the last %gs (%d in all): "
-                        "the daemon fell behind; see `knocknft status --stats`",
-                        group,
-                        lost - lost_reported,
-                        STATS_INTERVAL,
-                        lost,
-                    )
-                    lost_reported = lost
-                if metrics is not None:
-                    metrics.publish(stats)
-                if systemd.enabled:
-                    systemd.status(status(stats))
-
+            hooks = _Hooks(
+                path,
+                options,
+                daemon,
+                nflog,
+                names=names,
+                systemd=systemd,
+                metrics=metrics,
+                readiness=readiness,
+            )
             serve(
                 daemon,
                 nflog,
-                load=reload,
-                source_stats=counters,
-                on_ready=ready,
-                on_reload=reloaded,
-                on_stats=stats_ticked,
+                load=hooks.reload,
+                source_stats=hooks.counters,
+                on_ready=hooks.ready,
+                on_reload=hooks.reloaded,
+                on_stats=hooks.stats_ticked,
                 table_events=table_events,
             )
             # Commands still running get up to their time limit to finish: say so first.
@@ -289,15 +321,10 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         systemd.status(f"failed: {exc}")
         raise
     finally:
-        if metrics is not None:
-            metrics.close()
-        if table_events is not None:
-            table_events.close()
-        commands.close()
-        if names is not None:
-            names.close()
-        if audit is not None:
-            audit.close()  # after the commands: those still running log their end
+        for closing in (metrics, table_events, commands, names, audit):
+            # The audit log last: commands still running log their end to it.
+            if closing is not None:
+                closing.close()
         systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0
