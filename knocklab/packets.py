@@ -18,10 +18,7 @@ import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from knocklab.lab import Host
+from typing import Protocol
 
 SPOOFED_V4 = ipaddress.IPv4Address("198.18.64.0")
 SPOOFED_V4_COUNT = 114688  # to 198.19.255.255, the end of 198.18.0.0/15
@@ -127,6 +124,13 @@ def raw_socket(host: Host, family: int) -> socket.socket:
     return host.socket(
         socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW
     )
+
+
+class Host(Protocol):
+    """What sending needs of a lab host (knocklab.lab.Host): a socket in its namespace. A
+    protocol, so the packet builders need nothing of the lab that uses them."""
+
+    def socket(self, family: int, kind: int, proto: int = 0) -> socket.socket: ...
 
 
 class Flag(Protocol):
