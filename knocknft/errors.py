@@ -14,6 +14,7 @@ defined outside this module are named with theirs:
     │   └── NflogGroupBusy another socket owns the NFLOG group (knocknft.netlink.nflog)
     ├── DaemonFailed       `run -d`: the background daemon could not start (knocknft.daemon.detach)
     ├── AlreadyRunning     the pidfile names a knocknft still running (knocknft.daemon.detach)
+    ├── TableBusy          another daemon holds the table's lock (knocknft.daemon.tablelock)
     ├── NothingPending     `confirm` found no `apply --confirm` to confirm (knocknft.admin.confirm)
     └── ConfirmPending     a plain `apply` while a confirmation is pending (knocknft.admin.confirm)
 

@@ -23,6 +23,7 @@ from knocknft.admin.confirm import Armed, Pending, StateDir, arm, clock_text, re
 from knocknft.admin.confirm import confirm as confirm_change
 from knocknft.config import DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, format_seconds
 from knocknft.core.ruleset import render_ruleset
+from knocknft.daemon.tablelock import refuse_if_daemon_runs
 from knocknft.errors import UsageError
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.operations import apply_config
@@ -78,6 +79,9 @@ def apply(
     re-apply, with their remaining time. If anything fails, nothing changes. While an
     `apply --confirm` is pending, a plain apply is refused.
 
+    While a daemon runs for the table, apply is refused: it would change the table under the
+    daemon, which keeps running its own config. Reload the daemon instead.
+
     The script the kernel accepted is kept as STATE_DIR/last-good.nft (0600), which
     `knocknft guard` loads at boot. If it cannot be kept, a warning says so; the table is
     loaded all the same and the exit status is 0.
@@ -94,6 +98,7 @@ def apply(
                 raise UsageError("--dry-run loads nothing, so there is nothing to --confirm")
             typer.echo(render_ruleset(cfg), nl=False)
             return
+        refuse_if_daemon_runs(cfg.options.table)
         state = StateDir(state_dir or cfg.options.state_dir)
         if confirm is None:
             _warn_stale(refuse_if_pending(state))

@@ -27,6 +27,7 @@ from knocknft.daemon.names import NameCache
 from knocknft.daemon.notify import Notifier, OpenGrants, status_line
 from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
 from knocknft.daemon.stops import PendingStops
+from knocknft.daemon.tablelock import TableLock
 from knocknft.errors import KnocknftError, NftError
 from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf
 from knocknft.netlink.nflog import NflogSocket
@@ -146,9 +147,16 @@ def _watch_table() -> TableEvents | None:
 
 
 # Options a reload cannot change under a running daemon: what they set up (the NFLOG socket's
-# group, the metrics server, the event log) lives on until a restart. A reload keeps their
-# running values, so the table never logs knocks to a group nobody listens on.
-RESTART_ONLY = ("nflog_group", "metrics", "event_log")
+# group, the table's lock and name, the metrics server, the event log) lives on until a restart.
+# A reload keeps their running values, so the table never logs knocks to a group nobody listens
+# on, and no table of ours is left behind still dropping the services while grants go to another.
+RESTART_ONLY = ("table", "nflog_group", "metrics", "event_log")
+
+
+RESTART_HINTS = {
+    # The old table is not ours to forget: after the restart it would still drop the services.
+    "table": "; after the restart, `nft delete table inet {old}`: it would still drop the services",
+}
 
 
 def keep_restart_only(old: Options, new: Options) -> tuple[Options, list[str]]:
@@ -231,8 +239,9 @@ class _Hooks:
         for key in changed:
             log.warning(
                 "options.%s changed: it takes effect when the daemon restarts; "
-                "until then the running value stays",
+                "until then the running value stays%s",
                 key,
+                RESTART_HINTS.get(key, "").format(old=getattr(self.daemon.config.options, key)),
             )
         return dataclasses.replace(new, options=kept)
 
@@ -267,7 +276,29 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
     if options.knockd_fallback:
         log.info("reading knockd's %s (%s does not exist)", path, DEFAULT_CONFIG_PATH)
     warn_unwritable_one_time_files(config)
-    systemd = Notifier.from_environment()
+    group = config.options.nflog_group
+    # The start's order is what keeps a second daemon harmless: the table's lock first, then the
+    # NFLOG group, and only then the kernel's ruleset. A daemon that finds either taken stops
+    # before it has changed anything, and the one running keeps its table and its knocks.
+    with TableLock(config.options.table, f"config {path}, NFLOG group {group}"):
+        systemd = Notifier.from_environment()
+        try:
+            return _serve_locked(path, options, loaded, readiness, systemd)
+        except KnocknftError as exc:
+            systemd.status(f"failed: {exc}")
+            raise
+        finally:
+            systemd.close()
+
+
+def _serve_locked(
+    path: Path,
+    options: RunOptions,
+    loaded: RunConfig,
+    readiness: Readiness | None,
+    systemd: Notifier,
+) -> int:
+    config = loaded.config
     event_log = config.options.event_log
     audit = EventLog(event_log) if event_log is not None else None
     commands = ShellRunner(on_done=audit.command if audit is not None else None)
@@ -290,9 +321,9 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
         if config.options.metrics is not None:
             # Before the table: a port in use stops the start before anything changed.
             metrics = MetricsServer(config.options.metrics)
-        systemd.status(f"starting: loading table inet {config.options.table}")
-        daemon.start()
         with NflogSocket(group) as nflog:
+            systemd.status(f"starting: loading table inet {config.options.table}")
+            daemon.start()
             hooks = _Hooks(
                 path,
                 options,
@@ -317,15 +348,11 @@ def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readin
             systemd.stopping(
                 f"stopping: running commands get up to {commands.time_limit:g}s to finish"
             )
-    except KnocknftError as exc:
-        systemd.status(f"failed: {exc}")
-        raise
     finally:
         for closing in (metrics, table_events, commands, names, audit):
             # The audit log last: commands still running log their end to it.
             if closing is not None:
                 closing.close()
-        systemd.close()
     log.info("stopped; NFLOG group %d unbound, table and grants left in place", group)
     return 0
 

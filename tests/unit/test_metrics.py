@@ -37,13 +37,19 @@ def test_values_missing_from_the_stats_are_left_out() -> None:
     assert 'knocknft_info{version="a\\"b"} 1' in text
 
 
-def test_a_reload_keeps_the_running_metrics_endpoint_and_nflog_group() -> None:
+def test_a_reload_keeps_the_running_metrics_endpoint_nflog_group_and_table() -> None:
     old = Options()
     new = dataclasses.replace(
-        old, metrics=ListenAddress(parse_address("127.0.0.1"), 9641), nflog_group=9, table="t2"
+        old,
+        metrics=ListenAddress(parse_address("127.0.0.1"), 9641),
+        nflog_group=9,
+        table="t2",
+        max_attempts=10,
     )
     kept, changed = keep_restart_only(old, new)
-    assert changed == ["nflog_group", "metrics"]
-    # The table keeps logging to the group the socket is bound to; other options do change.
-    assert (kept.nflog_group, kept.metrics, kept.table) == (old.nflog_group, None, "t2")
+    assert changed == ["table", "nflog_group", "metrics"]
+    # The table keeps logging to the group the socket is bound to, and no table of ours is
+    # left behind dropping the services; other options do change.
+    assert (kept.nflog_group, kept.metrics, kept.table) == (old.nflog_group, None, old.table)
+    assert kept.max_attempts == 10
     assert keep_restart_only(new, new) == (new, [])
