@@ -171,6 +171,12 @@ def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets
 
 
 def _reload(daemon: Daemon, load: Callable[[], Config]) -> bool:
+    """Load and switch to the config as it is now on disk; on any failure keep the running one.
+
+    Every exception counts, not only ours: a YAML parser out of stack (RecursionError), a file
+    that is not UTF-8, an OSError or a bug must never take the gate down with it. The message
+    names the error only: it may come from a file that holds secrets (one-time sequences).
+    """
     log.info("SIGHUP: reloading the config")
     try:
         config = load()
@@ -178,5 +184,18 @@ def _reload(daemon: Daemon, load: Callable[[], Config]) -> bool:
     except KnocknftError as exc:
         log.error("reload failed, still running the previous config:\n%s", exc)
         return False
+    except Exception as exc:  # any at all, see above: a reload never kills the daemon
+        log.error(
+            "reload failed (%s), still running the previous config: %s",
+            type(exc).__name__,
+            _short(exc),
+        )
+        return False
     log.info("reloaded: %d door(s)", len(daemon.config.doors))
     return True
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """An unexpected error's text, cut short: it may quote whatever input raised it."""
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
