@@ -14,7 +14,13 @@ knocknft. This module only re-exports the names the rest of knocknft uses.
 """
 
 from knocknft.config.doors import DOOR_KEYS, ReadFile
-from knocknft.config.loader import load_config, parse_config, read_config_text, read_text_file
+from knocknft.config.loader import (
+    load_config,
+    open_one_time_file,
+    parse_config,
+    read_config_text,
+    read_text_file,
+)
 from knocknft.config.model import (
     DEFAULT_CMD_TIMEOUT,
     DEFAULT_CONFIG_PATH,
@@ -47,6 +53,7 @@ from knocknft.config.options import OPTION_KEYS
 from knocknft.config.scalars import (
     Invalid,
     format_seconds,
+    one_time_line_starts,
     parse_abs_path,
     parse_address,
     parse_bool,
@@ -97,6 +104,8 @@ __all__ = [
     "compose_yaml",
     "format_seconds",
     "load_config",
+    "one_time_line_starts",
+    "open_one_time_file",
     "parse_abs_path",
     "parse_address",
     "parse_bool",

@@ -173,20 +173,28 @@ def _read_one_time(
     key = f"{door.base}.one_time_sequences"
     try:
         text = read_file(path)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
         door.w.error(
             node,
             key,
-            f"cannot read {path}: {exc.strerror or exc}",
-            "create the file or fix the path",
+            f"cannot read {path}: {why or exc}",
+            "a regular UTF-8 file, not a link, owned by root and writable by nobody else",
         )
         return ()
     sequences: list[OneTimeSequence] = []
     for number, line in unused_one_time_lines(text):
         try:
             sequences.append(OneTimeSequence(number, parse_one_time_line(line)))
-        except Invalid as exc:
-            door.w.error(node, key, f"{path}:{number}: {exc.message}", exc.hint)
+        except Invalid:
+            # The line number only: the file's text is a secret, and errors reach the log.
+            door.w.error(
+                node,
+                key,
+                f"{path}: line {number} is not a sequence of knock ports",
+                "one sequence per line, e.g. 7000,8000:udp,9000; mark a line unused with a "
+                "leading #",
+            )
     if not sequences:
         door.w.warn(node, key, f"{path} has no unused sequence left: the door cannot open")
     return tuple(sequences)

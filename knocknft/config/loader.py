@@ -5,6 +5,9 @@ when it is given no `read_file`.
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -12,13 +15,54 @@ import yaml
 from knocknft.config.doors import ReadFile, check_doors, parse_door
 from knocknft.config.model import Config, Door, LoadedConfig
 from knocknft.config.options import check_rate_limit, parse_options
+from knocknft.config.scalars import one_time_line_starts
 from knocknft.config.walker import Walker, compose_yaml
 from knocknft.errors import ConfigError, Problem
 
 
 def read_text_file(path: Path) -> str:
-    """The default `ReadFile`: a door's one-time-sequences file, from disk."""
-    return path.read_text(encoding="utf-8")
+    """The default `ReadFile`: a door's one-time-sequences file, from disk, if it is safe (see
+    `open_one_time_file`) and UTF-8. Every failure is an OSError that names no content: the
+    file holds secrets, and its text must never reach a log."""
+    with os.fdopen(open_one_time_file(path), "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = sum(1 for start in one_time_line_starts(data) if start <= exc.start)
+        raise OSError(errno.EILSEQ, f"line {line} is not UTF-8 text") from None
+
+
+def open_one_time_file(path: Path, writable: bool = False) -> int:
+    """A one-time-sequences file's descriptor. Like sshd's StrictModes: the file must be a
+    regular file of root's or this process's user that nobody else may write, and a symbolic
+    link is never followed, so a planted link cannot make a knock write into another file and
+    another user cannot choose which sequences open the door. Raises OSError saying why not."""
+    flags = os.O_RDWR if writable else os.O_RDONLY
+    try:
+        # O_NONBLOCK: a FIFO planted in the file's place must not hang the daemon in open().
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link; name the file itself") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        if info.st_uid not in (0, os.geteuid()):
+            raise OSError(errno.EPERM, f"it is owned by uid {info.st_uid}, not by root")
+        if info.st_mode & 0o022:
+            raise OSError(
+                errno.EPERM,
+                f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                "chmod go-w it",
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def parse_config(

@@ -198,12 +198,25 @@ def parse_abs_path(text: str) -> Path:
     return path
 
 
+# Where a one-time file's lines end: \r\n, \n, or a lone \r (old Mac files). The one definition
+# of a line, for the reader that numbers the lines and the daemon's marker that finds them again:
+# were they to count differently, a knock would mark a line other than the one it used.
+ONE_TIME_LINE_END = r"\r\n|\r|\n"
+_LINE_END_TEXT = re.compile(ONE_TIME_LINE_END)
+_LINE_END_BYTES = re.compile(ONE_TIME_LINE_END.encode())
+
+
+def one_time_line_starts(data: bytes) -> list[int]:
+    """The byte offset where each line of a one-time file starts: line n at [n - 1]."""
+    return [0] + [m.end() for m in _LINE_END_BYTES.finditer(data)]
+
+
 def unused_one_time_lines(text: str) -> Iterator[tuple[int, str]]:
     """(line number, stripped text) of each line of a one-time file still to be used.
 
     knockd marks a used line by overwriting its first character with '#'; blank lines are skipped.
     """
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(_LINE_END_TEXT.split(text), start=1):
         line = raw.strip()
         if line and not line.startswith("#"):
             yield number, line

@@ -115,7 +115,8 @@ class ExtendStop(StopCommand):
 
 @dataclass(frozen=True, slots=True)
 class MarkOneTime:
-    """Mark line `line` of the door's one-time sequence file as used."""
+    """Line `line` of the door's one-time sequence file is used. The executor writes the mark
+    before the opening's other effects (it must be on disk first) and reports it here."""
 
     door: str
     path: Path

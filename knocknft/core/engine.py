@@ -208,6 +208,16 @@ class Engine:
                 self._evict_oldest(self._queued)
         self._expire_at = -math.inf  # walk at the next knock: new timeouts, queued events
 
+    def disable(self, door_name: str, reason: str) -> None:
+        """Shut a door: its attempts end and no knock opens it, until a reload changes it."""
+        for state in self._doors:
+            if state.door.name == door_name and state.steps is not None:
+                state.steps = None
+                self._tracked -= len(state.attempts)
+                state.attempts.clear()
+                self._queued.append(DoorDisabled(state.door, reason))
+                self._expire_at = -math.inf  # the queued event goes out at the next walk
+
     @property
     def tracked(self) -> int:
         """Attempts in progress, over all sources and doors."""

@@ -40,6 +40,7 @@ from knocknft.core.engine import (
     Evicted,
     Invalidated,
     Knock,
+    OneTimeUsed,
     Progress,
     TimedOut,
 )
@@ -48,7 +49,7 @@ from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import CommandRunner
 from knocknft.daemon.keeper import TableKeeper
 from knocknft.daemon.names import Labelled, NameCache
-from knocknft.daemon.onetime import mark_used
+from knocknft.daemon.onetime import mark_first
 from knocknft.daemon.stats import NO_SOURCE_STATS, DaemonStats, SourceStats
 from knocknft.daemon.stops import STATE_FILE, PendingStops
 from knocknft.errors import KnocknftError
@@ -136,6 +137,7 @@ class Daemon:
         self.knock_log = KnockLog(self.clock)
         self.keeper = TableKeeper(self.nft, self.clock)
         self.started = self.clock()
+        self._one_time = _has_one_time(self.config)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class Daemon:
         self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
         self.config = config
         self.engine.reload(config.doors, config.options.max_attempts)
+        self._one_time = _has_one_time(config)
 
     def on_table_events(self, events: Sequence[TableEvent]) -> None:
         """News of our table from the kernel: grants to remember, or the table gone."""
@@ -212,7 +215,22 @@ class Daemon:
 
     def execute(self, events: Sequence[Event]) -> None:
         """Carry out what the events mean."""
+        if self._one_time:
+            events = mark_first(events, self._mark_failed)
         self.carry_out(decide(events, self.pending, native_grants=self.native_grants))
+
+    def _mark_failed(self, event: OneTimeUsed, exc: OSError) -> None:
+        door, path = event.door.name, event.door.one_time_sequences
+        log.error(
+            "%s: cannot mark line %d of %s as used (%s): that knock opens nothing, and the "
+            "door stays shut until the file can be written and the daemon restarts",
+            door,
+            event.line,
+            path,
+            exc.strerror or exc,
+        )
+        self._audit("one_time_mark_failed", door=door, file=path, line=event.line)
+        self.engine.disable(door, f"line {event.line} of {path} cannot be marked as used")
 
     def carry_out(self, effects: Sequence[Effect]) -> None:  # noqa: C901, PLR0912 - per-packet dispatch, flat on purpose: a call per effect costs more
         """Each effect in turn, in the order decided. The per-knock lines come first in this
@@ -279,7 +297,7 @@ class Daemon:
                 if isinstance(effect, ExtendStop):
                     self.counters.refreshed += 1
             case MarkOneTime():
-                self._mark_one_time(effect)
+                self._report_one_time(effect)
 
     def _who(self, source: IPAddress | str) -> object:
         """The source as log lines show it: `addr`, or knockd's `addr (name)` under -l."""
@@ -324,13 +342,9 @@ class Daemon:
             log.info("%s: %s: closed %s", self._who(r.address), r.door, r.service)
             self._audit("close", source=r.address, door=r.door, service=r.service)
 
-    def _mark_one_time(self, effect: MarkOneTime) -> None:
+    def _report_one_time(self, effect: MarkOneTime) -> None:
+        # Marked already, before the grant (see onetime.mark_first): what is left is to say so.
         door, path, line = effect.door, effect.path, effect.line
-        try:
-            mark_used(path, line)
-        except OSError as exc:
-            log.error("%s: cannot mark line %d of %s as used: %s", door, line, path, exc)
-            return
         log.info("%s: one-time sequence on line %d of %s used", door, line, path)
         self._audit("one_time_used", door=door, file=path, line=line)
 
@@ -377,6 +391,10 @@ def warn_if_unsaved(result: ApplyResult) -> None:
             "`knocknft guard` would load an older table, or none",
             result.save_error,
         )
+
+
+def _has_one_time(config: Config) -> bool:
+    return any(door.one_time_sequences is not None for door in config.doors)
 
 
 def pending_path(config: Config) -> Path:
