@@ -10,6 +10,8 @@ defined outside this module are named with theirs:
     │                      address or timeout): it never reaches a script (also a ValueError)
     ├── NotOurs            a saved last-good file is not a ruleset knocknft wrote
     │                      (knocknft.nft.lastgood)
+    ├── UnsafeStateDir     the state dir is a link, or owned or writable by another user
+    │                      (knocknft.files)
     ├── NflogError         the kernel refused an NFLOG request (knocknft.netlink.nflog)
     │   └── NflogGroupBusy another socket owns the NFLOG group (knocknft.netlink.nflog)
     ├── DaemonFailed       `run -d`: the background daemon could not start (knocknft.daemon.detach)

@@ -25,6 +25,7 @@ from knocknft.config import DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, format_secon
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.tablelock import refuse_if_daemon_runs
 from knocknft.errors import UsageError
+from knocknft.files import check_state_dir
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.operations import apply_config
 
@@ -100,6 +101,8 @@ def apply(
             return
         refuse_if_daemon_runs(cfg.options.table)
         state = StateDir(state_dir or cfg.options.state_dir)
+        # Before the kernel: a state dir someone else could write is refused, not warned about.
+        check_state_dir(state.path)
         if confirm is None:
             _warn_stale(refuse_if_pending(state))
             result = apply_config(cli_common.nft_factory(), cfg)

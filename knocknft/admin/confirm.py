@@ -49,7 +49,15 @@ from knocknft.config import Config
 from knocknft.core.transaction import Chain, SavedTable, Table, Transaction
 from knocknft.daemon.detach import fork_detached, read_until_closed
 from knocknft.errors import KnocknftError, TableMissing
-from knocknft.files import write_atomic
+from knocknft.files import (
+    DamagedFile,
+    check_state_dir,
+    finite,
+    parse_json,
+    read_text,
+    set_aside,
+    write_atomic,
+)
 from knocknft.nft.libnft import NftSnapshots
 from knocknft.nft.operations import ApplyResult, apply_config
 from knocknft.nft.queries import chain_names, read_grants
@@ -68,6 +76,10 @@ POLL_SECONDS = 1.0
 READY_TIMEOUT = 10.0
 # What spawn_watcher runs with `python -m`, and how watcher_alive knows a watcher's command line.
 WATCHER_MODULE = "knocknft.admin.watcher"
+# What a marker may hold: anything beyond is damage, not something `apply --confirm` wrote.
+MAX_PID = 1 << 22  # the kernel's ceiling for pid_max
+MAX_CONFIRM_SECONDS = 366 * 86400
+MAX_WALL_CLOCK = float(1 << 40)
 
 
 def boottime() -> float:
@@ -98,16 +110,30 @@ class Pending:
     syslog: bool = False
 
     @classmethod
-    def from_json(cls, data: Any) -> Pending:
+    def from_json(cls, data: Any, now: float) -> Pending:
+        """The marker as `write_pending` wrote it, `now` being boottime(); DamagedFile if it
+        is not: a wrong type, a time that is not finite, a deadline further than its own
+        `seconds` from now (a watcher would wait for it forever)."""
         if not isinstance(data, dict):
-            raise ValueError("not an object")
+            raise DamagedFile("not an object")
         fields = {f.name for f in dataclasses.fields(cls)}
-        pending = cls(**{k: v for k, v in data.items() if k in fields})
-        numbers = (pending.deadline, pending.due_at, pending.saved_at, pending.seconds)
-        if not isinstance(pending.table, str) or not isinstance(pending.watcher, int):
-            raise ValueError("table or watcher of the wrong type")
-        if not all(isinstance(n, int | float) for n in numbers):
-            raise ValueError("a time that is not a number")
+        try:
+            pending = cls(**{k: v for k, v in data.items() if k in fields})
+        except TypeError as exc:  # a field missing
+            raise DamagedFile(str(exc)) from exc
+        if not isinstance(pending.table, str) or not isinstance(pending.seconds, int):
+            raise DamagedFile("table or seconds of the wrong type")
+        if not isinstance(pending.had_table, bool) or not isinstance(pending.syslog, bool):
+            raise DamagedFile("had_table or syslog of the wrong type")
+        if pending.log_file is not None and not isinstance(pending.log_file, str):
+            raise DamagedFile("log_file of the wrong type")
+        finite(pending.watcher, 0, MAX_PID)
+        if not isinstance(pending.watcher, int):
+            raise DamagedFile("watcher is not a process id")
+        finite(pending.seconds, 1, MAX_CONFIRM_SECONDS)
+        finite(pending.deadline, 0, now + pending.seconds)
+        finite(pending.due_at, 0, MAX_WALL_CLOCK)
+        finite(pending.saved_at, 0, MAX_WALL_CLOCK)
         return pending
 
 
@@ -120,13 +146,18 @@ class StateDir:
         self.rollback = path / ROLLBACK
         self.log = path / LOG
         self.outcome = path / OUTCOME
+        # Set when read_pending found the marker damaged (and set it aside): the watcher then
+        # rolls back, as nobody confirmed.
+        self.damaged = False
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the lock; a file that cannot be written in here is a KnocknftError."""
+        """Hold the lock; a file that cannot be written in here is a KnocknftError, and so is
+        a state dir that cannot be trusted (UnsafeStateDir)."""
+        check_state_dir(self.path)
         try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.path / LOCK, flags, 0o600)
         except OSError as exc:
             raise KnocknftError(f"state directory {self.path}: {exc.strerror or exc}") from exc
         try:
@@ -140,15 +171,21 @@ class StateDir:
             os.close(fd)
 
     def read_pending(self) -> Pending | None:
-        """The marker, or None. One that cannot be read is reported and treated as none."""
+        """The marker, or None. A damaged one is logged, set aside and treated as none
+        (`damaged` says so)."""
         try:
-            text = self.marker.read_text(encoding="utf-8")
+            return Pending.from_json(parse_json(read_text(self.marker)), boottime())
         except FileNotFoundError:
             return None
-        try:
-            return Pending.from_json(json.loads(text))
-        except (ValueError, TypeError) as exc:
-            log.error("%s is unreadable (%s); ignoring it", self.marker, exc)
+        except (OSError, DamagedFile) as exc:
+            aside = set_aside(self.marker)
+            self.damaged = True
+            log.error(
+                "%s is damaged (%s); %s; ignoring it",
+                self.marker,
+                exc,
+                f"set aside as {aside.name}" if aside else "it could not be set aside",
+            )
             return None
 
     def write_pending(self, pending: Pending) -> None:
@@ -158,12 +195,20 @@ class StateDir:
         for path in (self.marker, self.rollback):
             path.unlink(missing_ok=True)
 
+    def read_rollback(self) -> str:
+        """The saved table; OSError or DamagedFile (a ValueError) if it cannot be read."""
+        return read_text(self.rollback)
+
     def read_outcome(self) -> dict[str, Any] | None:
+        """What the last rollback did; None if there is none or it is not what a watcher
+        wrote (only shown to people, so left in place)."""
         try:
-            data = json.loads(self.outcome.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = parse_json(read_text(self.outcome, 1 << 16))
+        except (OSError, DamagedFile):
             return None
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+            return None
+        return data
 
 
 def watcher_alive(pid: int) -> bool:

@@ -53,13 +53,19 @@ def watch(
     me = os.getpid()
     announced: float | None = None
     interrupted: str | None = None
+    last: Pending | None = None
     while True:
         with state.locked():
             pending = state.read_pending()
+            if pending is None and state.damaged and last is not None:
+                # Nobody confirmed (confirm removes the marker): what was ours rolls back.
+                _roll_back_now(state, last, nft, "the confirmation marker was damaged")
+                return
             if pending is None or pending.watcher != me:
                 if announced is not None and pending is None:
                     log.info("confirmed: the rollback of the last `apply --confirm` is cancelled")
                 return
+            last = pending
             if announced is None:
                 _log_to(state, pending)
             if pending.due_at != announced:
@@ -94,9 +100,9 @@ def _log_to(state: StateDir, pending: Pending) -> None:
 def _roll_back_now(state: StateDir, pending: Pending, nft: NftSnapshots, why: str) -> None:
     table = pending.table
     try:
-        saved = state.rollback.read_text(encoding="utf-8") if pending.had_table else None
+        saved = state.read_rollback() if pending.had_table else None
         result = roll_back(nft, table, saved)
-    except (OSError, KnocknftError) as exc:
+    except (OSError, ValueError, KnocknftError) as exc:  # ValueError: DamagedFile
         _record(
             state,
             f"{why}: rolling back table inet {table} FAILED, it stays as applied ({exc}); "

@@ -8,9 +8,11 @@ The order is the daemon's promise, and `decide` keeps it:
 2. each event in turn: its log line and audit event; an opened door's grants are reported after
    its OPEN SESAME line (`ReportGrant`, carried out only if the grants went in); a one-time line
    to mark as used;
-3. each opened door: its start command and the stop command's schedule, or, when a stop command
+3. each opened door: the stop command's schedule, then its start command (the stop is on record
+   before the start can run, so no start is ever left without its stop), or, when a stop command
    is still pending from an earlier knock, that stop moved later instead of a second start (the
-   refresh: knockd would run the start command again and add a duplicate firewall rule).
+   refresh: knockd would run the start command again and add a duplicate firewall rule). A stop
+   names (door, address, due) only: the executor renders its command from the config.
 
 Under a flood nearly every event is Progress, Evicted, TimedOut or Invalidated: each of those is
 its own effect, a per-knock log line (`KnockLine`), so deciding allocates nothing for it and the
@@ -95,11 +97,10 @@ class RunCommand:
 
 @dataclass(frozen=True, slots=True)
 class StopCommand:
-    """The stop command `command` for (`door`, `address`), to run at `due`."""
+    """The door's stop command for `address`, to run at `due`."""
 
     door: str
     address: IPAddress
-    command: str
     due: float
 
 
@@ -231,7 +232,7 @@ def _commands(opened: Sequence[Opened], pending: PendingView, effects: list[Effe
         stop = command_for(door.stop_command, door.stop_command_6, source)
         due = event.at + door.cmd_timeout
         if stop and ((door.name, source) in scheduled or pending.is_pending(door.name, source)):
-            effects.append(ExtendStop(door.name, source, expand_command(stop, source), due))
+            effects.append(ExtendStop(door.name, source, due))
             text = "%s: %s: still open; stop command moved to %ds from now"
             effects.append(LogLine("info", text, (source, door.name, door.cmd_timeout)))
             fields: dict[str, object] = {
@@ -241,16 +242,22 @@ def _commands(opened: Sequence[Opened], pending: PendingView, effects: list[Effe
             }
             effects.append(Audit("refresh", fields))
             continue
+        if stop:
+            effects.append(ScheduleStop(door.name, source, due))
+            scheduled.add((door.name, source))
         if start:
             effects.append(RunCommand(door.name, expand_command(start, source), source.compressed))
-        if stop:
-            effects.append(ScheduleStop(door.name, source, expand_command(stop, source), due))
-            scheduled.add((door.name, source))
 
 
 def expand_command(template: str, address: IPAddress) -> str:
     """Replace every `%IP%` with the address; the address type guarantees safe characters."""
     return template.replace("%IP%", address.compressed)
+
+
+def stop_command_for(door: Door, address: IPAddress) -> str | None:
+    """The door's stop command for `address`, rendered; None if the door has none."""
+    stop = command_for(door.stop_command, door.stop_command_6, address)
+    return expand_command(stop, address) if stop else None
 
 
 def command_for(door_start: str | None, door_start6: str | None, address: IPAddress) -> str | None:

@@ -4,7 +4,7 @@ ended, doors disabled), never one per knock: a flood of forged knocks writes not
 
 Lines are appended through logging's WatchedFileHandler: whole lines under its lock (command
 results arrive from the runner's worker threads), and the file is reopened after logrotate
-moves it.
+moves it. It names who got in when, and the commands run: created 0600 (logs.PrivateFileHandler).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 
 from knocknft.daemon.commands import CommandResult
+from knocknft.daemon.logs import PrivateFileHandler
 from knocknft.errors import KnocknftError
 
 log = logging.getLogger("knocknft")
 
 
-class _JsonLines(logging.handlers.WatchedFileHandler):
+class _JsonLines(PrivateFileHandler):
     failed = False
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name

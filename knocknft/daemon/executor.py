@@ -31,8 +31,9 @@ from knocknft.core.decide import (
     Revocation,
     RevokeServices,
     RunCommand,
-    StopCommand,
+    ScheduleStop,
     decide,
+    stop_command_for,
 )
 from knocknft.core.engine import (
     Engine,
@@ -142,7 +143,11 @@ class Daemon:
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Apply the table (keeping grants), then run stop commands that fell due while down."""
+        """Apply the table (keeping grants), then run stop commands that fell due while down.
+
+        The stop records are read first: a state dir that cannot be trusted stops the start
+        before the kernel is touched."""
+        self.pending.load(self.clock())
         result = apply_config(self.nft, self.config)
         self.keeper.seed(result.grants)
         log.info(
@@ -152,7 +157,6 @@ class Daemon:
             result.grants_kept,
         )
         warn_if_unsaved(result)
-        self.pending.load()
         self._run_due_stops(self.clock(), " (overdue from before a restart)")
         if len(self.pending):
             log.info("%d stop command(s) pending from before a restart", len(self.pending))
@@ -197,17 +201,39 @@ class Daemon:
         self.execute(events)
 
     def tick(self) -> None:
-        """Timer work: expire attempts, run due stop commands."""
+        """Timer work: expire attempts, run due stop commands, fsync new stop records."""
         now = self.clock()
         self.execute(self.engine.expire(now))
         self._run_due_stops(now)
+        self.pending.sync(now)
 
     def _run_due_stops(self, now: float, why: str = "") -> None:
+        # Out of the file (marked and fsynced) before any of them runs: none runs twice.
         for stop in self.pending.take_due(now):
+            command = stop.command or self._stop_command(stop.door, stop.address)
+            if command is None:
+                # Read from disk after a restart, for a door the config no longer has (or that
+                # has no stop command): nothing says what would close it.
+                log.error(
+                    "%s: %s: stop record dropped: the config has no stop command for this door",
+                    self._who(stop.address),
+                    stop.door,
+                )
+                self._audit("stop_dropped", source=stop.address, door=stop.door)
+                continue
             log.info("%s: %s: command timeout%s", self._who(stop.address), stop.door, why)
             self._audit("command_timeout", source=stop.address, door=stop.door)
-            self.commands.submit(stop.door, stop.command, stop.address)
+            self.commands.submit(stop.door, command, stop.address)
             self.counters.commands += 1
+
+    def _stop_command(self, door_name: str, address: IPAddress | str) -> str | None:
+        """The running config's stop command for `door_name`, rendered for `address`."""
+        door = next((d for d in self.config.doors if d.name == door_name), None)
+        if door is None:
+            return None
+        if isinstance(address, str):
+            address = ipaddress.ip_address(address)
+        return stop_command_for(door, address)
 
     def next_wakeup(self) -> float | None:
         times = [t for t in (self.engine.next_deadline(), self.pending.next_due()) if t is not None]
@@ -292,10 +318,15 @@ class Daemon:
             case RunCommand(door, command, client):
                 self.commands.submit(door, command, client)
                 self.counters.commands += 1
-            case StopCommand(door, address, command, due):
-                self.pending.schedule(door, address, command, due)
-                if isinstance(effect, ExtendStop):
-                    self.counters.refreshed += 1
+            case ScheduleStop(door, address, due):
+                # Rendered now, from the config that decided it: the stop that pairs with the
+                # start command about to run, kept in memory only, never read back from disk.
+                stop = self._stop_command(door, address)
+                if stop is not None:
+                    self.pending.schedule(door, address, due, stop)
+            case ExtendStop(door, address, due):
+                self.pending.extend(door, address, due)
+                self.counters.refreshed += 1
             case MarkOneTime():
                 self._report_one_time(effect)
 

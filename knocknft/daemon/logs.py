@@ -4,13 +4,21 @@ configured. Lines keep knockd's shape (`198.18.0.2: ssh: OPEN SESAME`) so admins
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
+import os
+import socket
+import sys
 from pathlib import Path
 
 from knocknft.config import Options
 
 LOGGER = "knocknft"
+SYSLOG_SOCKET = "/dev/log"
+# The log shows knocks (with -D every knock packet, so the sequence) and commands: private.
+# Not even 0640 root:adm: adm reads /var/log for monitoring, which must not learn a sequence.
+LOG_FILE_MODE = 0o600
 
 
 class _StderrFormatter(logging.Formatter):
@@ -37,20 +45,84 @@ def setup_logging(options: Options, verbose: bool = False, debug: bool = False) 
     if options.log_file is not None:
         logger.addHandler(file_handler(options.log_file))
     if options.syslog:
-        try:
-            syslog = logging.handlers.SysLogHandler(
-                address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_DAEMON
+        problem = _syslog_problem(SYSLOG_SOCKET)
+        if problem is None:
+            syslog = _Syslog(
+                address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_DAEMON
             )
             syslog.setFormatter(logging.Formatter("knocknft[%(process)d]: %(message)s"))
             logger.addHandler(syslog)
-        except OSError as exc:
-            logger.warning("syslog is unavailable (%s); logging to stderr only", exc)
+        else:
+            logger.warning("syslog is unavailable (%s); logging to stderr only", problem)
     return logger
+
+
+def _syslog_problem(address: str) -> str | None:
+    """Why nothing can be sent to the syslog socket, or None: tried now, as both socket types
+    syslog daemons use, so a host without one gets one warning rather than a traceback a line."""
+    error: OSError | None = None
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_UNIX, kind) as probe:
+            try:
+                probe.connect(address)
+            except OSError as exc:
+                error = exc
+                continue
+            return None
+    return f"{address}: {error.strerror if error and error.strerror else error}"
+
+
+class _Syslog(logging.handlers.SysLogHandler):
+    """SysLogHandler that says once that syslog stopped taking lines (the daemon restarted,
+    the socket went), on stderr, rather than printing a traceback for every line; stderr keeps
+    every line all the same. Once lines go through again it would say so again."""
+
+    failing = False  # said so; quiet until a line goes through again
+    _failed = False  # the line being sent failed
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)  # a failure calls handleError, which never raises
+        if not self._failed:
+            self.failing = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self._failed = True
+        if not self.failing:
+            self.failing = True
+            print(
+                f"warning: syslog stopped taking lines ({sys.exc_info()[1]}); "
+                "they still go to stderr",
+                file=sys.stderr,
+            )
+
+
+class PrivateFileHandler(logging.handlers.WatchedFileHandler):
+    """A log file created 0600 and never through a symlink, also when it is reopened after
+    logrotate moved it (WatchedFileHandler's own open would create it 0644 under the usual
+    umask). An existing file readable by others is made private, with a warning."""
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, LOG_FILE_MODE)
+        try:
+            mode = os.fstat(fd).st_mode & 0o777
+            if mode & 0o007:
+                os.fchmod(fd, mode & 0o770)
+                print(
+                    f"warning: {self.baseFilename} was readable by others (mode {mode:04o}); "
+                    f"made it {mode & 0o770:04o}: it shows knocks",
+                    file=sys.stderr,
+                )
+            return open(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
 
 def file_handler(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
-    # WatchedFileHandler reopens the file after logrotate moves it.
-    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    # Reopened after logrotate moves it, private each time.
+    handler = PrivateFileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
     return handler

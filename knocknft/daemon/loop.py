@@ -34,8 +34,8 @@ DRAIN_BATCHES = 8
 def write_stats(path: Path, data: DaemonStats) -> None:
     """stats.json for `knocknft status --stats`; not being able to write it stops nothing."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Counters, not secrets: readable as the file written in place always was.
+        # Counters, never a port or a sequence (tests/unit/test_stats.py holds it to that), so
+        # readable by all; the daemon's start made the state dir, private, and checked it.
         write_atomic(path, json.dumps(data, indent=1), new_mode=0o644)
     except OSError as exc:
         log.debug("cannot write %s: %s", path, exc)

@@ -7,7 +7,6 @@ Pure apart from `read_status`, which reads the file and asks the kernel whether 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, get_type_hints
 
 from knocknft.config import format_seconds
+from knocknft.files import DamagedFile, finite, parse_json, read_text
 
 STATS_FILE = "stats.json"
 # How often the daemon writes it (and hands it to the metrics endpoint and systemd).
@@ -202,18 +202,46 @@ def read_status(
     """Read state_dir/stats.json and judge whether the daemon that writes it is running."""
     path = state_dir / STATS_FILE
     try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
+        stats = checked_stats(parse_json(read_text(path, MAX_STATS_FILE)))
     except FileNotFoundError:
         return DaemonStatus(
             "absent",
             f"no {path}: the daemon has not run with this state_dir (--state-dir DIR?)",
             path,
         )
-    except (OSError, ValueError) as exc:
-        return DaemonStatus("absent", f"cannot read {path}: {exc}", path)
-    if not isinstance(stats, dict):
-        return DaemonStatus("absent", f"{path} is not a stats object", path)
+    except OSError as exc:
+        return DaemonStatus("absent", f"cannot read {path}: {exc.strerror or exc}", path)
+    except DamagedFile as exc:
+        # Only reported: the daemon replaces the file whole every STATS_INTERVAL, and this
+        # reader may not be allowed to move it.
+        return DaemonStatus(
+            "absent", f"{path} is damaged ({exc}): not written by a knocknft daemon", path
+        )
     return judge(stats, path, time.time() if now is None else now, alive)
+
+
+# stats.json is a few kilobytes; a bigger one is not the daemon's.
+MAX_STATS_FILE = 1 << 20
+_MAX_COUNT = float(1 << 63)
+_MAX_PID = 1 << 22  # the kernel's ceiling for pid_max
+
+
+def checked_stats(raw: object) -> dict[str, Any]:
+    """stats.json as the daemon writes it: an object whose known values are finite numbers
+    (and version a string, pid a positive int); DamagedFile otherwise. Unknown keys are kept."""
+    if not isinstance(raw, dict):
+        raise DamagedFile("not an object")
+    for stat in STATS:
+        if stat.key in raw:
+            finite(raw[stat.key], 0.0 if stat.kind == "counter" else -_MAX_COUNT, _MAX_COUNT)
+    pid = raw.get("pid")
+    if pid is not None and (
+        isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= _MAX_PID
+    ):
+        raise DamagedFile(f"pid {pid!r} is not a process id")
+    if not isinstance(raw.get("version", ""), str):
+        raise DamagedFile("version is not text")
+    return raw
 
 
 def judge(

@@ -17,13 +17,11 @@ from pathlib import Path
 
 from knocknft.core.ruleset import HEADER
 from knocknft.errors import KnocknftError
-from knocknft.files import write_atomic
+from knocknft.files import DamagedFile, check_state_dir, read_text, set_aside, write_atomic
 from knocknft.nft.libnft import Nft
 from knocknft.nft.queries import read_grants, table_exists
 
 LAST_GOOD_FILE = "last-good.nft"
-# The state dir holds knock sequences (in this script and in pending stop commands): root only.
-STATE_DIR_MODE = 0o700
 
 # Every command of a script render_ruleset wrote: a verb, an object, then our table's name.
 _COMMAND = re.compile(r"(?:add|flush|delete) (?:table|set|chain|rule) inet (\S+)(?: |$)")
@@ -38,8 +36,9 @@ def last_good_path(state_dir: Path) -> Path:
 
 
 def save_last_good(state_dir: Path, script: str) -> Path:
-    """Keep `script` for the boot guard, atomically, private (0600). Raises OSError."""
-    state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+    """Keep `script` for the boot guard, atomically, private (0600). Raises OSError
+    (UnsafeStateDir, a PermissionError, for a state dir that cannot be trusted)."""
+    check_state_dir(state_dir)
     path = last_good_path(state_dir)
     write_atomic(path, script, new_mode=0o600)
     return path
@@ -58,14 +57,26 @@ class Guarded:
 def load_last_good(nft: Nft, state_dir: Path) -> Guarded:
     """Load the saved script, if there is one, keeping the grants of a table already up.
 
-    Raises OSError if the file exists but cannot be read, NotOurs if it is not a script
-    knocknft saved, NftError if the kernel refuses it.
+    Raises UnsafeStateDir if the state dir cannot be trusted, OSError if the file exists but
+    cannot be read, NotOurs if it is not a script knocknft saved (one that is not even text is
+    set aside as damaged), NftError if the kernel refuses it.
     """
     path = last_good_path(state_dir)
     try:
-        script = path.read_text(encoding="utf-8")
+        check_state_dir(state_dir, create=False)
     except FileNotFoundError:
         return Guarded(path)
+    try:
+        script = read_text(path)
+    except FileNotFoundError:
+        return Guarded(path)
+    except DamagedFile as exc:
+        aside = set_aside(path)
+        raise NotOurs(
+            f"{exc}: not a ruleset knocknft saved; "
+            + (f"set aside as {aside.name}" if aside else "it could not be set aside")
+            + "; nothing loaded: run `knocknft apply`"
+        ) from exc
     table = saved_table(script)
     if table is None:
         raise NotOurs(

@@ -20,6 +20,7 @@ from knocknft.core.decide import (
     RunCommand,
     ScheduleStop,
     decide,
+    stop_command_for,
 )
 from knocknft.core.engine import (
     DoorDisabled,
@@ -117,20 +118,22 @@ def test_revokes_go_before_grants_and_each_door_reports_its_own_grants() -> None
     ]
 
 
-def test_start_and_stop_commands_run_and_are_scheduled_after_the_lines() -> None:
+def test_the_stop_is_scheduled_before_the_start_command_runs_after_the_lines() -> None:
     effects = decide([Opened(KNOCKER, SHELL, AT)], Pending(), native_grants=True)
     assert effects == [
         *opening(SHELL),
+        ScheduleStop("shell", KNOCKER, AT + 30),
         RunCommand("shell", START, "198.18.0.2"),
-        ScheduleStop("shell", KNOCKER, STOP, AT + 30),
     ]
+    # The record names no command: the executor renders it from the config.
+    assert stop_command_for(SHELL, KNOCKER) == STOP
 
 
 def test_a_knock_while_the_stop_is_pending_extends_it_and_runs_no_second_start() -> None:
     effects = decide([Opened(KNOCKER, SHELL, AT)], Pending(("shell", KNOCKER)), native_grants=True)
     assert effects == [
         *opening(SHELL),
-        ExtendStop("shell", KNOCKER, STOP, AT + 30),
+        ExtendStop("shell", KNOCKER, AT + 30),
         LogLine(
             "info",
             "%s: %s: still open; stop command moved to %ds from now",
@@ -145,9 +148,9 @@ def test_two_opens_in_one_batch_start_once_and_then_extend() -> None:
     effects = decide(events, Pending(), native_grants=True)
     commands = [e for e in effects if isinstance(e, RunCommand | ScheduleStop | ExtendStop)]
     assert commands == [
+        ScheduleStop("shell", KNOCKER, AT + 30),
         RunCommand("shell", START, "198.18.0.2"),
-        ScheduleStop("shell", KNOCKER, STOP, AT + 30),
-        ExtendStop("shell", KNOCKER, STOP, AT + 31),
+        ExtendStop("shell", KNOCKER, AT + 31),
     ]
 
 
@@ -161,11 +164,10 @@ def test_a_stop_pending_for_another_source_or_door_is_no_refresh() -> None:
 def test_ipv6_sources_get_start_command_6_and_the_plain_stop_command() -> None:
     effects = decide([Opened(KNOCKER6, SHELL, AT)], Pending(), native_grants=True)
     assert effects[2:] == [
+        ScheduleStop("shell", KNOCKER6, AT + 30),
         RunCommand("shell", "nft add element inet fw allow6 { 2001:db8::2 }", "2001:db8::2"),
-        ScheduleStop(
-            "shell", KNOCKER6, "nft delete element inet fw allow { 2001:db8::2 }", AT + 30
-        ),
     ]
+    assert stop_command_for(SHELL, KNOCKER6) == "nft delete element inet fw allow { 2001:db8::2 }"
 
 
 def test_under_a_knockd_conf_commands_are_the_only_effect() -> None:

@@ -183,7 +183,8 @@ def test_guard_fails_when_the_file_cannot_be_read(tmp_path: Path, nft: FakeNft) 
     (tmp_path / LAST_GOOD_FILE).mkdir()
     result = invoke("guard", "--state-dir", str(tmp_path))
     assert result.exit_code == 1
-    assert f"cannot read {tmp_path / LAST_GOOD_FILE}: Is a directory" in result.stderr
+    assert f"{tmp_path / LAST_GOOD_FILE} is not a regular file" in result.stderr
+    assert not (tmp_path / LAST_GOOD_FILE).exists(), "set aside for the admin to look at"
 
 
 def invoke(*args: str) -> Result:
