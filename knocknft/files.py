@@ -54,6 +54,8 @@ def check_state_dir(path: Path, *, create: bool = True) -> None:
     if create:
         try:
             path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        except FileExistsError:
+            pass  # not a directory: said below
         except OSError as exc:
             raise UnsafeStateDir(f"state directory {path}: {exc.strerror or exc}") from exc
     me = os.geteuid()

@@ -139,11 +139,18 @@ def test_apply_keeps_the_table_in_state_dir(tmp_path: Path, nft: FakeNft) -> Non
 def test_apply_warns_but_succeeds_when_the_copy_cannot_be_kept(
     tmp_path: Path, nft: FakeNft
 ) -> None:
+    (tmp_path / LAST_GOOD_FILE).mkdir()  # nothing can be renamed over it
+    result = invoke("apply", "-c", str(EXAMPLE), "--state-dir", str(tmp_path))
+    assert result.exit_code == 0 and "table inet knocknft: 1 door(s)" in result.stdout
+    assert "warning: not kept for the boot guard" in result.stderr
+
+
+def test_apply_refuses_a_state_dir_that_is_not_a_directory(tmp_path: Path, nft: FakeNft) -> None:
     not_a_dir = tmp_path / "state"
     not_a_dir.write_text("")
     result = invoke("apply", "-c", str(EXAMPLE), "--state-dir", str(not_a_dir))
-    assert result.exit_code == 0 and "table inet knocknft: 1 door(s)" in result.stdout
-    assert "warning: not kept for the boot guard" in result.stderr
+    assert result.exit_code == 1 and "is not a directory" in result.stderr
+    assert nft.scripts == [], "refused before the kernel was touched"
 
 
 def test_guard_with_nothing_saved_says_so_and_succeeds(tmp_path: Path, nft: FakeNft) -> None:
