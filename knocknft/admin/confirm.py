@@ -407,6 +407,10 @@ class Confirmed:
 
 def confirm(state: StateDir, *, alive: Callable[[int], bool] = watcher_alive) -> Confirmed:
     """Keep the change: drop the marker, then tell the watcher, which leaves without acting."""
+    try:
+        check_state_dir(state.path, create=False)  # UnsafeStateDir: nothing in it is believed
+    except FileNotFoundError:
+        raise NothingPending(_nothing_pending(state)) from None
     if not state.marker.exists():
         raise NothingPending(_nothing_pending(state))
     with state.locked():
