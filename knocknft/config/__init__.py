@@ -24,6 +24,7 @@ from knocknft.config.loader import (
 from knocknft.config.model import (
     DEFAULT_CMD_TIMEOUT,
     DEFAULT_CONFIG_PATH,
+    DEFAULT_GRANT_MARK,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SEQ_TIMEOUT,
     DEFAULT_STATE_DIR,
@@ -72,6 +73,7 @@ from knocknft.config.walker import Walker, compose_yaml
 __all__ = [
     "DEFAULT_CMD_TIMEOUT",
     "DEFAULT_CONFIG_PATH",
+    "DEFAULT_GRANT_MARK",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_SEQ_TIMEOUT",
     "DEFAULT_STATE_DIR",

@@ -129,6 +129,10 @@ class ListenAddress:
 
 RateUnit = Literal["second", "minute", "hour", "day"]
 RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+# One bit that no common mark user takes: WireGuard's fwmark 0xca6c, Kubernetes' (and Docker
+# swarm's, flannel's) 0x4000 and 0x8000, Cilium's 0x0f00 nibble, Istio's 0x539, Mullvad's
+# 0x6d6f6c65, and the upper half that Calico, Cilium's identities and Tailscale (0xff0000) use.
+DEFAULT_GRANT_MARK = 0x00001000
 MAX_RATE = 1_000_000  # packets per unit, and burst: far above any knocker, far below nft's u32
 
 
@@ -167,6 +171,9 @@ class Options:
     metrics: ListenAddress | None = None
     # JSON lines of opens, grants, closes, commands...; off unless set.
     event_log: Path | None = None
+    # The packet-mark bit our table sets on granted clients' packets: the hand-off, so that the
+    # admin's own firewall accepts them with one rule (`knocknft doctor` gives it).
+    grant_mark: int = DEFAULT_GRANT_MARK
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import yaml
 
 from knocknft.config.model import (
+    DEFAULT_GRANT_MARK,
     DEFAULT_MAX_ATTEMPTS,
     IFNAME_RE,
     MAX_ATTEMPTS_CEILING,
@@ -40,6 +41,7 @@ OPTION_KEYS = (
     "knock_rate_burst",
     "metrics",
     "event_log",
+    "grant_mark",
 )
 
 
@@ -72,6 +74,8 @@ def parse_options(w: Walker, node: yaml.Node | None) -> Options:  # noqa: C901, 
                     f"the metrics endpoint on {listen} is open to whoever reaches that address",
                     "serve it on 127.0.0.1 or [::1], or let your firewall guard the port",
                 )
+        elif name == "grant_mark":
+            parsed = w.scalar(value, key, parse_grant_mark)
         elif name == "interfaces":
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
         else:  # always_allow
@@ -117,6 +121,20 @@ def _parse_max_attempts(text: str) -> int:
             f"the default, {DEFAULT_MAX_ATTEMPTS}, keeps a spoofed flood's cost bounded; "
             "see the README for the memory each size takes",
         ) from None
+
+
+def parse_grant_mark(text: str) -> int:
+    try:
+        mark = int(text.strip(), 0)
+    except ValueError:
+        mark = 0
+    if mark <= 0 or mark >= 2**32 or mark & (mark - 1):
+        raise Invalid(
+            f"{text!r} is not a single mark bit",
+            f"one bit as hex, e.g. {DEFAULT_GRANT_MARK:#x} (the default), clear of the bits "
+            "other tools on this host mark with (WireGuard, Docker, Kubernetes...)",
+        )
+    return mark
 
 
 def _parse_table_name(text: str) -> str:

@@ -29,10 +29,12 @@ from knocknft.core.transaction import (
     quoted,
     service,
 )
+from knocknft.errors import InvalidValue
 
 INPUT_CHAIN = "input"
 # Before the usual filter chains (priority 0), so knock packets are consumed first.
 INPUT_PRIORITY = "filter - 10"
+INPUT_PRIORITY_VALUE = -10  # the same, as a number (filter is 0): how listings show it
 # Enough to hold IPv4/IPv6 headers, a few extension headers and the TCP/UDP header.
 NFLOG_SNAPLEN = 128
 # Bounds kernel memory for grants; each element is one (address, service) pair.
@@ -73,6 +75,18 @@ def _daddr_match(target: IPAddress | None) -> str:
     return (
         f"ip daddr {address(target)} " if target.version == 4 else f"ip6 daddr {address(target)} "
     )
+
+
+def mark_bit(value: object) -> str:
+    """options.grant_mark as nft and iptables read it: one bit, in hex."""
+    if not isinstance(value, int) or value <= 0 or value >= 2**32 or value & (value - 1):
+        raise InvalidValue(f"{value!r} is not a single mark bit")
+    return f"{value:#010x}"
+
+
+def set_mark(value: int) -> str:
+    """Sets our bit and keeps every other one: other tools' marks stay as they were."""
+    return f"meta mark set meta mark | {mark_bit(value)}"
 
 
 def set_default_timeout(config: Config) -> int:
@@ -139,14 +153,16 @@ def ruleset_transaction(config: Config) -> Transaction:
     protected = config.protected
     if protected:
         services = services_expr(protected)
+        # The hand-off: the admin's own chains on this hook (after ours) accept what we mark.
+        accept = f"{set_mark(opts.grant_mark)} accept"
         for family, network_set in _always_allow(config):
             bodies.append(
                 f"{iif}{family} saddr {network_set} meta l4proto . th dport {services} "
-                'accept comment "always_allow"'
+                f'{accept} comment "always_allow"'
             )
         bodies += [
-            f"{iif}ip saddr . meta l4proto . th dport @{ALLOW4} accept",
-            f"{iif}ip6 saddr . meta l4proto . th dport @{ALLOW6} accept",
+            f"{iif}ip saddr . meta l4proto . th dport @{ALLOW4} {accept}",
+            f"{iif}ip6 saddr . meta l4proto . th dport @{ALLOW6} {accept}",
             f'{iif}meta l4proto . th dport {services} drop comment "protected"',
         ]
     for body in bodies:
