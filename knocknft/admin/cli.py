@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from knocknft.admin import cli_config, cli_grants, cli_import, cli_run
+from knocknft.admin import cli_config, cli_doctor, cli_grants, cli_import, cli_run
 from knocknft.admin.cli_common import EXIT_CODES_HELP, VersionOption
 
 app = typer.Typer(
@@ -25,7 +25,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # The commands, in the order `knocknft --help` lists them.
-for group in (cli_config.commands, cli_grants.commands, cli_run.commands, cli_import.commands):
+for group in (
+    cli_config.commands,
+    cli_doctor.commands,
+    cli_grants.commands,
+    cli_run.commands,
+    cli_import.commands,
+):
     app.add_typer(group)
 
 

@@ -28,6 +28,7 @@ from knocknft.errors import UsageError
 from knocknft.files import check_state_dir
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.operations import apply_config
+from knocknft.nft.queries import doctor_warnings
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
@@ -124,6 +125,8 @@ def apply(
         )
     if armed is not None:
         _tell_armed(armed, state)
+    for warning in doctor_warnings(cli_common.nft_factory(), cfg):
+        typer.echo(f"warning: {warning}", err=True)
 
 
 def _warn_stale(stale: Pending | None) -> None:

@@ -22,7 +22,7 @@ from knocknft.admin.cli_common import (
 from knocknft.admin.status import format_table
 from knocknft.config import DEFAULT_CONFIG_PATH, format_seconds
 from knocknft.nft.operations import close_grants, find_door, open_grant, parse_client_address
-from knocknft.nft.queries import read_grants
+from knocknft.nft.queries import doctor_warnings, read_grants
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
@@ -69,12 +69,18 @@ def status(
         _daemon_stats(config, state_dir, as_json)
         return
     with exit_on_error():
-        table = table_name(config)
-        grants = read_grants(cli_common.nft_factory(), table)
+        options = options_for(config)
+        nft = cli_common.nft_factory()
+        grants = read_grants(nft, options.table)
+        blocked = doctor_warnings(nft, load(config, show_warnings=False)) if config.exists() else []
     if as_json:
-        typer.echo(json.dumps({"table": table, "grants": [g.to_json() for g in grants]}, indent=2))
+        report = {"table": options.table, "effective": not blocked}
+        report["grants"] = [g.to_json() for g in grants]
+        typer.echo(json.dumps(report, indent=2))
     else:
         typer.echo(format_table(grants), nl=False)
+    for warning in blocked:
+        typer.echo(f"warning: grants are not effective: {warning}", err=True)
 
 
 def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:

@@ -34,6 +34,7 @@ from knocknft.netlink.nflog import NflogSocket
 from knocknft.netlink.nflog_decoder import NflogCounters
 from knocknft.netlink.nftevents import TableEvents
 from knocknft.nft.libnft import LibNft
+from knocknft.nft.queries import doctor_warnings
 
 log = logging.getLogger("knocknft")
 
@@ -324,6 +325,8 @@ def _serve_locked(
         with NflogSocket(group) as nflog:
             systemd.status(f"starting: loading table inet {config.options.table}")
             daemon.start()
+            for warning in doctor_warnings(LibNft(), config):
+                log.warning("%s", warning)
             hooks = _Hooks(
                 path,
                 options,

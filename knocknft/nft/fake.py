@@ -122,7 +122,15 @@ class FakeNft:
         self._read(command)
         words = command.split()
         items: list[dict[str, Any]]
-        if words[:2] == ["list", "tables"]:
+        if words == ["list", "ruleset"]:
+            # Tables and chains: what doctor reads; the fake keeps rules as text only.
+            items = [{"table": _table_json(t)} for t in self.tables.values()]
+            items += [
+                {"chain": _chain_json(t, c)}
+                for t in self.tables.values()
+                for c in t.chains.values()
+            ]
+        elif words[:2] == ["list", "tables"]:
             items = [{"table": _table_json(t)} for t in self._family(words[2:])]
         elif words[:2] == ["list", "chains"]:
             items = [

@@ -1,4 +1,5 @@
-"""Reads of our table through an `Nft`: the grants in it, whether it is there, its chains.
+"""Reads through an `Nft`: our table (its grants, whether it is there, its chains) and the whole
+ruleset, as `knocknft doctor` judges it.
 
 Every command is built from checked names (knocknft.core.transaction), so a table name from a
 marker file or the command line cannot widen a listing to something else.
@@ -6,9 +7,13 @@ marker file or the command line cannot widen a listing to something else.
 
 from __future__ import annotations
 
+from typing import Any
+
+from knocknft.config import Config
+from knocknft.core.doctor import describe, diagnose
 from knocknft.core.grants import ALLOW4, ALLOW6, Grant, parse_set_listing, sort_grants
 from knocknft.core.transaction import Table, check_name
-from knocknft.errors import TableMissing
+from knocknft.errors import NftError, TableMissing
 from knocknft.nft.libnft import Nft
 
 
@@ -61,3 +66,17 @@ def table_exists(nft: Nft, table: str) -> bool:
     except TableMissing:
         return False
     return True
+
+
+def read_ruleset(nft: Nft) -> dict[str, Any]:
+    """The whole ruleset, every table of every family (iptables-nft's too): what doctor judges."""
+    return nft.list_json("list ruleset")
+
+
+def doctor_warnings(nft: Nft, config: Config) -> list[str]:
+    """What still stops a granted client, as warnings for apply, run and status: never a
+    failure of their own, as the table is in place and the admin fixes the rest."""
+    try:
+        return [describe(f) for f in diagnose(read_ruleset(nft), config)]
+    except NftError as exc:
+        return [f"cannot read the ruleset to check it alongside other firewalls: {exc}"]

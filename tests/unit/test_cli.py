@@ -105,6 +105,7 @@ def test_help_lists_every_command_in_the_order_of_the_workflow() -> None:
         "apply",
         "confirm",
         "guard",
+        "doctor",
         "status",
         "open",
         "close",
