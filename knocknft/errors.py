@@ -5,7 +5,10 @@ defined outside this module are named with theirs:
     ├── ConfigError        the config is invalid; carries every problem found, with file and line
     ├── UsageError         a command-line argument is wrong (bad address, unknown door)
     ├── NftError           libnftables refused a command or is missing
-    │   └── TableMissing   our table is not loaded (run `knocknft apply` first)
+    │   ├── TableMissing   our table is not loaded (run `knocknft apply` first)
+    │   ├── SetFull        an allowlist set holds as many elements as its size allows
+    │   └── BatchRefused   the kernel refused a direct set-element batch as a whole
+    │                      (knocknft.netlink.setelem): not one grant in it, the batch itself
     ├── InvalidValue       a value refused when an nft object is built (a bad name, comment,
     │                      address or timeout): it never reaches a script (also a ValueError)
     ├── NotOurs            a saved last-good file is not a ruleset knocknft wrote
@@ -69,6 +72,15 @@ class NftError(KnocknftError):
 
 class TableMissing(NftError):
     """Our table is not in the kernel, so there is no set to read or write."""
+
+
+class SetFull(NftError):
+    """An allowlist set is full: the kernel adds no element until one leaves (ENFILE)."""
+
+
+class BatchRefused(NftError):
+    """The kernel refused a direct set-element batch as a whole, or refused a grant in a way that
+    is not about that grant (not a full set): the encoding may be what it does not take."""
 
 
 class UsageError(KnocknftError):

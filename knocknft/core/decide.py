@@ -1,6 +1,12 @@
 """What engine events mean: a list of effects, which the daemon's executor carries out in order.
 
-Pure: what is pending is read through `PendingView`; no nft, no process, no file, no clock.
+Pure: what is pending is read through `PendingView`, and who may be granted through a
+`SourceCheck` (knocknft.core.sources.refusal over the host's addresses); no nft, no process, no
+file, no clock.
+
+A completed sequence from a source that may never be granted (broadcast, multicast, reserved,
+loopback, link-local, unspecified, this host's own) is one `RefusedSource` effect and nothing
+else: no OPEN line, no grant, no command.
 
 The order is the daemon's promise, and `decide` keeps it:
 1. the closing doors' revokes, then the opened doors' grants, each in one nft call: the set
@@ -21,7 +27,7 @@ executor formats the line only if its rate limit lets the line through.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -48,6 +54,14 @@ class PendingView(Protocol):
     def is_pending(self, door: str, address: IPAddress) -> bool: ...
 
 
+# Why a source may never be granted, or None (knocknft.core.sources.refusal, partly applied).
+SourceCheck = Callable[[IPAddress], str | None]
+
+
+def _any_source(address: IPAddress) -> str | None:
+    return None
+
+
 # -- effects ----------------------------------------------------------------------------------
 
 # A per-knock log line: the attempt event itself, shown only as the executor's rate limit allows
@@ -70,6 +84,16 @@ class RevokeServices:
     """Remove these grants from the allowlist, in one nft call; each is logged once it is gone."""
 
     revocations: tuple[Revocation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedSource:
+    """A completed sequence from a source that may never be granted (`reason` says which class):
+    counted, and logged as the executor's rate limit allows."""
+
+    source: IPAddress
+    door: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +156,9 @@ class LogLine:
     level: Literal["info", "warning"]
     text: str
     args: tuple[object, ...]
+    # One line per completed sequence (OPEN SESAME, a refresh): the executor's rate limit for
+    # OPEN and grant lines applies, so a flood of completions cannot flood the log.
+    limited: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +180,24 @@ Effect = (
     | MarkOneTime
     | LogLine
     | Audit
+    | RefusedSource
 )
 
 
 # -- deciding ---------------------------------------------------------------------------------
 
 
-def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool) -> list[Effect]:  # noqa: C901 - one branch per event kind, in the order effects must run
+def decide(  # noqa: C901 - one branch per event kind, in the order effects must run
+    events: Sequence[Event],
+    pending: PendingView,
+    *,
+    native_grants: bool,
+    refuse: SourceCheck = _any_source,
+) -> list[Effect]:
     """The effects of `events`, in the order they are to be carried out (see the module's text).
 
     `native_grants` False (a knockd.conf): the commands are a door's only effect, as under
-    knockd: no grant and no revoke.
+    knockd: no grant and no revoke. `refuse` names why a source may never be granted.
     """
     # A flood's batches hold attempt events only: each is its own effect, and this check and the
     # copy run in C. The events are leaf classes, so their exact type is all there is to ask.
@@ -177,9 +211,13 @@ def decide(events: Sequence[Event], pending: PendingView, *, native_grants: bool
         if isinstance(event, KnockLine):
             append(event)
         elif isinstance(event, Opened):
-            opened.append(event)
             source, door = event.source, event.door.name
-            append(LogLine("info", "%s: %s: OPEN SESAME", (source, door)))
+            reason = refuse(source)
+            if reason is not None:
+                append(RefusedSource(source, door, reason))
+                continue
+            opened.append(event)
+            append(LogLine("info", "%s: %s: OPEN SESAME", (source, door), limited=True))
             append(Audit("open", {"source": source, "door": door}))
             if native_grants:
                 grants = grants_of.setdefault(event, grants_for(source, event.door))
@@ -234,7 +272,7 @@ def _commands(opened: Sequence[Opened], pending: PendingView, effects: list[Effe
         if stop and ((door.name, source) in scheduled or pending.is_pending(door.name, source)):
             effects.append(ExtendStop(door.name, source, due))
             text = "%s: %s: still open; stop command moved to %ds from now"
-            effects.append(LogLine("info", text, (source, door.name, door.cmd_timeout)))
+            effects.append(LogLine("info", text, (source, door.name, door.cmd_timeout), True))
             fields: dict[str, object] = {
                 "source": source,
                 "door": door.name,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from knocknft.config import IPAddress, PortSpec
 from knocknft.core.transaction import Element, Table, Transaction, check_seconds
+from knocknft.errors import NftError
 
 # The allowlist sets, one per family, in our table (knocknft.core.ruleset declares them).
 ALLOW4 = "allow4"
@@ -45,6 +46,13 @@ class Grant:
             "timeout": self.timeout,
             "expires_in": self.expires,
         }
+
+
+class Refusal(NamedTuple):
+    """One grant the kernel would not add, and why; the other grants of its call went in."""
+
+    grant: Grant
+    error: NftError
 
 
 def check_timeout(timeout: object) -> int:

@@ -27,11 +27,13 @@ from knocknft.core.decide import (
     GrantServices,
     LogLine,
     MarkOneTime,
+    RefusedSource,
     ReportGrant,
     Revocation,
     RevokeServices,
     RunCommand,
     ScheduleStop,
+    SourceCheck,
     decide,
     stop_command_for,
 )
@@ -46,8 +48,10 @@ from knocknft.core.engine import (
     TimedOut,
 )
 from knocknft.core.grants import Grant, revoke_transaction
+from knocknft.core.sources import as_shown, refusal
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import CommandRunner
+from knocknft.daemon.granter import Granter
 from knocknft.daemon.keeper import TableKeeper
 from knocknft.daemon.names import Labelled, NameCache
 from knocknft.daemon.onetime import mark_first
@@ -69,15 +73,18 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
 
 
 class KnockLog:
-    """A token bucket for per-knock log lines; counts what it holds back."""
+    """A token bucket for per-knock log lines (or, as `what` says, other lines a flood makes one
+    per packet or completion); counts what it holds back."""
 
     def __init__(
         self,
         clock: Callable[[], float],
         rate: float = KNOCK_LOG_RATE,
         burst: float = KNOCK_LOG_BURST,
+        what: str = "knock log lines",
     ) -> None:
         self._clock = clock
+        self._what = what
         self._rate = rate
         self._burst = burst
         self._tokens = burst
@@ -100,8 +107,9 @@ class KnockLog:
     def report(self) -> None:
         if self.suppressed > self._reported:
             log.warning(
-                "%d knock log lines suppressed (rate limit %g/s): a flood?",
+                "%d %s suppressed (rate limit %g/s): a flood?",
                 self.suppressed - self._reported,
+                self._what,
                 self._rate,
             )
             self._reported = self.suppressed
@@ -109,11 +117,10 @@ class KnockLog:
 
 @dataclass
 class DaemonCounters:
-    grants: int = 0
-    grant_failures: int = 0
     commands: int = 0
     refreshed: int = 0
     ipv6_ignored: int = 0
+    odd_sources: int = 0
 
 
 @dataclass
@@ -131,11 +138,20 @@ class Daemon:
     names: NameCache | None = None
     # options.event_log: what an admin audits, one JSON line each; never per knock.
     audit: EventLog | None = None
+    # Why a source may never be granted: by default the address classes alone; the daemon adds
+    # this host's own addresses (knocknft.netlink.hostaddrs.HostAddressWatcher.refusal).
+    source_check: SourceCheck = refusal
     counters: DaemonCounters = field(default_factory=DaemonCounters)
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.config.doors, self.config.options.max_attempts)
         self.knock_log = KnockLog(self.clock)
+        # OPEN, grant and refused-source lines: one per completion, so a flood of completed
+        # sequences is limited too, by a bucket of its own so knock lines cannot starve it.
+        self.grant_log = KnockLog(self.clock, what="OPEN and grant log lines")
+        self.granter = Granter(
+            self.nft, self.clock, allow=self.grant_log.allow, audit=self._audit, who=self._who
+        )
         self.keeper = TableKeeper(self.nft, self.clock)
         self.started = self.clock()
         self._one_time = _has_one_time(self.config)
@@ -150,6 +166,7 @@ class Daemon:
         self.pending.load(self.clock())
         result = apply_config(self.nft, self.config)
         self.keeper.seed(result.grants)
+        self.granter.seed(result.grants)
         log.info(
             "table inet %s %s, %d open grant(s) kept",
             self.config.options.table,
@@ -166,6 +183,7 @@ class Daemon:
         result = apply_config(self.nft, config)
         warn_if_unsaved(result)
         self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
+        self.granter.seed(result.grants)
         self.config = config
         self.engine.reload(config.doors, config.options.max_attempts)
         self._one_time = _has_one_time(config)
@@ -243,7 +261,14 @@ class Daemon:
         """Carry out what the events mean."""
         if self._one_time:
             events = mark_first(events, self._mark_failed)
-        self.carry_out(decide(events, self.pending, native_grants=self.native_grants))
+        self.carry_out(
+            decide(events, self.pending, native_grants=self.native_grants, refuse=self.source_check)
+        )
+
+    def report_held_back(self) -> None:
+        """The periodic summary of the log lines the rate limits held back."""
+        self.knock_log.report()
+        self.grant_log.report()
 
     def _mark_failed(self, event: OneTimeUsed, exc: OSError) -> None:
         door, path = event.door.name, event.door.one_time_sequences
@@ -263,7 +288,7 @@ class Daemon:
         chain, by `type(e) is`: under a flood they are nearly all there is."""
         debug = log.isEnabledFor(logging.DEBUG)
         knock_log = self.knock_log
-        granted = True  # whether this batch's GrantServices went in: its ReportGrants follow it
+        failed: set[Grant] = set()  # this batch's grants that did not go in: no report for them
         for effect in effects:
             if type(effect) is Progress:
                 if knock_log.allow():
@@ -296,21 +321,17 @@ class Daemon:
                         effect.stage,
                     )
             elif isinstance(effect, GrantServices):
-                granted = self._grant(effect.grants)
+                failed = self.granter.grant(self.config.options.table, effect.grants)
             elif isinstance(effect, ReportGrant):
-                if granted:
+                if effect.grant not in failed:
                     self._report_grant(effect.grant)
             else:
                 self._carry_out_rare(effect)
 
     def _carry_out_rare(self, effect: Effect) -> None:
         match effect:
-            case LogLine(level, text, args):
-                log.log(
-                    _LEVELS[level],
-                    text,
-                    *(self._who(a) if isinstance(a, _ADDRESS) else a for a in args),
-                )
+            case LogLine():
+                self._log_line(effect)
             case Audit(event, fields):
                 self._audit(event, **fields)
             case RevokeServices(revocations):
@@ -329,36 +350,45 @@ class Daemon:
                 self.counters.refreshed += 1
             case MarkOneTime():
                 self._report_one_time(effect)
+            case RefusedSource():
+                self._refused_source(effect)
+
+    def _log_line(self, line: LogLine) -> None:
+        if line.limited and not self.grant_log.allow():
+            return
+        args = (self._who(a) if isinstance(a, _ADDRESS) else a for a in line.args)
+        log.log(_LEVELS[line.level], line.text, *args)
+
+    def _refused_source(self, effect: RefusedSource) -> None:
+        self.counters.odd_sources += 1
+        if self.grant_log.allow():
+            log.warning(
+                "%s: %s: sequence completed from a %s address: never granted, no command run "
+                "(forged?)",
+                self._who(effect.source),
+                effect.door,
+                effect.reason,
+            )
 
     def _who(self, source: IPAddress | str) -> object:
         """The source as log lines show it: `addr`, or knockd's `addr (name)` under -l."""
-        if self.names is None:
-            return source
         if isinstance(source, str):  # pending stops keep the address as text
+            if self.names is None:
+                return source
             try:
                 source = ipaddress.ip_address(source)
             except ValueError:
                 return source
+        source = as_shown(source)  # ::ffff:198.18.0.2 is 198.18.0.2
+        if self.names is None:
+            return source
         return Labelled(source, self.names)
 
-    def _grant(self, grants: Sequence[Grant]) -> bool:
-        try:
-            self.nft.grant(self.config.options.table, grants)
-        except KnocknftError as exc:
-            self.counters.grant_failures += len(grants)
-            log.error(
-                "could not grant %s: %s", ", ".join(f"{g.address} {g.service}" for g in grants), exc
-            )
-            for g in grants:
-                self._audit(
-                    "grant_failed", source=g.address, door=g.door, service=g.service, error=str(exc)
-                )
-            return False
-        self.counters.grants += len(grants)
-        return True
-
     def _report_grant(self, g: Grant) -> None:
-        log.info("%s: %s: granted %s for %ds", self._who(g.address), g.door, g.service, g.timeout)
+        if self.grant_log.allow():
+            log.info(
+                "%s: %s: granted %s for %ds", self._who(g.address), g.door, g.service, g.timeout
+            )
         self._audit("grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout)
 
     def _revoke(self, revocations: Sequence[Revocation]) -> None:
@@ -402,14 +432,16 @@ class Daemon:
             "flags_ignored": e.flags_ignored,
             "attempts_tracked": self.engine.tracked,
             "attempts_cap": self.engine.max_attempts,
-            "grants": self.counters.grants,
-            "grant_failures": self.counters.grant_failures,
+            "grants": self.granter.granted,
+            "grant_failures": self.granter.failed,
+            "grants_evicted": self.granter.evicted,
+            "odd_sources": self.counters.odd_sources,
             "commands_started": self.counters.commands,
             "grants_refreshed": self.counters.refreshed,
             "ipv6_ignored": self.counters.ipv6_ignored,
             "commands_failed": getattr(self.commands, "failed", 0),
             "pending_stop_commands": len(self.pending),
-            "knock_log_suppressed": self.knock_log.suppressed,
+            "knock_log_suppressed": self.knock_log.suppressed + self.grant_log.suppressed,
             "table_restores": self.keeper.restores,
             **sources,
         }

@@ -162,7 +162,7 @@ def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
                 daemon.check_table()
-                daemon.knock_log.report()
+                daemon.report_held_back()
                 report()
     finally:
         report()

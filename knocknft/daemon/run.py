@@ -30,6 +30,7 @@ from knocknft.daemon.stops import PendingStops
 from knocknft.daemon.tablelock import TableLock
 from knocknft.errors import KnocknftError, NftError
 from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf
+from knocknft.netlink.hostaddrs import HostAddressWatcher
 from knocknft.netlink.nflog import NflogSocket
 from knocknft.netlink.nflog_decoder import NflogCounters
 from knocknft.netlink.nftevents import TableEvents
@@ -158,6 +159,18 @@ RESTART_HINTS = {
     # The old table is not ours to forget: after the restart it would still drop the services.
     "table": "; after the restart, `nft delete table inet {old}`: it would still drop the services",
 }
+
+
+def _watch_host_addresses() -> HostAddressWatcher | None:
+    """This host's addresses, which are never granted; without them, the address classes."""
+    try:
+        return HostAddressWatcher()
+    except OSError as exc:
+        log.warning(
+            "cannot watch this host's addresses (%s): a knock from one of them would be granted",
+            exc,
+        )
+        return None
 
 
 def keep_restart_only(old: Options, new: Options) -> tuple[Options, list[str]]:
@@ -304,6 +317,7 @@ def _serve_locked(
     audit = EventLog(event_log) if event_log is not None else None
     commands = ShellRunner(on_done=audit.command if audit is not None else None)
     names = NameCache() if options.lookup else None
+    host_addresses = _watch_host_addresses()
     daemon = Daemon(
         config,
         LibNft(),
@@ -314,6 +328,8 @@ def _serve_locked(
         names=names,
         audit=audit,
     )
+    if host_addresses is not None:
+        daemon.source_check = host_addresses.refusal
     group = config.options.nflog_group
     # Listening before the start's apply, so no grant announced after it is missed.
     table_events = _watch_table()
@@ -352,7 +368,7 @@ def _serve_locked(
                 f"stopping: running commands get up to {commands.time_limit:g}s to finish"
             )
     finally:
-        for closing in (metrics, table_events, commands, names, audit):
+        for closing in (metrics, table_events, host_addresses, commands, names, audit):
             # The audit log last: commands still running log their end to it.
             if closing is not None:
                 closing.close()

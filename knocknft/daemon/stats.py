@@ -58,7 +58,24 @@ class _DaemonCounters(TypedDict):
     ]
     flags_ignored: Annotated[int, _counter("TCP knocks ignored because of their flags (tcpflags).")]
     grants: Annotated[int, _counter("Grants added to the allowlist sets.")]
-    grant_failures: Annotated[int, _counter("Grants the kernel refused.")]
+    grant_failures: Annotated[
+        int,
+        _counter(
+            "Grants not made: refused by the kernel (each alone), or held back because their "
+            "prefix had its share of a set over half full."
+        ),
+    ]
+    grants_evicted: Annotated[
+        int, _counter("Grants that gave way to a newer knocker because their set was full.")
+    ]
+    odd_sources: Annotated[
+        int,
+        _counter(
+            "Completed sequences from sources never granted (unspecified, multicast, broadcast,"
+            " network, reserved, loopback, link-local or this host's own address): no grant, no"
+            " command."
+        ),
+    ]
     grants_refreshed: Annotated[int, _counter("Knocks that moved a pending stop command later.")]
     commands_started: Annotated[int, _counter("Start and stop commands started.")]
     commands_failed: Annotated[

@@ -3,7 +3,8 @@
 For tests of what knocknft does to the ruleset, without a kernel. It applies transactions the
 way nf_tables does for the operations knocknft uses (all or nothing; `add` of an existing object
 keeps it, and a set its elements; `create` of one, or `delete`/`flush` of a missing one, fails;
-a chain is deleted with its rules, a set only when no rule names it), answers the listings
+a chain is deleted with its rules, a set only when no rule names it; a set holds at most its
+`size` elements, and an element beyond it is refused with the kernel's ENFILE), answers the listings
 knocknft reads in libnftables' JSON shape and the text listing confirm's snapshot takes, can be
 told to refuse an operation, and records what it was given. tests/integration/test_fake.py
 holds its answers equal to the kernel's for the same transactions.
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from knocknft.config import IPAddress, PortSpec
-from knocknft.core.grants import Grant, grant_transaction
+from knocknft.core.grants import Grant, Refusal, grant_transaction, revoke_transaction
 from knocknft.core.transaction import (
     Chain,
     Element,
@@ -29,7 +30,7 @@ from knocknft.core.transaction import (
     Table,
     Transaction,
 )
-from knocknft.errors import NftError, TableMissing
+from knocknft.errors import NftError, SetFull, TableMissing
 from knocknft.nft.libnft import classify
 from knocknft.nft.script import parse_listing, parse_script
 
@@ -37,6 +38,7 @@ Operation = Literal["apply", "check", "grant", "load", "list"]
 ENOENT = "Error: Could not process rule: No such file or directory"
 EEXIST = "Error: Could not process rule: File exists"
 EBUSY = "Error: Could not process rule: Device or resource busy"
+ENFILE = "Error: Could not process rule: Too many open files in system"
 
 
 @dataclass
@@ -97,12 +99,30 @@ class FakeNft:
         self.transactions.append(tx)
         self.scripts.append(tx.render())
 
-    def grant(self, table: str, grants: list[Grant] | Any) -> None:
+    def grant(
+        self,
+        table: str,
+        grants: list[Grant] | Any,
+        evictions: list[tuple[IPAddress, PortSpec]] | Any = (),
+    ) -> list[Refusal]:
+        """As LibNft: the evictions, then each grant; a refused grant leaves the others in."""
         self._refused("grant")
-        tx = grant_transaction(table, grants)
-        self._commit(tx)
-        self.transactions.append(tx)
-        self.scripts.append(tx.render())
+        refused = []
+        for tx, grant in [(revoke_transaction(table, evictions), None)] + [
+            (grant_transaction(table, [g]), g) for g in grants
+        ]:
+            if not tx.ops:
+                continue
+            try:
+                self._commit(tx)
+            except (SetFull, NftError) as exc:
+                if grant is None or isinstance(exc, TableMissing):
+                    raise
+                refused.append(Refusal(grant, exc))
+                continue
+            self.transactions.append(tx)
+            self.scripts.append(tx.render())
+        return refused
 
     def load_script(self, script: str) -> None:
         self._refused("load")
@@ -282,6 +302,9 @@ class FakeNft:
         elif there and verb == "create":
             raise NftError(EEXIST)
         elif not there:  # `add` of an element that is there keeps it, and its timer
+            size = fake_set.spec.size
+            if size is not None and len(fake_set.elements) >= size:
+                raise NftError(ENFILE)
             timeout = element.timeout if element.timeout is not None else fake_set.spec.timeout
             ends = None if timeout is None else self.clock() + timeout
             fake_set.elements[key] = FakeElement(element.timeout, element.comment, ends)

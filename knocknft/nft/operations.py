@@ -77,7 +77,9 @@ def open_grant(
         raise UsageError(f"door {door.name!r} has no open_for; pass --for")
     grants = [Grant(address, service, door.name, timeout) for service in door.open]
     _require_table(nft, config.options.table)
-    nft.grant(config.options.table, grants)
+    refused = nft.grant(config.options.table, grants)
+    if refused:  # the admin asked for all of them: say which did not go in, and why
+        raise refused[0].error
     return grants
 
 

@@ -75,7 +75,7 @@ class Pending:
 
 def opening(door: Door, source: IPAddress = KNOCKER) -> list[object]:
     return [
-        LogLine("info", "%s: %s: OPEN SESAME", (source, door.name)),
+        LogLine("info", "%s: %s: OPEN SESAME", (source, door.name), limited=True),
         Audit("open", {"source": source, "door": door.name}),
     ]
 
@@ -138,6 +138,7 @@ def test_a_knock_while_the_stop_is_pending_extends_it_and_runs_no_second_start()
             "info",
             "%s: %s: still open; stop command moved to %ds from now",
             (KNOCKER, "shell", 30),
+            limited=True,
         ),
         Audit("refresh", {"source": KNOCKER, "door": "shell", "stop_in": 30}),
     ]
