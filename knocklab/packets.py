@@ -46,11 +46,13 @@ def _tcp_header(sport: int, dport: int, flags: int) -> bytes:
     return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
 
 
-def _pseudo_header(source: bytes, destination: bytes, length: int) -> bytes:
-    """What the TCP checksum covers besides the segment (RFC 793, RFC 8200 8.1)."""
+def _pseudo_header(
+    source: bytes, destination: bytes, length: int, protocol: int = socket.IPPROTO_TCP
+) -> bytes:
+    """What the TCP (or UDP) checksum covers besides the segment (RFC 793, RFC 8200 8.1)."""
     if len(destination) == 4:
-        return source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, length)
-    return source + destination + struct.pack("!I3xB", length, socket.IPPROTO_TCP)
+        return source + destination + struct.pack("!BBH", 0, protocol, length)
+    return source + destination + struct.pack("!I3xB", length, protocol)
 
 
 def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: int) -> bytes:
@@ -190,5 +192,63 @@ def flood(
         return send_paced(
             sock, destination, again_and_again, rate, max_seconds=seconds + 1.0, stop=stop
         )
+    finally:
+        sock.close()
+
+
+def _udp_header(sport: int, dport: int) -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8, 0)
+
+
+def spoofed_packet(source: str, destination: str, dport: int, protocol: str = "tcp") -> bytes:
+    """One whole IP packet (for an IPPROTO_RAW socket) from any source address, forged ones
+    included: a TCP SYN or an empty UDP datagram to destination:dport, checksums right."""
+    src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
+    number = socket.IPPROTO_TCP if protocol == "tcp" else socket.IPPROTO_UDP
+    segment = (
+        _tcp_header(SOURCE_PORT, dport, SYN)
+        if protocol == "tcp"
+        else _udp_header(SOURCE_PORT, dport)
+    )
+    pseudo = _pseudo_header(src.packed, dst.packed, len(segment), number)
+    checksum = ~_fold(_words(pseudo + segment)) & 0xFFFF or 0xFFFF  # UDP's 0 means "none"
+    at = 16 if protocol == "tcp" else 6
+    segment = segment[:at] + struct.pack("!H", checksum) + segment[at + 2 :]
+    if dst.version == 4:
+        # The kernel fills in the IPv4 header's id and checksum (IPPROTO_RAW).
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0, 0, 64, number, 0, src.packed, dst.packed
+        )
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(segment), number, 64, src.packed, dst.packed)
+    return ip + segment
+
+
+def spoofed_sequence(
+    source: str, destination: str, steps: Sequence[tuple[int, str]]
+) -> list[bytes]:
+    """A whole knock sequence, (port, protocol) after (port, protocol), from one forged source."""
+    return [spoofed_packet(source, destination, port, protocol) for port, protocol in steps]
+
+
+def spoofed_sequences(
+    destination: str, steps: Sequence[tuple[int, str]], count: int, start: int = 0
+) -> list[bytes]:
+    """`count` completed sequences, each from its own spoofed IPv4 source (from SPOOFED_V4 +
+    `start` on), one source's steps after another's: a flood of completions, every one a grant."""
+    if start + count > SPOOFED_V4_COUNT:
+        raise ValueError(f"only {SPOOFED_V4_COUNT} spoofed IPv4 sources")
+    packets: list[bytes] = []
+    for index in range(start, start + count):
+        packets += spoofed_sequence(str(SPOOFED_V4 + index), destination, steps)
+    return packets
+
+
+def send_spoofed(host: Host, destination: str, packets: Iterable[bytes]) -> None:
+    """Send whole IP packets from `host` to `destination`, once each (odd sources, say)."""
+    sock = raw_socket(host, ipaddress.ip_address(destination).version)
+    try:
+        for packet in packets:
+            sock.sendto(packet, (destination, 0))
     finally:
         sock.close()

@@ -54,17 +54,17 @@ def refusal(address: IPAddress, host: HostAddresses = NO_HOST_ADDRESSES) -> str 
     """Why `address` may never be granted, or None for a unicast address not this host's."""
     address = as_shown(address)
     if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
-        return "unspecified"
+        return "an unspecified address"
     if address.is_multicast:
-        return "multicast"
+        return "a multicast address"
     if address == _LIMITED_BROADCAST or address in host.broadcasts:
-        return "broadcast"
+        return "a broadcast address"
     if address.is_loopback:
-        return "loopback"
+        return "a loopback address"
     if address.is_link_local:
-        return "link-local"
+        return "a link-local address"
     if address.version == 4 and address.is_reserved:
-        return "reserved"
+        return "a reserved address"
     if address in host.networks:
         return "a network address"
     if address in host.own:

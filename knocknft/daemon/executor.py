@@ -363,8 +363,7 @@ class Daemon:
         self.counters.odd_sources += 1
         if self.grant_log.allow():
             log.warning(
-                "%s: %s: sequence completed from a %s address: never granted, no command run "
-                "(forged?)",
+                "%s: %s: sequence completed from %s: never granted, no command run (forged?)",
                 self._who(effect.source),
                 effect.door,
                 effect.reason,
