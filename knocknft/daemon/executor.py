@@ -53,6 +53,7 @@ from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import CommandRunner
 from knocknft.daemon.granter import Granter
 from knocknft.daemon.keeper import TableKeeper
+from knocknft.daemon.loglimit import KnockLog
 from knocknft.daemon.names import Labelled, NameCache
 from knocknft.daemon.onetime import mark_first
 from knocknft.daemon.stats import NO_SOURCE_STATS, DaemonStats, SourceStats
@@ -64,55 +65,8 @@ from knocknft.nft.operations import ApplyResult, apply_config
 
 log = logging.getLogger("knocknft")
 
-# Per-knock lines (Stage n, timeouts) are rate-limited so a flood cannot flood the log too.
-KNOCK_LOG_RATE = 50.0
-KNOCK_LOG_BURST = 200.0
-
 _ADDRESS = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING}
-
-
-class KnockLog:
-    """A token bucket for per-knock log lines (or, as `what` says, other lines a flood makes one
-    per packet or completion); counts what it holds back."""
-
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        rate: float = KNOCK_LOG_RATE,
-        burst: float = KNOCK_LOG_BURST,
-        what: str = "knock log lines",
-    ) -> None:
-        self._clock = clock
-        self._what = what
-        self._rate = rate
-        self._burst = burst
-        self._tokens = burst
-        self._last = clock()
-        self.suppressed = 0
-        self._reported = 0
-
-    def allow(self) -> bool:
-        """Whether the bucket lets one more line through; counts it as held back if not.
-        Asked before formatting, so a suppressed line costs no formatting at all."""
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        self.suppressed += 1
-        return False
-
-    def report(self) -> None:
-        if self.suppressed > self._reported:
-            log.warning(
-                "%d %s suppressed (rate limit %g/s): a flood?",
-                self.suppressed - self._reported,
-                self._what,
-                self._rate,
-            )
-            self._reported = self.suppressed
 
 
 @dataclass

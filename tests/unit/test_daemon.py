@@ -9,7 +9,8 @@ import pytest
 
 from knocknft.config import Config, parse_config
 from knocknft.core.engine import Evicted, Opened
-from knocknft.daemon.executor import KNOCK_LOG_BURST, Daemon
+from knocknft.daemon.executor import Daemon
+from knocknft.daemon.loglimit import KNOCK_LOG_BURST
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.packet import KnockPacket
 from knocknft.nft.fake import FakeNft

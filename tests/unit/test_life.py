@@ -45,7 +45,7 @@ def knock_all(daemon: Daemon, ports: list[str]) -> None:
 
 
 def granted(daemon: Daemon) -> int:
-    return daemon.counters.grants
+    return daemon.stats()["grants"]
 
 
 def daemon_for(config: Config) -> Daemon:
