@@ -74,7 +74,7 @@ class DaemonCounters:
     commands: int = 0
     refreshed: int = 0
     ipv6_ignored: int = 0
-    odd_sources: int = 0
+    odd_addresses_refused: int = 0
 
 
 @dataclass
@@ -314,7 +314,7 @@ class Daemon:
         log.log(_LEVELS[line.level], line.text, *args)
 
     def _refused_source(self, effect: RefusedSource) -> None:
-        self.counters.odd_sources += 1
+        self.counters.odd_addresses_refused += 1
         if self.grant_log.allow():
             log.warning(
                 "%s: %s: sequence completed from %s: never granted, no command run (forged?)",
@@ -388,7 +388,7 @@ class Daemon:
             "grants": self.granter.granted,
             "grant_failures": self.granter.failed,
             "grants_evicted": self.granter.evicted,
-            "odd_sources": self.counters.odd_sources,
+            "odd_addresses_refused": self.counters.odd_addresses_refused,
             "commands_started": self.counters.commands,
             "grants_refreshed": self.counters.refreshed,
             "ipv6_ignored": self.counters.ipv6_ignored,

@@ -68,7 +68,7 @@ class _DaemonCounters(TypedDict):
     grants_evicted: Annotated[
         int, _counter("Grants that gave way to a newer knocker because their set was full.")
     ]
-    odd_sources: Annotated[
+    odd_addresses_refused: Annotated[
         int,
         _counter(
             "Completed sequences from sources never granted (unspecified, multicast, broadcast,"

@@ -140,4 +140,4 @@ def test_completions_from_odd_sources_open_nothing_and_run_nothing(
         assert f"{source} . tcp . 22" not in listed
         assert f"{source}: ssh: OPEN SESAME" not in log
     stats = json.loads((state / "stats.json").read_text())
-    assert stats["odd_sources"] == len(ODD_SOURCES)
+    assert stats["odd_addresses_refused"] == len(ODD_SOURCES)

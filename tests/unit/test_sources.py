@@ -124,7 +124,7 @@ def test_an_odd_source_opens_nothing_runs_nothing_and_is_counted(
         daemon.execute([Opened(ip(a), door, 0.0) for a in odd])
         assert nft.transactions == [] and runner.commands == []
         daemon.execute([Opened(ip("::ffff:198.18.0.2"), door, 0.0)])
-    assert daemon.stats()["odd_sources"] == len(odd)
+    assert daemon.stats()["odd_addresses_refused"] == len(odd)
     assert "127.0.0.1: ssh: sequence completed from a loopback address" in caplog.text
     assert "198.18.0.2: ssh: OPEN SESAME" in caplog.text  # the mapped source, shown as IPv4
     assert len(runner.commands) == 1
