@@ -3,9 +3,11 @@ never from each other."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import cast
 
-from knocknft.config import parse_config
+from knocknft.config import Config, parse_config
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.run import source_stats
 from knocknft.daemon.stats import DaemonStats
@@ -57,3 +59,10 @@ def sample_stats(pid: int = 4321, updated: float = NOW - 2, **values: int) -> Da
     assert not unknown, f"not in stats.json: {unknown}"
     # Only keys of DaemonStats, checked just above, and all of them ints.
     return cast(DaemonStats, {**stats, "pid": pid, "started": updated - 3725, **values})
+
+
+def with_state_dir(config: Config, state_dir: Path) -> Config:
+    """`config` keeping its state in `state_dir`: a unit test never writes the host's
+    /var/lib/knocknft (tests/unit/conftest.py fails one that does)."""
+    options = dataclasses.replace(config.options, state_dir=state_dir)
+    return dataclasses.replace(config, options=options)

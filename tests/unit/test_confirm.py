@@ -28,6 +28,7 @@ from knocknft.core.transaction import SavedTable, Table, Transaction
 from knocknft.errors import KnocknftError, NftError
 from knocknft.nft.fake import FakeNft
 from tests.unit.fakes import loaded_nft
+from tests.unit.support import with_state_dir
 
 CONFIG = parse_config(
     "doors:\n  ssh:\n    sequence: [7000, 9000/udp, 8000]\n    open: [22]\n    open_for: 1m\n"
@@ -76,7 +77,13 @@ def state(tmp_path: Path) -> Iterator[StateDir]:
 
 def armed(state: StateDir, nft: FakeNft, clock: Clock, seconds: int = 60) -> Pending:
     return arm(
-        nft, CONFIG, seconds, state, spawn=lambda _: os.getpid(), clock=clock, alive=lambda _: True
+        nft,
+        with_state_dir(CONFIG, state.path),
+        seconds,
+        state,
+        spawn=lambda _: os.getpid(),
+        clock=clock,
+        alive=lambda _: True,
     ).pending
 
 
@@ -133,7 +140,7 @@ def test_a_stale_confirmation_is_dropped_and_armed_anew(state: StateDir) -> None
     state.write_pending(stale)
     result = arm(
         snapshot_nft(),
-        CONFIG,
+        with_state_dir(CONFIG, state.path),
         60,
         state,
         spawn=lambda _: 4242,

@@ -8,8 +8,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,7 @@ from knocknft.daemon.tablelock import TableBusy, TableLock, lock_holder
 from knocknft.errors import ConfigError
 from knocknft.netlink.packet import KnockPacket
 from tests.unit.fakes import RecordingRunner, loaded_nft
-from tests.unit.support import GOOD
+from tests.unit.support import GOOD, with_state_dir
 
 KNOCKER = ipaddress.ip_address("198.18.0.2")
 SERVER = ipaddress.ip_address("198.18.0.1")
@@ -48,7 +50,18 @@ def granted(daemon: Daemon) -> int:
     return daemon.stats()["grants"]
 
 
+# Hypothesis runs many examples in one test, so the state dir is the module's, not tmp_path's.
+STATE_DIR = Path(tempfile.mkdtemp(prefix="knocknft-unit-"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _remove_state_dir() -> Iterator[None]:
+    yield
+    shutil.rmtree(STATE_DIR, ignore_errors=True)
+
+
 def daemon_for(config: Config) -> Daemon:
+    config = with_state_dir(config, STATE_DIR)
     return Daemon(
         config, loaded_nft(config), RecordingRunner(), PendingStops(None), clock=lambda: 0
     )
@@ -117,7 +130,7 @@ def test_reload_fuzz_keeps_the_daemon_and_the_old_sequence(
     path.write_text(GOOD)
     daemon = daemon_for(load_for_run(path, RunOptions()).config)
     path.write_bytes(text.encode("utf-8", "surrogateescape") if text else b"")
-    ok = _reload(daemon, lambda: load_for_run(path, RunOptions()).config)
+    ok = _reload(daemon, lambda: with_state_dir(load_for_run(path, RunOptions()).config, STATE_DIR))
     if not ok:
         assert daemon.config.doors[0].sequence == parse_config(GOOD).config.doors[0].sequence
         knock_all(daemon, GOOD_SEQUENCE)
