@@ -15,6 +15,9 @@ import yaml
 
 from knocknft.config.model import (
     DOOR_NAME_RE,
+    MAX_CMD_TIMEOUT,
+    MAX_GRANT_SECONDS,
+    MAX_SEQ_TIMEOUT,
     MAX_SEQUENCE_LENGTH,
     Door,
     OneTimeSequence,
@@ -62,9 +65,9 @@ def _parse_command(text: str) -> str:
 
 # The keys that are one scalar each, in the order their errors are reported.
 _SETTINGS: tuple[tuple[str, Callable[[str], object]], ...] = (
-    ("seq_timeout", parse_duration),
-    ("open_for", parse_duration),
-    ("cmd_timeout", parse_duration),
+    ("seq_timeout", lambda t: parse_duration(t, MAX_SEQ_TIMEOUT)),
+    ("open_for", lambda t: parse_duration(t, MAX_GRANT_SECONDS)),
+    ("cmd_timeout", lambda t: parse_duration(t, MAX_CMD_TIMEOUT)),
     ("tcpflags", parse_tcpflags),
     ("target", parse_address),
     ("close_sessions", parse_bool),

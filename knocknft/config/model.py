@@ -5,6 +5,7 @@ defaults the parsers check against. Pure: no I/O, no YAML.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,30 @@ DEFAULT_STATE_DIR = Path("/var/lib/knocknft")
 DEFAULT_SEQ_TIMEOUT = 25  # knockd's default, seconds
 DEFAULT_CMD_TIMEOUT = 10  # knockd's default, seconds
 MAX_SEQUENCE_LENGTH = 32  # knockd's limit
+
+# The limits of the kernel and of knocknft's encoders, one definition each: the config's parsers
+# refuse a value beyond them at `check`, with the range, and knocknft.core.transaction,
+# knocknft.core.grants and knocknft.netlink check the same names again where a value becomes an
+# nft object or a netlink message, so a value `check` accepts can never fail at apply or later.
+MAX_PORT = 65535
+MAX_NFLOG_GROUP = 65535  # the kernel's u16 group number
+# The kernel keeps timeouts in milliseconds; older kernels hold them in 32 bits (49.7 days).
+MAX_TIMEOUT_SECONDS = (2**32 - 1) // 1000
+# A grant longer than a week is almost certainly a unit mistake (seconds vs. hours). open_for,
+# and cmd_timeout too: a knockd door's stop command ends its grant (`import` writes it as open_for).
+MAX_GRANT_SECONDS = 7 * 86400
+MAX_CMD_TIMEOUT = MAX_GRANT_SECONDS
+# A knock sequence that takes longer than a day to finish is no sequence; the daemon keeps each
+# attempt in memory for this long at most.
+MAX_SEQ_TIMEOUT = 86400
+# nft refuses a longer comment ("comment too long, 128 characters maximum allowed").
+MAX_COMMENT_LENGTH = 128
+# The config and the knockd.conf are read whole: a bigger file is a mistake (or an attack on
+# the parser), refused before parsing.
+MAX_CONFIG_BYTES = 1 << 20
+# YAML nesting deeper than this is refused before PyYAML composes it (its recursion, and ours,
+# would end in a RecursionError); a config needs four levels.
+MAX_YAML_DEPTH = 64
 # Knock attempts in progress the daemon keeps (oldest evicted first): what bounds its memory
 # under a spoofed flood. The ceiling keeps a typo from asking for gigabytes.
 DEFAULT_MAX_ATTEMPTS = 65536
@@ -134,6 +159,8 @@ RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 360
 # 0x6d6f6c65, and the upper half that Calico, Cilium's identities and Tailscale (0xff0000) use.
 DEFAULT_GRANT_MARK = 0x00001000
 MAX_RATE = 1_000_000  # packets per unit, and burst: far above any knocker, far below nft's u32
+# A source's bucket lives at least this long after its last knock.
+MIN_BUCKET_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -149,6 +176,12 @@ class RateLimit:
     def refill_seconds(self) -> float:
         """How long an emptied bucket takes to fill up again."""
         return self.burst * RATE_UNIT_SECONDS[self.unit] / self.count
+
+    @property
+    def bucket_seconds(self) -> int:
+        """How long the kernel keeps a source's bucket after its last knock: until it is full
+        again, and at least a minute. At most MAX_TIMEOUT_SECONDS, a set's timeout."""
+        return max(MIN_BUCKET_SECONDS, math.ceil(self.refill_seconds))
 
     def __str__(self) -> str:
         return f"{self.count}/{self.unit} burst {self.burst}"

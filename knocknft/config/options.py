@@ -11,7 +11,9 @@ from knocknft.config.model import (
     DEFAULT_MAX_ATTEMPTS,
     IFNAME_RE,
     MAX_ATTEMPTS_CEILING,
+    MAX_NFLOG_GROUP,
     MAX_RATE,
+    MAX_TIMEOUT_SECONDS,
     TABLE_NAME_RE,
     Door,
     Options,
@@ -56,7 +58,7 @@ def parse_options(w: Walker, node: yaml.Node | None) -> Options:  # noqa: C901, 
         key = f"options.{name}"
         parsed: object
         if name == "nflog_group":
-            parsed = w.scalar(value, key, lambda t: parse_int(t, 0, 65535))
+            parsed = w.scalar(value, key, lambda t: parse_int(t, 0, MAX_NFLOG_GROUP))
         elif name == "table":
             parsed = w.scalar(value, key, _parse_table_name)
         elif name in ("log_file", "state_dir", "event_log"):
@@ -109,7 +111,19 @@ def _parse_rate_limit(
         return None
     count, unit = rate
     # Twice the rate by default: room for a knock sequence and a retry of it.
-    return RateLimit(count, unit, burst or 2 * count)
+    limit = RateLimit(count, unit, burst or 2 * count)
+    if limit.bucket_seconds > MAX_TIMEOUT_SECONDS:
+        # The kernel keeps each source's bucket in a set whose timeout must cover the refill.
+        w.error(
+            entries["knock_rate_limit"][1],
+            "options.knock_rate_limit",
+            f"{limit} takes {limit.bucket_seconds}s to refill: the kernel keeps a source's "
+            f"bucket at most {MAX_TIMEOUT_SECONDS}s",
+            "raise the rate or lower knock_rate_burst (burst x seconds per unit / rate is the "
+            "refill time)",
+        )
+        return None
+    return limit
 
 
 def _parse_max_attempts(text: str) -> int:

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from knocknft.config.model import (
+    MAX_PORT,
     MAX_RATE,
+    MAX_TIMEOUT_SECONDS,
     TCP_FLAG_BITS,
     IPAddress,
     IPNetwork,
@@ -29,22 +31,45 @@ class Invalid(ValueError):
         self.hint = hint
 
 
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION_RE = re.compile(r"^\s*([0-9]+)\s*([smhd]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DIGITS_RE = re.compile(r"\s*([0-9]+)\s*")
+# More digits than any limit has: such a number is only ever "too big", and Python refuses to
+# convert more than 4300 digits at all.
+_MAX_DIGITS = 20
 
 
-def parse_duration(text: str) -> int:
-    """`30`, `30s`, `5m`, `1h`, `1d` -> whole seconds (> 0)."""
+def _digits_value(digits: str) -> int:
+    """ASCII digits (never str.isdigit, which takes '²' that int() refuses) to their value, or
+    to 10**20, a value past every limit, when there are more digits than any limit has."""
+    significant = digits.lstrip("0") or "0"
+    return int(significant) if len(significant) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
+def parse_duration(text: str, maximum: int = MAX_TIMEOUT_SECONDS) -> int:
+    """`30`, `30s`, `5m`, `1h`, `1d` -> whole seconds, 1 .. `maximum`."""
     match = _DURATION_RE.match(text)
     if not match:
         raise Invalid(
             f"{text!r} is not a duration",
             "write a whole number with an optional unit s, m, h or d, e.g. 30s, 5m, 1h",
         )
-    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise Invalid(f"{text!r} is zero", "a duration must be at least 1s")
+    seconds = _digits_value(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not 1 <= seconds <= maximum:
+        raise Invalid(
+            f"{text.strip()!r} is {'zero' if seconds == 0 else 'too long'}",
+            f"a duration here is 1s to {format_duration(maximum)}"
+            + (f" ({maximum}s)" if format_duration(maximum) != f"{maximum}s" else ""),
+        )
     return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """A duration as parse_duration reads it, in its largest exact unit: 604800 -> `7d`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 _PORT_RE = re.compile(r"^\s*([^/:\s]+)\s*(?:[/:]\s*([A-Za-z0-9]+)\s*)?$")
@@ -56,11 +81,7 @@ def parse_port_spec(text: str) -> PortSpec:
     if not match:
         raise Invalid(f"{text!r} is not a port", "write PORT or PORT/PROTOCOL, e.g. 7000/tcp")
     port_text, proto_text = match.group(1), (match.group(2) or "tcp")
-    if not port_text.isdigit():
-        raise Invalid(f"{port_text!r} is not a port number", "ports are numbers from 1 to 65535")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise Invalid(f"port {port} is out of range", "ports are numbers from 1 to 65535")
+    port = _port(port_text)
     proto = proto_text.lower()
     if proto not in ("tcp", "udp"):
         raise Invalid(
@@ -68,6 +89,17 @@ def parse_port_spec(text: str) -> PortSpec:
             "use tcp or udp, e.g. 8000/udp",
         )
     return PortSpec(port, "tcp" if proto == "tcp" else "udp")
+
+
+def _port(text: str) -> int:
+    hint = f"ports are numbers from 1 to {MAX_PORT}"
+    match = _DIGITS_RE.fullmatch(text)
+    if match is None:
+        raise Invalid(f"{text!r} is not a port number", hint)
+    port = _digits_value(match.group(1))
+    if not 1 <= port <= MAX_PORT:
+        raise Invalid(f"port {match.group(1)[:_MAX_DIGITS]} is out of range", hint)
+    return port
 
 
 def parse_tcpflags(text: str) -> TcpFlags:
@@ -126,13 +158,14 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_int(text: str, low: int, high: int) -> int:
-    value = text.strip()
-    if not value.isdigit() or not low <= int(value) <= high:
-        raise Invalid(f"{text!r} is not a number from {low} to {high}")
-    return int(value)
+    """A whole number in ASCII digits, `low` .. `high`."""
+    match = _DIGITS_RE.fullmatch(text)
+    if match is None or not low <= _digits_value(match.group(1)) <= high:
+        raise Invalid(f"{text.strip()[:40]!r} is not a number from {low} to {high}")
+    return _digits_value(match.group(1))
 
 
-_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+_RATE_RE = re.compile(r"^\s*([0-9]+)\s*/\s*([a-z]+)\s*$")
 _RATE_UNITS: dict[str, RateUnit] = {
     "s": "second",
     "sec": "second",
@@ -156,13 +189,13 @@ def parse_rate(text: str) -> tuple[int, RateUnit]:
             f"{text!r} is not a rate",
             "write COUNT/UNIT with a unit of second, minute, hour or day, e.g. 20/second",
         )
-    count = int(match.group(1))
+    count = _digits_value(match.group(1))
     if not 1 <= count <= MAX_RATE:
         raise Invalid(f"{text!r} is out of range", f"the count is 1 to {MAX_RATE}, e.g. 20/second")
     return count, unit
 
 
-_LISTEN_RE = re.compile(r"^\s*(?:\[([^\]]+)\]|([^\[\]\s]+)):(\d+)\s*$")
+_LISTEN_RE = re.compile(r"^\s*(?:\[([^\]]+)\]|([^\[\]\s]+)):([0-9]+)\s*$")
 
 
 def parse_listen_address(text: str) -> ListenAddress:
@@ -177,10 +210,7 @@ def parse_listen_address(text: str) -> ListenAddress:
         raise Invalid(f"{text!r} does not start with an IP address", hint) from None
     if match.group(2) is not None and host.version == 6:
         raise Invalid(f"{text!r}: an IPv6 address needs brackets", hint)
-    port = int(match.group(3))
-    if not 1 <= port <= 65535:
-        raise Invalid(f"port {port} is out of range", "ports are numbers from 1 to 65535")
-    return ListenAddress(host, port)
+    return ListenAddress(host, _port(match.group(3)))
 
 
 def parse_one_time_line(text: str) -> tuple[PortSpec, ...]:

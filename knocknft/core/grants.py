@@ -14,15 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from knocknft.config import IPAddress, PortSpec
+from knocknft.config import MAX_GRANT_SECONDS, IPAddress, PortSpec
 from knocknft.core.transaction import Element, Table, Transaction, check_seconds
 from knocknft.errors import NftError
 
 # The allowlist sets, one per family, in our table (knocknft.core.ruleset declares them).
 ALLOW4 = "allow4"
 ALLOW6 = "allow6"
-# A grant longer than a week is almost certainly a unit mistake (seconds vs. hours).
-MAX_GRANT_SECONDS = 7 * 86400
 
 
 @dataclass(frozen=True)

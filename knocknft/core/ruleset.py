@@ -10,11 +10,19 @@ hook, priority and rules always match the config. Nothing outside our table is n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from knocknft import __version__
-from knocknft.config import MAX_RATE, Config, Door, IPAddress, PortSpec, RateLimit
+from knocknft.config import (
+    MAX_COMMENT_LENGTH,
+    MAX_PORT,
+    MAX_RATE,
+    Config,
+    Door,
+    IPAddress,
+    PortSpec,
+    RateLimit,
+)
 from knocknft.core.grants import ALLOW4, ALLOW6
 from knocknft.core.transaction import (
     Chain,
@@ -52,8 +60,6 @@ KNOCK_RATE6 = "knock_rate6"
 # to the daemon unlimited, whose own attempt cap then bounds what they cost. The limit only
 # ever fails open, so it can never lock a knocker out.
 KNOCK_RATE_SET_SIZE = 65536
-# A source's bucket lives this long after its last knock (at least): long enough to refill.
-KNOCK_RATE_MIN_TIMEOUT = 60
 # IPv6 sources are limited per /64, the block one host or LAN gets: a single attacker holds
 # 2^64 addresses, so a limit per address would limit nothing.
 IPV6_RATE_MASK = "ffff:ffff:ffff:ffff::"
@@ -145,7 +151,7 @@ def ruleset_transaction(config: Config) -> Transaction:
     for target, doors in _doors_by_target(config.doors):
         ports = {p for d in doors for p in d.knock_ports}
         if ports:
-            names = quoted("knock: " + ",".join(d.name for d in doors))
+            names = quoted(_knock_comment(doors))
             knock = f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
             if limit is not None:
                 bodies += [knock + match for match in _rate_matches(limit, target)]
@@ -170,6 +176,14 @@ def ruleset_transaction(config: Config) -> Transaction:
     return tx
 
 
+def _knock_comment(doors: list[Door]) -> str:
+    """`knock: ssh,smtp`: the doors a knock rule serves, cut to what nft allows in a comment."""
+    text = "knock: " + ",".join(d.name for d in doors)
+    if len(text) <= MAX_COMMENT_LENGTH:
+        return text
+    return text[: MAX_COMMENT_LENGTH - 3] + "..."
+
+
 def _session_rules(config: Config, iif: str) -> list[str]:
     """End the established connections to close_sessions services of clients without a grant.
 
@@ -183,7 +197,7 @@ def _session_rules(config: Config, iif: str) -> list[str]:
     rules = []
     for protocol, end in (("tcp", "tcp flags & rst == 0 reject with tcp reset"), ("udp", "drop")):
         ports = sorted(
-            check_count(p.port, "a port", 65535) for p in services if p.protocol == protocol
+            check_count(p.port, "a port", MAX_PORT) for p in services if p.protocol == protocol
         )
         if not ports:
             continue
@@ -201,7 +215,7 @@ def _session_rules(config: Config, iif: str) -> list[str]:
 def _rate_sets(tx: Transaction, table: Table, limit: RateLimit) -> None:
     """The per-source bucket sets, made anew (add, delete, add) so size and timeout always
     follow the config; the buckets are only rate state, nothing is lost with them."""
-    timeout = max(KNOCK_RATE_MIN_TIMEOUT, math.ceil(limit.refill_seconds))
+    timeout = limit.bucket_seconds
     for name, addr_type in ((KNOCK_RATE4, "ipv4_addr"), (KNOCK_RATE6, "ipv6_addr")):
         rate = Set(table, name, (addr_type,), ("dynamic", "timeout"), timeout, KNOCK_RATE_SET_SIZE)
         tx.add(rate).delete(rate).add(rate)

@@ -27,7 +27,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from knocknft.config import IFNAME_RE, TABLE_NAME_RE, IPAddress, IPNetwork, PortSpec
+from knocknft.config import (
+    IFNAME_RE,
+    MAX_COMMENT_LENGTH,
+    MAX_PORT,
+    MAX_TIMEOUT_SECONDS,
+    TABLE_NAME_RE,
+    IPAddress,
+    IPNetwork,
+    PortSpec,
+)
 from knocknft.errors import InvalidValue
 
 Verb = Literal["add", "create", "delete", "flush"]
@@ -36,8 +45,6 @@ FAMILIES = ("inet", "ip", "ip6")
 PROTOCOLS = ("tcp", "udp")
 # Table, chain and set names: the same rule as options.table, so one check serves them all.
 NAME_RE = TABLE_NAME_RE
-# The kernel keeps timeouts in milliseconds; older kernels hold them in 32 bits.
-MAX_TIMEOUT_SECONDS = (2**32 - 1) // 1000
 MAX_SET_SIZE = 2**32 - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PRIORITY_RE = re.compile(r"^(?:-?\d+|(?:raw|mangle|dstnat|filter|security|srcnat)(?: [+-] \d+)?)$")
@@ -65,7 +72,10 @@ def check_text(text: object, what: str = "comment") -> str:
 
 
 def quoted(text: str, what: str = "comment") -> str:
-    return f'"{check_text(text, what)}"'
+    """Text between double quotes, as long as nft takes it (a comment, an interface name)."""
+    if len(check_text(text, what).encode()) > MAX_COMMENT_LENGTH:
+        raise InvalidValue(f"{what} {text[:40]!r}... is longer than nft's {MAX_COMMENT_LENGTH}")
+    return f'"{text}"'
 
 
 def check_interface(text: object) -> str:
@@ -111,7 +121,7 @@ def service(spec: object) -> str:
         raise TypeError(f"{spec!r} is not a PortSpec")
     if spec.protocol not in PROTOCOLS:
         raise InvalidValue(f"{spec.protocol!r} is not a protocol knocknft matches")
-    check_count(spec.port, "a port", 65535)
+    check_count(spec.port, "a port", MAX_PORT)
     return f"{spec.protocol} . {spec.port}"
 
 

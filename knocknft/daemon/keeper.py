@@ -18,8 +18,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from knocknft.config import Config, IPAddress, PortSpec
-from knocknft.core.grants import MAX_GRANT_SECONDS, Grant, grant_transaction
+from knocknft.config import MAX_GRANT_SECONDS, Config, IPAddress, PortSpec
+from knocknft.core.grants import Grant, grant_transaction
 from knocknft.core.ruleset import ruleset_transaction
 from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import (

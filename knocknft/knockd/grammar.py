@@ -17,6 +17,9 @@ from typing import Protocol
 
 from knocknft.config import (
     DOOR_NAME_RE,
+    IFNAME_RE,
+    MAX_CMD_TIMEOUT,
+    MAX_SEQ_TIMEOUT,
     MAX_SEQUENCE_LENGTH,
     Config,
     Door,
@@ -25,6 +28,7 @@ from knocknft.config import (
     Options,
     ReadFile,
     parse_address,
+    parse_int,
     parse_one_time_line,
     parse_tcpflags,
     read_text_file,
@@ -64,6 +68,7 @@ DOOR_KEYS = {
     "target": "target",
 }
 OPTION_KEYS = ("usesyslog", "logfile", "pidfile", "interface")
+_TIMEOUT_LIMITS = {"seq_timeout": MAX_SEQ_TIMEOUT, "cmd_timeout": MAX_CMD_TIMEOUT}
 
 
 def looks_like_knockd_conf(text: str) -> bool:
@@ -236,7 +241,15 @@ def _options(section: _Section, options: KnockdOptions, error: _Error) -> None:
         elif key == "pidfile":
             options.pid_file = Path(value)
         elif key == "interface":
-            options.interface = value
+            if IFNAME_RE.match(value) and not value.endswith("*"):
+                options.interface = value
+            else:
+                error(
+                    line,
+                    "[options] interface",
+                    f"{value[:40]!r} is not an interface name",
+                    "one interface, at most 15 characters, e.g. eth0",
+                )
         else:
             error(
                 line,
@@ -275,9 +288,8 @@ def _door(section: _Section, error: _Error, reader: ReadFile) -> Door | None:  #
                 if len(fields["sequence"]) > MAX_SEQUENCE_LENGTH:  # type: ignore[arg-type]
                     raise Invalid(f"more than {MAX_SEQUENCE_LENGTH} steps")
             elif field_name in ("seq_timeout", "cmd_timeout"):
-                if not value.isdigit() or int(value) < 1:
-                    raise Invalid(f"{value!r} is not a number of seconds", "write e.g. 10")
-                fields[field_name] = int(value)
+                # knockd reads whole seconds; the limits are the YAML config's.
+                fields[field_name] = parse_int(value, 1, _TIMEOUT_LIMITS[field_name])
             elif field_name == "tcpflags":
                 fields["tcpflags"] = parse_tcpflags(value)
             elif field_name == "target":

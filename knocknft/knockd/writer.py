@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from knocknft.config import IFNAME_RE, TCP_FLAG_BITS, Door, PortSpec, parse_config
+from knocknft.config import (
+    IFNAME_RE,
+    TCP_FLAG_BITS,
+    Door,
+    PortSpec,
+    format_duration,
+    parse_config,
+)
 from knocknft.errors import Problem
 from knocknft.knockd.grammar import KnockdConf
 from knocknft.knockd.planner import Plan, closing_pairs, door_commands, plan_door
@@ -60,13 +67,6 @@ def scalar(text: str) -> str:
         except yaml.YAMLError:
             continue
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def duration(seconds: int) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _ports_list(ports: tuple[PortSpec, ...]) -> str:
@@ -218,7 +218,7 @@ def _write_knocks(out: _Out, doors: _Doors, index: int) -> None:
     else:
         out.key("sequence", _ports_list(door.sequence), 4)
     if "seq_timeout" in lines:
-        out.key("seq_timeout", duration(door.seq_timeout), 4)
+        out.key("seq_timeout", format_duration(door.seq_timeout), 4)
     if "tcpflags" in lines:
         if door.tcpflags.required & TCP_FLAG_BITS["ack"]:
             out.comment(
@@ -249,7 +249,7 @@ def _write_verbatim(out: _Out, doors: _Doors, index: int, plan: Plan) -> Problem
         out.comment(f"line {command.line}", 4)
         out.key(command.key, scalar(command.text), 4)
     if door.stop_command or door.stop_command_6:
-        out.key("cmd_timeout", duration(door.cmd_timeout), 4)
+        out.key("cmd_timeout", format_duration(door.cmd_timeout), 4)
     return Problem(
         doors.conf.config.source, plan.reason_line, f"[{door.name}] {plan.reason_key}", plan.reason
     )
@@ -271,7 +271,7 @@ def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
     out.key("open", _ports_list(plan.services), 4)
     if plan.kind == "timed":
         out.comment("The stop command deletes that rule cmd_timeout later: the grant's end.", 4)
-        out.key("open_for", duration(door.cmd_timeout), 4)
+        out.key("open_for", format_duration(door.cmd_timeout), 4)
         return
     closers = doors.closers.get(index)
     until = (
@@ -281,11 +281,11 @@ def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
     )
     out.comment(
         f"knockd kept the rule {until}. A grant needs an end: "
-        f"{duration(UNBOUNDED_OPEN_FOR)} leaves time to connect (connections outlive the "
+        f"{format_duration(UNBOUNDED_OPEN_FOR)} leaves time to connect (connections outlive the "
         "grant) and bounds a forgotten close. Knocking again extends it; change it to suit.",
         4,
     )
-    out.key("open_for", duration(UNBOUNDED_OPEN_FOR), 4)
+    out.key("open_for", format_duration(UNBOUNDED_OPEN_FOR), 4)
 
 
 def _unique_names(doors: tuple[Door, ...]) -> list[str]:

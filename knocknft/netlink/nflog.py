@@ -20,6 +20,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Self
 
+from knocknft.config import MAX_NFLOG_GROUP
 from knocknft.errors import KnocknftError
 from knocknft.netlink.base import (
     NETLINK_NETFILTER,
@@ -97,8 +98,8 @@ class NflogSocket:
         clock: Callable[[], float] = time.time,
         ack_timeout: float = 5.0,
     ) -> None:
-        if not 0 <= group <= 0xFFFF:
-            raise NflogError(f"NFLOG group {group} is out of range: use 0-65535")
+        if not 0 <= group <= MAX_NFLOG_GROUP:
+            raise NflogError(f"NFLOG group {group} is out of range: use 0-{MAX_NFLOG_GROUP}")
         self.group = group
         self._clock = clock
         self._ack_timeout = ack_timeout
