@@ -21,11 +21,17 @@ from knocknft.admin.cli_common import (
 )
 from knocknft.admin.confirm import Armed, Pending, StateDir, arm, clock_text, refuse_if_pending
 from knocknft.admin.confirm import confirm as confirm_change
-from knocknft.config import DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, format_seconds
+from knocknft.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_STATE_DIR,
+    format_seconds,
+    read_config_text,
+)
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.tablelock import refuse_if_daemon_runs
 from knocknft.errors import UsageError
 from knocknft.files import check_state_dir
+from knocknft.knockd.grammar import parse_any_config
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.operations import apply_config
 from knocknft.nft.queries import doctor_warnings
@@ -43,7 +49,10 @@ def check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
     Exits 0 if the config is valid (warnings included), 2 if not.
     """
     with exit_on_error():
-        cfg = load(config)
+        loaded, _ = parse_any_config(read_config_text(config), str(config))
+    for problem in loaded.warnings:
+        typer.echo(f"warning: {problem}", err=True)
+    cfg = loaded.config
     ports = sorted({str(p) for d in cfg.doors for p in d.knock_ports})
     typer.echo(
         f"{config}: OK: {len(cfg.doors)} door(s), knock ports {', '.join(ports)}; "

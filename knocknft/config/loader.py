@@ -13,10 +13,10 @@ from pathlib import Path
 import yaml
 
 from knocknft.config.doors import ReadFile, check_doors, parse_door
-from knocknft.config.model import Config, Door, LoadedConfig
+from knocknft.config.model import MAX_CONFIG_BYTES, MAX_DOORS, Config, Door, LoadedConfig
 from knocknft.config.options import check_rate_limit, parse_options
 from knocknft.config.scalars import one_time_line_starts
-from knocknft.config.walker import Walker, compose_yaml
+from knocknft.config.walker import Walker, compose_yaml, line_of
 from knocknft.errors import ConfigError, Problem
 
 
@@ -88,7 +88,12 @@ def parse_config(
             )
     else:
         doors_node = top["doors"][1]
-        for name, (name_node, door_node) in w.mapping(doors_node, "doors", None).items():
+        door_nodes = w.mapping(doors_node, "doors", None)
+        if len(door_nodes) > MAX_DOORS:
+            raise ConfigError(
+                [Problem(file, line_of(doors_node), "doors", f"more than {MAX_DOORS} doors")]
+            )
+        for name, (name_node, door_node) in door_nodes.items():
             door = parse_door(w, name, name_node, door_node, reader)
             if door is not None:
                 doors.append((door, name_node))
@@ -113,8 +118,10 @@ def read_config_text(
     what: str = "the config",
     hint: str = "check the path (-c FILE) and that you may read it",
 ) -> str:
+    """A config file's text (YAML or knockd.conf): UTF-8, at most MAX_CONFIG_BYTES."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             [
@@ -127,6 +134,22 @@ def read_config_text(
                 )
             ]
         ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [Problem(str(path), 1, "", f"{what} is bigger than {MAX_CONFIG_BYTES} bytes")]
+        )
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(str(path), None, "", f"not UTF-8 text: {exc.reason}")]) from None
-    return text
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    "",
+                    f"not UTF-8 text: byte 0x{data[exc.start]:02x} ({exc.reason})",
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None

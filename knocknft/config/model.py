@@ -46,6 +46,10 @@ MAX_CONFIG_BYTES = 1 << 20
 # YAML nesting deeper than this is refused before PyYAML composes it (its recursion, and ours,
 # would end in a RecursionError); a config needs four levels.
 MAX_YAML_DEPTH = 64
+# Values (keys and scalars) a config may hold, counted as walked, aliases each time they are
+# named; and doors (the checks across doors compare every pair).
+MAX_YAML_VALUES = 100_000
+MAX_DOORS = 1000
 # Knock attempts in progress the daemon keeps (oldest evicted first): what bounds its memory
 # under a spoofed flood. The ceiling keeps a typo from asking for gigabytes.
 DEFAULT_MAX_ATTEMPTS = 65536

@@ -13,7 +13,6 @@ from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     Options,
-    parse_config,
     read_config_text,
 )
 from knocknft.daemon.auditlog import EventLog
@@ -29,7 +28,7 @@ from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.daemon.tablelock import TableLock
 from knocknft.errors import KnocknftError, NftError
-from knocknft.knockd.grammar import looks_like_knockd_conf, parse_knockd_conf
+from knocknft.knockd.grammar import parse_any_config
 from knocknft.netlink.hostaddrs import HostAddressWatcher
 from knocknft.netlink.nflog import NflogSocket
 from knocknft.netlink.nflog_decoder import NflogCounters
@@ -90,14 +89,10 @@ def config_path_for_run(path: Path, knockd_path: Path = KNOCKD_CONFIG_PATH) -> P
 
 def load_for_run(path: Path, options: RunOptions) -> RunConfig:
     """The config to run, with the command line's overrides applied."""
-    text = read_config_text(path)
-    native = not looks_like_knockd_conf(text)
-    pid_file = None
-    if native:
-        config = parse_config(text, str(path)).config
-    else:
-        config, knockd_options = parse_knockd_conf(text, str(path))
-        pid_file = knockd_options.pid_file
+    loaded, knockd_options = parse_any_config(read_config_text(path), str(path))
+    config = loaded.config
+    native = knockd_options is None
+    pid_file = None if knockd_options is None else knockd_options.pid_file
     overrides: dict[str, object] = {}
     if options.state_dir is not None:
         overrides["state_dir"] = options.state_dir

@@ -24,10 +24,12 @@ from knocknft.config import (
     Config,
     Door,
     Invalid,
+    LoadedConfig,
     OneTimeSequence,
     Options,
     ReadFile,
     parse_address,
+    parse_config,
     parse_int,
     parse_one_time_line,
     parse_tcpflags,
@@ -40,6 +42,8 @@ _SECTION_RE = re.compile(r"^\[(.*)\]$")
 # knockd trims with C's isspace(), which knows ASCII only; str.strip() would also eat U+00A0.
 _C_SPACE = " \t\n\r\v\f"
 _NBSP = "\u00a0"
+# Control characters but the tab (white space to knockd); line ends are split off before.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
 def _breaks_grammar(line: str) -> bool:
@@ -79,6 +83,17 @@ def looks_like_knockd_conf(text: str) -> bool:
             continue
         return bool(_SECTION_RE.match(line)) and "," not in line
     return False
+
+
+def parse_any_config(
+    text: str, file: str, read_file: ReadFile | None = None
+) -> tuple[LoadedConfig, KnockdOptions | None]:
+    """A config of either kind, told apart as `run` tells them: knockd.conf (with its [options])
+    or knocknft's YAML (with its warnings; None for the options)."""
+    if looks_like_knockd_conf(text):
+        config, options = parse_knockd_conf(text, file, read_file)
+        return LoadedConfig(config, ()), options
+    return parse_config(text, file, read_file), None
 
 
 class _Error(Protocol):
@@ -143,6 +158,16 @@ def read_knockd_conf(  # noqa: C901, PLR0912, PLR0915 - knockd's line grammar in
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip(_C_SPACE)
         if not line or line.startswith("#"):
+            continue
+        control = _CONTROL.search(line)
+        if control is not None:
+            # A NUL would reach a command's argv (where exec refuses it) or a path.
+            error(
+                number,
+                "",
+                f"control character U+{ord(control.group()):04X} in a directive",
+                "a knockd.conf is plain text; remove it",
+            )
             continue
         if _breaks_grammar(line):
             # Reported once below; read on as if it were a space, so that one pasted character
