@@ -15,6 +15,7 @@ from knocknft import __version__
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     Config,
+    HostInterfaces,
     Invalid,
     Options,
     load_config,
@@ -79,8 +80,9 @@ def exit_on_error() -> Iterator[None]:
         fail(EXIT_FAILURE, str(exc))
 
 
-def load(path: Path, show_warnings: bool = True) -> Config:
-    loaded = load_config(path)
+def load(path: Path, show_warnings: bool = True, host: HostInterfaces | None = None) -> Config:
+    """The config at `path`; with `host`, its interfaces must exist there (see HostInterfaces)."""
+    loaded = load_config(path, host)
     if show_warnings:
         for problem in loaded.warnings:
             typer.echo(f"warning: {problem}", err=True)

@@ -24,6 +24,7 @@ from knocknft.admin.confirm import confirm as confirm_change
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_STATE_DIR,
+    HostInterfaces,
     format_seconds,
     read_config_text,
 )
@@ -32,6 +33,7 @@ from knocknft.daemon.tablelock import refuse_if_daemon_runs
 from knocknft.errors import UsageError
 from knocknft.files import check_state_dir
 from knocknft.knockd.grammar import parse_any_config
+from knocknft.netlink.base import interface_names
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.operations import apply_config
 from knocknft.nft.queries import doctor_warnings
@@ -41,15 +43,27 @@ commands = typer.Typer()
 
 
 @commands.command(epilog="Example: knocknft check -c /etc/knocknft/config.yaml")
-def check(config: ConfigOption = DEFAULT_CONFIG_PATH) -> None:
+def check(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    other_host: Annotated[
+        bool,
+        typer.Option(
+            "--other-host",
+            help="The config is for another machine: an interface this one lacks is a "
+            "warning, not an error.",
+        ),
+    ] = False,
+) -> None:
     """Validate the config without touching the kernel.
 
     Prints every error with file, line and key, and how to fix it; warns about weak sequences
     (fewer than 3 steps, ascending ports, a single protocol, a prefix of another door's).
-    Exits 0 if the config is valid (warnings included), 2 if not.
+    An interface this host does not have is an error, as at apply and run, unless it is listed
+    in options.late_interfaces too. Exits 0 if the config is valid (warnings included), 2 if not.
     """
+    host = HostInterfaces(interface_names(), strict=not other_host)
     with exit_on_error():
-        loaded, _ = parse_any_config(read_config_text(config), str(config))
+        loaded, _ = parse_any_config(read_config_text(config), str(config), host=host)
     for problem in loaded.warnings:
         typer.echo(f"warning: {problem}", err=True)
     cfg = loaded.config
@@ -99,7 +113,9 @@ def apply(
     """
     armed: Armed | None = None
     with exit_on_error():
-        cfg = load(config)
+        # A printed script may be for another host; a loaded one must name this host's
+        # interfaces, or a typo would leave knocks unheard.
+        cfg = load(config, host=HostInterfaces(interface_names(), strict=not dry_run))
         if state_dir is not None:
             cfg = dataclasses.replace(
                 cfg, options=dataclasses.replace(cfg.options, state_dir=state_dir)

@@ -38,7 +38,8 @@ def run(  # one parameter per knockd flag; keyword-only since typer passes them 
             "--interface",
             "-i",
             help="Only knocks arriving on this interface count (repeatable); overrides "
-            "options.interfaces (knockd.conf: Interface). Default: every interface.",
+            "options.interfaces (knockd.conf: Interface). Default: every interface. One the "
+            "host does not have is refused, unless options.late_interfaces lists it.",
             metavar="IFACE",
         ),
     ] = None,

@@ -13,7 +13,14 @@ from pathlib import Path
 import yaml
 
 from knocknft.config.doors import ReadFile, check_doors, parse_door
-from knocknft.config.model import MAX_CONFIG_BYTES, MAX_DOORS, Config, Door, LoadedConfig
+from knocknft.config.model import (
+    MAX_CONFIG_BYTES,
+    MAX_DOORS,
+    Config,
+    Door,
+    HostInterfaces,
+    LoadedConfig,
+)
 from knocknft.config.options import check_rate_limit, parse_options
 from knocknft.config.scalars import one_time_line_starts
 from knocknft.config.walker import Walker, compose_yaml, line_of
@@ -66,9 +73,13 @@ def open_one_time_file(path: Path, writable: bool = False) -> int:
 
 
 def parse_config(
-    text: str, file: str = "<config>", read_file: ReadFile | None = None
+    text: str,
+    file: str = "<config>",
+    read_file: ReadFile | None = None,
+    host: HostInterfaces | None = None,
 ) -> LoadedConfig:
-    """Parse config text. Raises ConfigError listing every problem; returns warnings otherwise."""
+    """Parse config text. Raises ConfigError listing every problem; returns warnings otherwise.
+    With `host`, `options.interfaces` must name its interfaces (but late_interfaces)."""
     reader: ReadFile = read_file or read_text_file
     w = Walker(file)
     root = compose_yaml(text, file)
@@ -76,7 +87,7 @@ def parse_config(
         raise ConfigError([Problem(file, 1, "", "the file is empty", "see config.example.yaml")])
     top = w.mapping(root, "", ("options", "doors"))
     options_node = top["options"][1] if "options" in top else None
-    options = parse_options(w, options_node)
+    options = parse_options(w, options_node, host)
     doors: list[tuple[Door, yaml.Node]] = []
     if "doors" not in top:
         if not w.errors:
@@ -108,9 +119,9 @@ def parse_config(
     return LoadedConfig(config, tuple(w.warnings))
 
 
-def load_config(path: Path) -> LoadedConfig:
+def load_config(path: Path, host: HostInterfaces | None = None) -> LoadedConfig:
     """Read and parse a config file; an unreadable file is a ConfigError like any other."""
-    return parse_config(read_config_text(path), str(path))
+    return parse_config(read_config_text(path), str(path), host=host)
 
 
 def read_config_text(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -201,6 +202,9 @@ class Options:
     # Sources that reach the protected services without knocking (a management network):
     # the admin's safety line against locking themselves out.
     always_allow: tuple[IPNetwork, ...] = ()
+    # Names in `interfaces` that may be missing when the table is applied (wg0, ppp0): every
+    # other one must exist, so a typo is refused instead of leaving knocks unheard.
+    late_interfaces: tuple[str, ...] = ()
     state_dir: Path = DEFAULT_STATE_DIR
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     knock_rate_limit: RateLimit | None = None
@@ -211,6 +215,36 @@ class Options:
     # The packet-mark bit our table sets on granted clients' packets: the hand-off, so that the
     # admin's own firewall accepts them with one rule (`knocknft doctor` gives it).
     grant_mark: int = DEFAULT_GRANT_MARK
+
+
+@dataclass(frozen=True)
+class HostInterfaces:
+    """The network interfaces of the host a config is for, as the kernel names them now:
+    `interfaces` must name them (but for `late_interfaces`). Not `strict` (a config checked for
+    another host): a missing one is a warning, not an error."""
+
+    names: frozenset[str]
+    strict: bool = True
+
+    def has(self, name: str) -> bool:
+        """Whether `name` (or, ending in `*`, a prefix) matches an interface of the host."""
+        if name.endswith("*"):
+            return any(n.startswith(name[:-1]) for n in self.names)
+        return name in self.names
+
+    def missing(self, wanted: Iterable[str], late: Iterable[str] = ()) -> list[str]:
+        """The names in `wanted` the host lacks, but for those that may come `late`."""
+        late_names = set(late)
+        return [n for n in wanted if n not in late_names and not self.has(n)]
+
+    def explain(self, name: str, what: str) -> tuple[str, str]:
+        """(message, hint) for a missing interface: the names the host has, and the way out."""
+        names = ", ".join(sorted(self.names))
+        return (
+            f"{what} {name!r} does not exist on this host (it has: {names})",
+            "fix the name; an interface that appears later (wg0, ppp0) goes in "
+            "options.late_interfaces as well",
+        )
 
 
 @dataclass(frozen=True)

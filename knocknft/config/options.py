@@ -16,6 +16,7 @@ from knocknft.config.model import (
     MAX_TIMEOUT_SECONDS,
     TABLE_NAME_RE,
     Door,
+    HostInterfaces,
     Options,
     RateLimit,
 )
@@ -36,6 +37,7 @@ OPTION_KEYS = (
     "log_file",
     "syslog",
     "interfaces",
+    "late_interfaces",
     "always_allow",
     "state_dir",
     "max_attempts",
@@ -47,7 +49,10 @@ OPTION_KEYS = (
 )
 
 
-def parse_options(w: Walker, node: yaml.Node | None) -> Options:  # noqa: C901, PLR0912 - one branch per option key, each with its own message
+def parse_options(  # noqa: C901, PLR0912 - one branch per option key, each with its own message
+    w: Walker, node: yaml.Node | None, host: HostInterfaces | None = None
+) -> Options:
+    """The options; with `host`, `interfaces` must name interfaces it has (see check_interfaces)."""
     if node is None or node.tag == "tag:yaml.org,2002:null":
         return Options()
     entries = w.mapping(node, "options", OPTION_KEYS)
@@ -78,7 +83,7 @@ def parse_options(w: Walker, node: yaml.Node | None) -> Options:  # noqa: C901, 
                 )
         elif name == "grant_mark":
             parsed = w.scalar(value, key, parse_grant_mark)
-        elif name == "interfaces":
+        elif name in ("interfaces", "late_interfaces"):
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
         else:  # always_allow
             parsed = tuple(w.scalar_list(value, key, parse_network))
@@ -87,7 +92,38 @@ def parse_options(w: Walker, node: yaml.Node | None) -> Options:  # noqa: C901, 
     rate_limit = _parse_rate_limit(w, entries)
     if rate_limit is not None:
         values["knock_rate_limit"] = rate_limit
-    return Options(**values)  # type: ignore[arg-type]  # keys and types checked above
+    options = Options(**values)  # type: ignore[arg-type]  # keys and types checked above
+    _check_interfaces(w, entries, options, host)
+    return options
+
+
+def _check_interfaces(
+    w: Walker,
+    entries: dict[str, tuple[yaml.Node, yaml.Node]],
+    options: Options,
+    host: HostInterfaces | None,
+) -> None:
+    """late_interfaces must be named in interfaces; with a host, every other interface must
+    exist there: a typo would leave knocks unheard (the services stay shut, and so does the
+    door)."""
+    listed = set(options.interfaces)
+    if "late_interfaces" in entries:
+        for path, item in w.items(entries["late_interfaces"][1], "options.late_interfaces"):
+            if isinstance(item, yaml.ScalarNode) and item.value not in listed:
+                w.error(
+                    item,
+                    path,
+                    f"{item.value!r} is not in options.interfaces",
+                    "add it to interfaces too: knocks are heard only on the interfaces listed "
+                    "there; late_interfaces only lets them be missing for now",
+                )
+    if host is None or "interfaces" not in entries:
+        return
+    missing = set(host.missing(options.interfaces, options.late_interfaces))
+    for path, item in w.items(entries["interfaces"][1], "options.interfaces"):
+        if isinstance(item, yaml.ScalarNode) and item.value in missing:
+            message, hint = host.explain(item.value, "interface")
+            (w.error if host.strict else w.warn)(item, path, message, hint)
 
 
 def _parse_rate_limit(

@@ -1,6 +1,10 @@
 """The ruleset: config -> the transaction that installs our one table (and its nft text).
 
-Pure. Rule bodies are text built here from values checked by knocknft.core.transaction (names,
+Pure. `options.interfaces` limits where knocks are heard, nothing else: the protected services
+are dropped for sources without a grant on every interface, so a mistyped or missing interface
+can only keep a door shut, never leave a service open.
+
+Rule bodies are text built here from values checked by knocknft.core.transaction (names,
 interfaces, addresses, ports, quoted comments) or this module's constants; that module's
 docstring states the invariant. The transaction is written so that re-applying it keeps the
 allowlist sets and their elements: the sets are only ever `add`ed (a no-op for an existing set,
@@ -145,7 +149,7 @@ def ruleset_transaction(config: Config) -> Transaction:
     tx.add(chain)
     bodies = ['iif "lo" accept']
     # Before the established accept, or a connection would outlive its grant (close_sessions).
-    bodies += _session_rules(config, iif)
+    bodies += _session_rules(config)
     bodies.append("ct state established,related accept")
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
     for target, doors in _doors_by_target(config.doors):
@@ -163,13 +167,13 @@ def ruleset_transaction(config: Config) -> Transaction:
         accept = f"{set_mark(opts.grant_mark)} accept"
         for family, network_set in _always_allow(config):
             bodies.append(
-                f"{iif}{family} saddr {network_set} meta l4proto . th dport {services} "
+                f"{family} saddr {network_set} meta l4proto . th dport {services} "
                 f'{accept} comment "always_allow"'
             )
         bodies += [
-            f"{iif}ip saddr . meta l4proto . th dport @{ALLOW4} {accept}",
-            f"{iif}ip6 saddr . meta l4proto . th dport @{ALLOW6} {accept}",
-            f'{iif}meta l4proto . th dport {services} drop comment "protected"',
+            f"ip saddr . meta l4proto . th dport @{ALLOW4} {accept}",
+            f"ip6 saddr . meta l4proto . th dport @{ALLOW6} {accept}",
+            f'meta l4proto . th dport {services} drop comment "protected"',
         ]
     for body in bodies:
         tx.add(Rule(chain, body))
@@ -184,7 +188,7 @@ def _knock_comment(doors: list[Door]) -> str:
     return text[: MAX_COMMENT_LENGTH - 3] + "..."
 
 
-def _session_rules(config: Config, iif: str) -> list[str]:
+def _session_rules(config: Config) -> list[str]:
     """End the established connections to close_sessions services of clients without a grant.
 
     Only packets of connections the client opened (`ct direction original`), so replies to
@@ -204,7 +208,7 @@ def _session_rules(config: Config, iif: str) -> list[str]:
         for family, allow in (("ip", ALLOW4), ("ip6", ALLOW6)):
             networks = f"{family} saddr != {exempt[family]} " if family in exempt else ""
             rules.append(
-                f"{iif}{protocol} dport {{ {', '.join(map(str, ports))} }} "
+                f"{protocol} dport {{ {', '.join(map(str, ports))} }} "
                 f"ct direction original ct state established {networks}"
                 f"{family} saddr . meta l4proto . th dport != @{allow} {end} "
                 'comment "close_sessions"'

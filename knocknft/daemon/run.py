@@ -12,6 +12,7 @@ from knocknft import __version__
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     Config,
+    HostInterfaces,
     Options,
     read_config_text,
 )
@@ -27,8 +28,9 @@ from knocknft.daemon.notify import Notifier, OpenGrants, status_line
 from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.daemon.tablelock import TableLock
-from knocknft.errors import KnocknftError, NftError
+from knocknft.errors import KnocknftError, NftError, UsageError
 from knocknft.knockd.grammar import parse_any_config
+from knocknft.netlink.base import interface_names
 from knocknft.netlink.hostaddrs import HostAddressWatcher
 from knocknft.netlink.nflog import NflogSocket
 from knocknft.netlink.nflog_decoder import NflogCounters
@@ -87,10 +89,16 @@ def config_path_for_run(path: Path, knockd_path: Path = KNOCKD_CONFIG_PATH) -> P
     return path
 
 
-def load_for_run(path: Path, options: RunOptions) -> RunConfig:
-    """The config to run, with the command line's overrides applied."""
-    loaded, knockd_options = parse_any_config(read_config_text(path), str(path))
+def load_for_run(path: Path, options: RunOptions, host: HostInterfaces | None = None) -> RunConfig:
+    """The config to run, with the command line's overrides applied. Every interface named (in
+    the config, or with -i) must exist on `host` (default: this one), or be a late_interfaces."""
+    host = host or HostInterfaces(interface_names())
+    loaded, knockd_options = parse_any_config(read_config_text(path), str(path), host=host)
     config = loaded.config
+    missing = host.missing(options.interfaces, config.options.late_interfaces)
+    if missing:
+        message, hint = host.explain(missing[0], "interface")
+        raise UsageError(f"-i {missing[0]}: {message}; {hint}")
     native = knockd_options is None
     pid_file = None if knockd_options is None else knockd_options.pid_file
     overrides: dict[str, object] = {}

@@ -23,6 +23,7 @@ from knocknft.config import (
     MAX_SEQUENCE_LENGTH,
     Config,
     Door,
+    HostInterfaces,
     Invalid,
     LoadedConfig,
     OneTimeSequence,
@@ -86,14 +87,14 @@ def looks_like_knockd_conf(text: str) -> bool:
 
 
 def parse_any_config(
-    text: str, file: str, read_file: ReadFile | None = None
+    text: str, file: str, read_file: ReadFile | None = None, host: HostInterfaces | None = None
 ) -> tuple[LoadedConfig, KnockdOptions | None]:
     """A config of either kind, told apart as `run` tells them: knockd.conf (with its [options])
-    or knocknft's YAML (with its warnings; None for the options)."""
+    or knocknft's YAML (None for the options). With `host`, the interfaces named must exist."""
     if looks_like_knockd_conf(text):
-        config, options = parse_knockd_conf(text, file, read_file)
-        return LoadedConfig(config, ()), options
-    return parse_config(text, file, read_file), None
+        conf = read_knockd_conf(text, file, read_file, host)
+        return LoadedConfig(conf.config, conf.warnings), conf.options
+    return parse_config(text, file, read_file, host), None
 
 
 class _Error(Protocol):
@@ -122,6 +123,7 @@ class KnockdConf:
     door_lines: tuple[Mapping[str, int], ...]
     # knockd's option key (lower case) -> its line.
     option_lines: Mapping[str, int]
+    warnings: tuple[Problem, ...] = ()
 
 
 @dataclass
@@ -140,10 +142,14 @@ def parse_knockd_conf(
 
 
 def read_knockd_conf(  # noqa: C901, PLR0912, PLR0915 - knockd's line grammar in one place, as knockd's own parser reads it
-    text: str, file: str = "knockd.conf", read_file: ReadFile | None = None
+    text: str,
+    file: str = "knockd.conf",
+    read_file: ReadFile | None = None,
+    host: HostInterfaces | None = None,
 ) -> KnockdConf:
     """Read knockd.conf with knockd's grammar. Raises ConfigError listing every problem, each with
-    its line, where knockd would refuse to start."""
+    its line, where knockd would refuse to start. With `host`, the Interface must be one of its
+    interfaces (knockd refuses an unknown one too)."""
     reader: ReadFile = read_file or read_text_file
     problems: list[Problem] = []
     sections: list[_Section] = []
@@ -226,6 +232,11 @@ def read_knockd_conf(  # noqa: C901, PLR0912, PLR0915 - knockd's line grammar in
             if door is not None:
                 doors.append(door)
                 door_lines.append(_field_lines(section))
+    warnings: list[Problem] = []
+    if host is not None and options.interface and not host.has(options.interface):
+        message, hint = host.explain(options.interface, "Interface")
+        where = Problem(file, option_lines.get("interface"), "[options] interface", message, hint)
+        (problems if host.strict else warnings).append(where)
     if not problems and not doors:
         error(None, "", "no doors are defined", "add a section such as [openSSH] with a Sequence")
     if problems:
@@ -235,7 +246,13 @@ def read_knockd_conf(  # noqa: C901, PLR0912, PLR0915 - knockd's line grammar in
         syslog=options.use_syslog,
         interfaces=(options.interface,) if options.interface else (),
     )
-    return KnockdConf(Config(opts, tuple(doors), file), options, tuple(door_lines), option_lines)
+    return KnockdConf(
+        Config(opts, tuple(doors), file),
+        options,
+        tuple(door_lines),
+        option_lines,
+        tuple(warnings),
+    )
 
 
 def _field_lines(section: _Section) -> dict[str, int]:

@@ -113,6 +113,11 @@ _SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
 _SO_SNDBUFFORCE: Final = getattr(socket, "SO_SNDBUFFORCE", 32)
 
 
+def interface_names() -> frozenset[str]:
+    """The network interfaces of this namespace now, by name: what `interfaces` must name."""
+    return frozenset(name for _, name in socket.if_nameindex())
+
+
 def align(length: int) -> int:
     """`length` rounded up to netlink's 4-byte alignment (NLMSG_ALIGN, NLA_ALIGN)."""
     return (length + 3) & ~3

@@ -159,18 +159,6 @@ def test_always_allow_reaches_the_service_without_knocking(lab: Lab, tmp_path: P
         listener.close()
 
 
-def test_services_on_other_interfaces_are_not_guarded(lab: Lab, tmp_path: Path) -> None:
-    """With interfaces: [eth0], only eth0 is guarded: a LAN interface stays as it was."""
-    listener = Listener(lab.server, 22)
-    try:
-        text = EXAMPLE_CONFIG.read_text().replace("interfaces: [eth0]", "interfaces: [wan0]")
-        srv = Server(lab, write_config(tmp_path, text), tmp_path / "state")
-        srv.knocknft("apply")
-        assert lab.client.tcp_reachable(V4, 22)
-    finally:
-        listener.close()
-
-
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

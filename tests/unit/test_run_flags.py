@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from knocknft import __version__
 from knocknft.admin.cli import app
-from knocknft.config import DEFAULT_CONFIG_PATH, IPAddress, parse_config
+from knocknft.config import DEFAULT_CONFIG_PATH, HostInterfaces, IPAddress, parse_config
 from knocknft.daemon import run as runner
 from knocknft.daemon.detach import (
     AlreadyRunning,
@@ -133,7 +133,7 @@ def test_command_line_overrides_the_config(
 ) -> None:
     path = tmp_path / "conf"
     path.write_text(text)
-    loaded = load_for_run(path, options)
+    loaded = load_for_run(path, options, HostInterfaces(frozenset({"lo", "eth0", "eth1"})))
     assert (
         loaded.config.options.log_file,
         loaded.config.options.interfaces,
