@@ -238,7 +238,7 @@ def read_knockd_conf(  # noqa: C901, PLR0912, PLR0915 - knockd's line grammar in
         where = Problem(file, option_lines.get("interface"), "[options] interface", message, hint)
         (problems if host.strict else warnings).append(where)
     if not problems and not doors:
-        error(None, "", "no doors are defined", "add a section such as [openSSH] with a Sequence")
+        error(1, "", "no doors are defined", "add a section such as [openSSH] with a Sequence")
     if problems:
         raise ConfigError(problems)
     opts = Options(
