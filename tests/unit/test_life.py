@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from knocknft.config import Config, load_config, parse_config, read_text_file
+from knocknft.config import Config, HostInterfaces, load_config, parse_config, read_text_file
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.loop import _reload
 from knocknft.daemon.metrics import answer
@@ -128,9 +128,13 @@ def test_reload_fuzz_keeps_the_daemon_and_the_old_sequence(
 ) -> None:
     path = tmp_path_factory.mktemp("reload") / "knocknft.yaml"
     path.write_text(GOOD)
-    daemon = daemon_for(load_for_run(path, RunOptions()).config)
+    # The host's interfaces as the shared config names them: the test runs on any machine.
+    host = HostInterfaces(frozenset({"lo", "eth0", "wg0"}))
+    daemon = daemon_for(load_for_run(path, RunOptions(), host).config)
     path.write_bytes(text.encode("utf-8", "surrogateescape") if text else b"")
-    ok = _reload(daemon, lambda: with_state_dir(load_for_run(path, RunOptions()).config, STATE_DIR))
+    ok = _reload(
+        daemon, lambda: with_state_dir(load_for_run(path, RunOptions(), host).config, STATE_DIR)
+    )
     if not ok:
         assert daemon.config.doors[0].sequence == parse_config(GOOD).config.doors[0].sequence
         knock_all(daemon, GOOD_SEQUENCE)
