@@ -8,8 +8,8 @@ Rule bodies are text built here from values checked by knocknft.core.transaction
 interfaces, addresses, ports, quoted comments) or this module's constants; that module's
 docstring states the invariant. The transaction is written so that re-applying it keeps the
 allowlist sets and their elements: the sets are only ever `add`ed (a no-op for an existing set,
-which also updates its default timeout), while the chain is emptied, deleted and recreated, so its
-hook, priority and rules always match the config. Nothing outside our table is named.
+which also updates its default timeout), while the chains are emptied, deleted and recreated,
+so their hooks, priorities and rules always match the config. Nothing outside our table is named.
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ INPUT_CHAIN = "input"
 # Before the usual filter chains (priority 0), so knock packets are consumed first.
 INPUT_PRIORITY = "filter - 10"
 INPUT_PRIORITY_VALUE = -10  # the same, as a number (filter is 0): how listings show it
+# The gate for forwarded services: before any DNAT (Docker's published ports, a router's port
+# forwards, at dstnat), while the packet still carries the address and port it was sent to.
+PREROUTING_CHAIN = "prerouting"
+PREROUTING_PRIORITY = "dstnat - 10"
+PREROUTING_PRIORITY_VALUE = -110  # the same, as a number (dstnat is -100)
 # Enough to hold IPv4/IPv6 headers, a few extension headers and the TCP/UDP header.
 NFLOG_SNAPLEN = 128
 # Bounds kernel memory for grants; each element is one (address, service) pair.
@@ -124,6 +129,10 @@ def input_chain(table: str) -> Chain:
     return Chain(Table(table), INPUT_CHAIN, hook="input", priority=INPUT_PRIORITY)
 
 
+def prerouting_chain(table: str) -> Chain:
+    return Chain(Table(table), PREROUTING_CHAIN, hook="prerouting", priority=PREROUTING_PRIORITY)
+
+
 def render_ruleset(config: Config) -> str:
     """The whole table as an nft script: one atomic transaction."""
     return ruleset_transaction(config).render()
@@ -141,17 +150,37 @@ def ruleset_transaction(config: Config) -> Transaction:
     for allow in allow_sets(opts.table, set_default_timeout(config)):
         tx.add(allow)
     chain = input_chain(opts.table)
+    prerouting = prerouting_chain(opts.table)
     # add+flush+delete+add: works whether or not the chain exists, in one transaction.
-    tx.add(chain).flush(chain).delete(chain)
+    for each in (chain, prerouting):
+        tx.add(each).flush(each).delete(each)
     limit = opts.knock_rate_limit
     if limit is not None:
         _rate_sets(tx, table, limit)
     tx.add(chain)
+    protected = config.protected
+    if protected:
+        tx.add(prerouting)
     bodies = ['iif "lo" accept']
     # Before the established accept, or a connection would outlive its grant (close_sessions).
     bodies += _session_rules(config)
     bodies.append("ct state established,related accept")
+    bodies += _knock_rules(config, iif)
+    bodies += _gate_rules(config)
+    for body in bodies:
+        tx.add(Rule(chain, body))
+    if protected:
+        for body in _prerouting_rules(config):
+            tx.add(Rule(prerouting, body))
+    return tx
+
+
+def _knock_rules(config: Config, iif: str) -> list[str]:
+    """Knocks to the daemon (NFLOG) and dropped: one rule per distinct door target."""
+    opts = config.options
+    limit = opts.knock_rate_limit
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
+    bodies = []
     for target, doors in _doors_by_target(config.doors):
         ports = {p for d in doors for p in d.knock_ports}
         if ports:
@@ -160,24 +189,49 @@ def ruleset_transaction(config: Config) -> Transaction:
             if limit is not None:
                 bodies += [knock + match for match in _rate_matches(limit, target)]
             bodies.append(knock + f"{log} drop comment {names}")
+    return bodies
+
+
+def _gate_rules(config: Config) -> list[str]:
+    """Granted clients and always_allow in, marked; everyone else out of protected services."""
     protected = config.protected
-    if protected:
-        services = services_expr(protected)
-        # The hand-off: the admin's own chains on this hook (after ours) accept what we mark.
-        accept = f"{set_mark(opts.grant_mark)} accept"
-        for family, network_set in _always_allow(config):
-            bodies.append(
-                f"{family} saddr {network_set} meta l4proto . th dport {services} "
-                f'{accept} comment "always_allow"'
-            )
-        bodies += [
-            f"ip saddr . meta l4proto . th dport @{ALLOW4} {accept}",
-            f"ip6 saddr . meta l4proto . th dport @{ALLOW6} {accept}",
-            f'meta l4proto . th dport {services} drop comment "protected"',
-        ]
-    for body in bodies:
-        tx.add(Rule(chain, body))
-    return tx
+    if not protected:
+        return []
+    services = services_expr(protected)
+    # The hand-off: the admin's own chains after ours (on this hook, and on forward for a
+    # packet DNAT'd elsewhere) accept what we mark.
+    accept = f"{set_mark(config.options.grant_mark)} accept"
+    bodies = [
+        f"{family} saddr {network_set} meta l4proto . th dport {services} "
+        f'{accept} comment "always_allow"'
+        for family, network_set in _always_allow(config)
+    ]
+    return [
+        *bodies,
+        f"ip saddr . meta l4proto . th dport @{ALLOW4} {accept}",
+        f"ip6 saddr . meta l4proto . th dport @{ALLOW6} {accept}",
+        f'meta l4proto . th dport {services} drop comment "protected"',
+    ]
+
+
+def _prerouting_rules(config: Config) -> list[str]:
+    """The same gate for every packet to one of this host's own addresses, before DNAT sends it
+    to a container or a host behind (where the input chain never sees it).
+
+    Packets to other ports or routed to other addresses leave at once, untouched. Knocks are
+    judged (and logged) only in the input chain; a locally delivered packet meets the same gate
+    there again, with the same outcome, so behaviour is as before. close_sessions ends
+    forwarded connections here too.
+    """
+    services = services_expr(config.protected)
+    return [
+        'iif "lo" accept',
+        f"meta l4proto . th dport != {services} accept",
+        "fib daddr type != local accept",
+        *_session_rules(config),
+        "ct state established,related accept",
+        *_gate_rules(config),
+    ]
 
 
 def _knock_comment(doors: list[Door]) -> str:

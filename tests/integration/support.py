@@ -24,6 +24,10 @@ from knocklab.lab import Lab, run_in_netns
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXAMPLE_CONFIG = REPO / "config.example.yaml"
+# Other firewalls' rulesets, loaded into the server namespace to run knocknft alongside them.
+FIREWALLS = REPO / "tests" / "data" / "firewalls"
+# A second client on the client's link: a source that never knocked.
+OTHER_V4, OTHER_V6 = "198.18.0.3", "2001:db8::3"
 
 # Commands that keep the last-known-good table in a state dir.
 STATE_DIR_COMMANDS = ("apply", "guard")
@@ -58,6 +62,13 @@ class Server:
 
     def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.lab.server.run("nft", *args, check=check)
+
+    def doctor(self) -> dict[str, Any]:
+        """`doctor --json`, whose exit code must agree with its verdict."""
+        result = self.knocknft("doctor", "--json", check=False)
+        report: dict[str, Any] = json.loads(result.stdout)
+        assert result.returncode == (0 if report["ok"] else 1), result.stderr
+        return report
 
     def status(self) -> list[dict[str, Any]]:
         grants: list[dict[str, Any]] = json.loads(self.knocknft("status", "--json").stdout)[

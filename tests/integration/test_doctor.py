@@ -17,7 +17,9 @@ import pytest
 
 from knocklab.lab import Lab, Listener
 from tests.integration.support import (
-    REPO,
+    FIREWALLS,
+    OTHER_V4,
+    OTHER_V6,
     RIGHT,
     RunningDaemon,
     Server,
@@ -26,10 +28,9 @@ from tests.integration.support import (
     write_config,
 )
 
-FIREWALLS = REPO / "tests" / "data" / "firewalls"
 SERVER, SERVER6 = Lab.SERVER_V4, Lab.SERVER_V6
 A, A6 = Lab.CLIENT_V4, Lab.CLIENT_V6
-B, B6 = "198.18.0.3", "2001:db8::3"
+B, B6 = OTHER_V4, OTHER_V6
 UNPROTECTED = 2222  # listening, never named in the config: the admin's firewall drops it
 
 LOADERS = {
@@ -49,13 +50,6 @@ def listeners(lab: Lab) -> Iterator[None]:
         listener.close()
 
 
-def doctor(server: Server) -> dict[str, object]:
-    result = server.knocknft("doctor", "--json", check=False)
-    report: dict[str, object] = json.loads(result.stdout)
-    assert result.returncode == (0 if report["ok"] else 1), result.stderr
-    return report
-
-
 @pytest.mark.parametrize("kind", sorted(LOADERS))
 def test_doctor_finds_the_block_and_its_fix_lets_the_knocker_in_only(
     lab: Lab, tmp_path: Path, listeners: None, kind: str
@@ -71,14 +65,14 @@ def test_doctor_finds_the_block_and_its_fix_lets_the_knocker_in_only(
         knock_in(daemon, SERVER, A)
         assert not lab.client.tcp_reachable(SERVER, 22, source=A), "granted, and still shut"
 
-        report = doctor(server)
+        report = server.doctor()
         assert report["ok"] is False
         findings = report["findings"]
         assert isinstance(findings, list) and findings
         for finding in findings:
             assert finding["hook"] == "input" and finding["priority"] == 0
             lab.server.run(*shlex.split(finding["fix"]))
-        assert doctor(server) == {"ok": True, "findings": []}
+        assert server.doctor() == {"ok": True, "findings": []}
         assert "warning" not in server.knocknft("status").stderr
 
         assert lab.client.tcp_reachable(SERVER, 22, source=A), "the knocker is in"

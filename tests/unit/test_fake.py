@@ -54,7 +54,10 @@ def test_a_failing_transaction_changes_nothing() -> None:
     allow4 = allow_sets("knocknft")[0]
     with pytest.raises(NftError, match="busy"):  # a set a rule names is not deleted
         nft.apply(grant_transaction("knocknft", [Grant(A, SSH, "ssh", 30)]).delete(allow4))
-    assert read_grants(nft, "knocknft") == [] and chain_names(nft, "knocknft") == ["input"]
+    assert read_grants(nft, "knocknft") == [] and chain_names(nft, "knocknft") == [
+        "input",
+        "prerouting",
+    ]
     with pytest.raises(NftError, match="No such file"):
         nft.apply(Transaction().add(Rule(input_chain("other"), "accept")))
     assert nft.transactions == [ruleset_transaction(CONFIG)], "only what the kernel took"

@@ -45,10 +45,41 @@ def test_sets_are_only_added_so_reapply_keeps_grants() -> None:
 
 def test_sessions_end_before_the_established_accept_and_spare_always_allow() -> None:
     lines = render_ruleset(load_scenario(SCENARIOS / "close-sessions")).splitlines()
-    established = lines.index("add rule inet knocknft input ct state established,related accept")
-    sessions = [i for i, line in enumerate(lines) if 'comment "close_sessions"' in line]
-    assert sessions and max(sessions) < established
-    for i in sessions:
-        assert "saddr != {" in lines[i], "an always_allow network's connection is never ended"
-        assert "iifname" not in lines[i], "sessions end on every interface, as grants do"
-    assert not any("8443" in lines[i] for i in sessions), "only doors that ask for it"
+    # Both gates end sessions: input for local services, prerouting for forwarded ones.
+    for chain in ("input", "prerouting"):
+        prefix = f"add rule inet knocknft {chain} "
+        established = lines.index(prefix + "ct state established,related accept")
+        sessions = [
+            i
+            for i, line in enumerate(lines)
+            if line.startswith(prefix) and 'comment "close_sessions"' in line
+        ]
+        assert len(sessions) == 4 and max(sessions) < established
+        for i in sessions:
+            assert "saddr != {" in lines[i], "an always_allow network's connection is never ended"
+            assert "iifname" not in lines[i], "sessions end on every interface, as grants do"
+        assert not any("8443" in lines[i] for i in sessions), "only doors that ask for it"
+
+
+def test_forwarded_services_are_gated_before_dnat_and_knocks_logged_once() -> None:
+    lines = render_ruleset(load_scenario(SCENARIOS / "basic")).splitlines()
+    prefix = "add rule inet knocknft prerouting "
+    chain = [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+    assert (
+        "add chain inet knocknft prerouting { type filter hook prerouting priority dstnat - 10;"
+        in ("\n".join(lines))
+    )
+    # Other ports and routed traffic leave the chain before anything can drop them.
+    assert chain[:3] == [
+        'iif "lo" accept',
+        "meta l4proto . th dport != { tcp . 22 } accept",
+        "fib daddr type != local accept",
+    ]
+    assert chain[-1].endswith('drop comment "protected"') and "mark set" in chain[-2]
+    assert sum("log group" in line for line in lines) == 1, "knocks are logged by input only"
+
+
+def test_a_config_without_protected_services_removes_the_prerouting_chain() -> None:
+    lines = render_ruleset(load_scenario(SCENARIOS / "commands-only")).splitlines()
+    assert "delete chain inet knocknft prerouting" in lines
+    assert not any(line.startswith("add rule inet knocknft prerouting") for line in lines)
