@@ -8,12 +8,18 @@ client's new connection would go through it: what a rule matches is judged from 
 of that packet (its protocol and port, our mark bit once our chain has run, a new connection
 from the network); a rule it may or may not match counts neither as an accept nor as a drop.
 So a finding means: this chain drops that service's packets whoever sends them.
+
+A protected port that another table DNATs in prerouting (Docker's published ports, a router's
+port forwards) goes on to the forward hook, not to input: its forward chains are walked as well,
+with the port it is sent on to (unknown after iptables' DNAT target, whose listing does not say
+it: rules on the port are then "maybe"). A DNAT reached only through a match we cannot judge
+(Docker's `addrtype`) may or may not happen: both hooks are checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from knocknft.config import Config, PortSpec
@@ -27,6 +33,8 @@ Known = Literal["yes", "no", "maybe"]
 MAX_DEPTH = 16
 # Statements that neither match nor decide.
 _NEUTRAL = frozenset({"counter", "log", "comment", "notrack", "mangle", "set"})
+# Statements that rewrite addresses: no match, and no verdict a filter walk cares about.
+_NAT = frozenset({"dnat", "snat", "masquerade", "redirect"})
 _DROPS = frozenset({"drop", "reject"})
 
 
@@ -38,6 +46,21 @@ class Packet:
     # Whether our chain has run by then, so the packet carries our mark bit.
     marked: bool
     mark: int
+    # After a DNAT: forwarded, to this port (None: the listing does not say).
+    forwarded: bool = False
+    to_port: int | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self.to_port if self.forwarded else self.service.port
+
+
+@dataclass(frozen=True)
+class Dnat:
+    """A DNAT a protected service's packets may meet: whether surely, and to which port."""
+
+    known: Known
+    to_port: int | None
 
 
 @dataclass(frozen=True)
@@ -91,10 +114,14 @@ class Ruleset:
                 expr = r.get("expr")
                 self.rules.setdefault(key, []).append(expr if isinstance(expr, list) else [])
 
-    def base_chains(self, hook: str, skip_table: tuple[str, str]) -> list[BaseChain]:
+    def base_chains(
+        self, hook: str, skip_table: tuple[str, str], kind: str = "filter"
+    ) -> list[BaseChain]:
         out = []
         for (family, table, name), c in self.chains.items():
             if c.get("hook") != hook or (family, table) == skip_table:
+                continue
+            if c.get("type", "filter") != kind:
                 continue
             if family not in ("inet", "ip", "ip6") or not isinstance(c.get("prio"), int):
                 continue
@@ -123,6 +150,46 @@ class Ruleset:
                     return inner
         return "continue"
 
+    def dnat(
+        self, family: str, table: str, chain: str, packet: Packet, depth: int = 0
+    ) -> Dnat | None:
+        """The DNAT `packet` may meet in this nat chain, following every jump it may take."""
+        if depth > MAX_DEPTH:
+            return None
+        for expr in self.rules.get((family, table, chain), []):
+            known = rule_matches(expr, packet)
+            if known == "no":
+                continue
+            target = _dnat_target(expr)
+            if target is not None:
+                return Dnat(known, target if isinstance(target, int) else None)
+            verdict = _verdict(expr)
+            if verdict is None:
+                continue
+            kind, name = verdict
+            if kind in ("jump", "goto") and name is not None:
+                inner = self.dnat(family, table, name, packet, depth + 1)
+                if inner is not None:
+                    return Dnat("maybe" if known == "maybe" else inner.known, inner.to_port)
+            elif known == "yes":
+                return None  # accepted, dropped or returned: no DNAT past here
+        return None
+
+
+def _dnat_target(expr: list[dict[str, Any]]) -> int | bool | None:
+    """A DNAT's port, True for a DNAT whose port the listing does not show, None for none."""
+    for statement in expr:
+        if not isinstance(statement, dict):
+            continue
+        dnat = statement.get("dnat")
+        if isinstance(dnat, dict):
+            port = dnat.get("port")
+            return port if isinstance(port, int) and not isinstance(port, bool) else True
+        xt = statement.get("xt")
+        if isinstance(xt, dict) and xt.get("type") == "target" and xt.get("name") == "DNAT":
+            return True
+    return None
+
 
 def _verdict(expr: list[dict[str, Any]]) -> tuple[str, str | None] | None:
     for statement in expr:
@@ -147,7 +214,7 @@ def rule_matches(expr: Iterable[Any], packet: Packet) -> Known:
         key = next(iter(statement))
         if key in ("accept", "drop", "reject", "return", "jump", "goto"):
             continue
-        if key in _NEUTRAL:
+        if key in _NEUTRAL or key in _NAT or (key == "xt" and _is_xt_target(statement[key])):
             continue
         if key != "match":
             return "maybe"  # limits, quotas, xt matches, anything we cannot judge
@@ -157,6 +224,11 @@ def rule_matches(expr: Iterable[Any], packet: Packet) -> Known:
         if known == "maybe":
             result = "maybe"
     return result
+
+
+def _is_xt_target(value: Any) -> bool:
+    """An iptables target (DNAT, MASQUERADE, LOG...) in an iptables-nft rule: not a match."""
+    return isinstance(value, dict) and value.get("type") == "target" and "name" in value
 
 
 def _match(match: Any, packet: Packet) -> Known:
@@ -198,7 +270,9 @@ def _payload(value: Any, right: Any, packet: Packet) -> Known:
         return "maybe"
     if protocol not in ("th", packet.service.protocol):
         return "no"
-    return _among(packet.service.port, right)
+    if packet.port is None:
+        return "maybe"
+    return _among(packet.port, right)
 
 
 def _ct(value: Any, right: Any, packet: Packet) -> Known:
@@ -239,34 +313,70 @@ def _among(value: object, right: Any) -> Known:
 
 
 def diagnose(listing: Mapping[str, Any], config: Config) -> list[Finding]:
-    """Every base chain on the input hook, outside our table, that drops a protected service."""
+    """Every base chain outside our table that drops a protected service: on the input hook,
+    and on the forward hook for a service another table may DNAT."""
     opts = config.options
     ruleset = Ruleset(listing)
-    services = sorted(config.protected)
+    ours = ("inet", opts.table)
+    local: list[Packet] = []
+    forwarded: list[Packet] = []
+    for service in sorted(config.protected):
+        dnat = _dnat(ruleset, ours, Packet(service, True, opts.grant_mark))
+        if dnat is None or dnat.known == "maybe":
+            local.append(Packet(service, False, opts.grant_mark))
+        if dnat is not None:
+            # Our prerouting chain (dstnat - 10) has marked it before any forward chain runs.
+            forwarded.append(Packet(service, True, opts.grant_mark, True, dnat.to_port))
     findings = []
-    for chain in ruleset.base_chains("input", ("inet", opts.table)):
+    for chain in ruleset.base_chains("input", ours):
         # Our chain marks as it accepts: only the chains after it see the mark.
         marked = chain.priority > INPUT_PRIORITY_VALUE
-        blocked = []
-        reason = f"policy {chain.policy}"
-        for service in services:
-            packet = Packet(service, marked, opts.grant_mark)
-            verdict = ruleset.walk(chain.family, chain.table, chain.name, packet)
-            if verdict == "drop":
-                reason = "a rule drops them"
-            if verdict == "drop" or (verdict == "continue" and chain.policy == "drop"):
-                blocked.append(service)
-        # A chain before ours accepts the services themselves: one finding per protocol, as
-        # an iptables rule takes one (knocknft.core.fixes).
-        groups = (
-            [blocked]
-            if marked
-            else [[p for p in blocked if p.protocol == proto] for proto in ("tcp", "udp")]
-        )
-        for group in filter(None, groups):
-            fixes = fixes_for(ruleset.chains, chain, tuple(group), marked, opts.grant_mark)
-            findings.append(Finding(chain, tuple(group), reason, fixes))
+        findings += _chain_findings(ruleset, chain, [replace(p, marked=marked) for p in local])
+    if forwarded:
+        for chain in ruleset.base_chains("forward", ours):
+            findings += _chain_findings(ruleset, chain, forwarded)
     return findings
+
+
+def _dnat(ruleset: Ruleset, ours: tuple[str, str], packet: Packet) -> Dnat | None:
+    """The first DNAT of another table's prerouting nat chains that `packet` may meet."""
+    for chain in ruleset.base_chains("prerouting", ours, kind="nat"):
+        dnat = ruleset.dnat(chain.family, chain.table, chain.name, packet)
+        if dnat is not None:
+            return dnat
+    return None
+
+
+def _chain_findings(ruleset: Ruleset, chain: BaseChain, packets: list[Packet]) -> list[Finding]:
+    """The findings for one base chain: the services whose packets it drops."""
+    if not packets:
+        return []
+    marked = packets[0].marked
+    blocked = []
+    reason = f"policy {chain.policy}"
+    for packet in packets:
+        verdict = ruleset.walk(chain.family, chain.table, chain.name, packet)
+        if verdict == "drop":
+            reason = "a rule drops them"
+        if verdict == "drop" or (verdict == "continue" and chain.policy == "drop"):
+            blocked.append(packet.service)
+    # A chain before ours accepts the services themselves: one finding per protocol, as an
+    # iptables rule takes one (knocknft.core.fixes).
+    groups = (
+        [blocked]
+        if marked
+        else [[p for p in blocked if p.protocol == proto] for proto in ("tcp", "udp")]
+    )
+    mark = packets[0].mark
+    return [
+        Finding(
+            chain,
+            tuple(group),
+            reason,
+            fixes_for(ruleset.chains, chain, tuple(group), marked, mark),
+        )
+        for group in filter(None, groups)
+    ]
 
 
 def describe(finding: Finding) -> str:

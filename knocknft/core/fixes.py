@@ -7,10 +7,12 @@ and table and chain names from the listing, which are used only when they are pl
 of someone else's making. Beside it, the lines an admin keeps across reloads (ufw's
 before.rules, firewalld's ports, the file that loads an nft table), for the text output.
 
-A chain that runs after ours accepts what our chain marked: one rule, whatever the services, and
-the admin's firewall still drops every packet knocknft did not grant. A chain that runs before
-ours never sees the mark; it accepts the protected services instead, which our chain then
-gates, as it does for every packet.
+For a service another table DNATs (Docker's published ports), the chain is on the forward hook,
+after our prerouting chain: Docker's FORWARD takes the rule in DOCKER-USER, its chain for the
+admin. A chain that runs after ours accepts what our chain marked: one rule, whatever the
+services, and the admin's firewall still drops every packet knocknft did not grant. A chain
+that runs before ours never sees the mark; it accepts the protected services instead, which
+our chain then gates, as it does for every packet.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 # iptables-nft keeps its tables under iptables' own names, with its built-in chains in capitals.
 IPTABLES_TABLES = ("filter", "mangle", "raw", "security", "nat")
 IPTABLES_CHAINS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+# The chain Docker's FORWARD jumps to first and leaves to the admin.
+DOCKER_USER = "DOCKER-USER"
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -104,6 +108,15 @@ def _iptables(
         protocol = services[0].protocol
         ports = ",".join(str(p.port) for p in services if p.protocol == protocol)
         match = f"-p {protocol} -m multiport --dports {ports}"
+    if chain.name == "FORWARD" and (chain.family, chain.table, DOCKER_USER) in chains:
+        # Docker puts its own FORWARD rules back in front on every restart and leaves
+        # DOCKER-USER, which FORWARD jumps to first, to the admin.
+        rules = "rules.v4" if chain.family == "ip" else "rules.v6"
+        keep = (
+            f"Docker: to keep it across reboots, save it with the rest of your rules "
+            f"(iptables-persistent: /etc/iptables/{rules})",
+        )
+        return Fixes(f"{tool} {table}-I {DOCKER_USER} {match} -j ACCEPT", keep, "docker")
     command = f"{tool} {table}-I {chain.name} {match} -j ACCEPT"
     prefix = "ufw" if chain.family == "ip" else "ufw6"
     if (chain.family, chain.table, f"{prefix}-before-input") in chains and chain.hook == "input":

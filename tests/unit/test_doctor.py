@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from knocknft.admin import cli_common
 from knocknft.admin.cli import app
-from knocknft.config import Config, parse_config
+from knocknft.config import Config, parse_config, parse_port_spec
 from knocknft.core.doctor import Finding, diagnose
 from knocknft.errors import ConfigError
 
@@ -256,3 +256,76 @@ def test_grant_mark_is_one_bit_and_both_the_table_and_the_fix_use_it() -> None:
     for bad in ("0", "0x3000", "1<<4", "0x100000000"):
         with pytest.raises(ConfigError, match="single mark bit"):
             config(f"options:\n  grant_mark: '{bad}'\n" + CONFIG)
+
+
+WEB = CONFIG.replace("open: [22/tcp, 53/udp]", "open: [22/tcp, 8080/tcp]")
+
+
+def test_a_port_docker_publishes_is_checked_on_the_forward_hook_and_fixed_in_docker_user() -> None:
+    findings = diagnose(listing("docker"), config(WEB))
+    assert [(f.chain.table, f.chain.name, f.chain.hook, f.services) for f in findings] == [
+        ("filter", "FORWARD", "forward", (parse_port_spec("8080/tcp"),))
+    ], "22/tcp is not published: input only, which Docker accepts"
+    assert (
+        findings[0].fixes.command
+        == f"iptables -I DOCKER-USER -m mark --mark {MARK}/{MARK} -j ACCEPT"
+    )
+    fixed = with_rule_first(listing("docker"), mark_rule("ip", "filter", "DOCKER-USER"))
+    assert diagnose(fixed, config(WEB)) == []
+
+
+def router(forward_rule: list[dict[str, Any]]) -> dict[str, Any]:
+    """A router's nft port forward: `tcp dport 8080 dnat to 192.0.2.10:80`, and a forward chain
+    with policy drop holding `forward_rule`."""
+
+    def chain(family: str, table: str, name: str, *, kind: str, hook: str, prio: int) -> Any:
+        return {
+            "chain": {
+                "family": family,
+                "table": table,
+                "name": name,
+                "type": kind,
+                "hook": hook,
+                "prio": prio,
+                "policy": "drop" if hook == "forward" else "accept",
+            }
+        }
+
+    def rule(family: str, table: str, name: str, expr: list[dict[str, Any]]) -> Any:
+        return {"rule": {"family": family, "table": table, "chain": name, "expr": expr}}
+
+    dport = {"payload": {"protocol": "tcp", "field": "dport"}}
+    return {
+        "nftables": [
+            chain("ip", "nat", "prerouting", kind="nat", hook="prerouting", prio=-100),
+            rule(
+                "ip",
+                "nat",
+                "prerouting",
+                [
+                    {"match": {"op": "==", "left": dport, "right": 8080}},
+                    {"dnat": {"addr": "192.0.2.10", "port": 80}},
+                ],
+            ),
+            chain("inet", "filter", "forward", kind="filter", hook="forward", prio=0),
+            rule("inet", "filter", "forward", forward_rule),
+        ]
+    }
+
+
+def test_a_router_port_forward_is_judged_on_the_port_it_is_sent_on_to() -> None:
+    dport = {"payload": {"protocol": "tcp", "field": "dport"}}
+    to_80: list[dict[str, Any]] = [
+        {"match": {"op": "==", "left": dport, "right": 80}},
+        {"accept": None},
+    ]
+    assert diagnose(router(to_80), config(WEB)) == []
+    to_8080: list[dict[str, Any]] = [
+        {"match": {"op": "==", "left": dport, "right": 8080}},
+        {"accept": None},
+    ]
+    (finding,) = diagnose(router(to_8080), config(WEB))
+    assert finding.fixes.command == (
+        f"nft insert rule inet filter forward meta mark and {MARK} == {MARK} accept"
+    )
+    assert finding.services == (parse_port_spec("8080/tcp"),)
