@@ -157,6 +157,9 @@ class ListenAddress:
         )
 
 
+KnockReply = Literal["drop", "reject"]
+KNOCK_REPLIES: tuple[KnockReply, ...] = ("drop", "reject")
+
 RateUnit = Literal["second", "minute", "hour", "day"]
 RATE_UNIT_SECONDS: dict[RateUnit, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 # One bit that no common mark user takes: WireGuard's fwmark 0xca6c, Kubernetes' (and Docker
@@ -215,6 +218,10 @@ class Options:
     # The packet-mark bit our table sets on granted clients' packets: the hand-off, so that the
     # admin's own firewall accepts them with one rule (`knocknft doctor` gives it).
     grant_mark: int = DEFAULT_GRANT_MARK
+    # What a knock packet gets back after it is logged: nothing (`drop`, the knock ports look
+    # filtered), or a closed port's answer (`reject`: a TCP reset, ICMP port unreachable), so
+    # that a blocking connect (telnet, ssh, a browser) fails at once instead of retrying.
+    knock_reply: KnockReply = "drop"
 
 
 @dataclass(frozen=True)

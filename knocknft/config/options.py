@@ -10,6 +10,7 @@ from knocknft.config.model import (
     DEFAULT_GRANT_MARK,
     DEFAULT_MAX_ATTEMPTS,
     IFNAME_RE,
+    KNOCK_REPLIES,
     MAX_ATTEMPTS_CEILING,
     MAX_NFLOG_GROUP,
     MAX_RATE,
@@ -46,6 +47,7 @@ OPTION_KEYS = (
     "metrics",
     "event_log",
     "grant_mark",
+    "knock_reply",
 )
 
 
@@ -83,6 +85,8 @@ def parse_options(  # noqa: C901, PLR0912 - one branch per option key, each with
                 )
         elif name == "grant_mark":
             parsed = w.scalar(value, key, parse_grant_mark)
+        elif name == "knock_reply":
+            parsed = w.scalar(value, key, _parse_knock_reply)
         elif name in ("interfaces", "late_interfaces"):
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
         else:  # always_allow
@@ -185,6 +189,15 @@ def parse_grant_mark(text: str) -> int:
             "other tools on this host mark with (WireGuard, Docker, Kubernetes...)",
         )
     return mark
+
+
+def _parse_knock_reply(text: str) -> str:
+    if text not in KNOCK_REPLIES:
+        raise Invalid(
+            f"{text!r} is not a knock reply",
+            "drop (knock ports look filtered) or reject (they answer as closed ports do)",
+        )
+    return text
 
 
 def _parse_table_name(text: str) -> str:

@@ -52,6 +52,14 @@ INPUT_PRIORITY_VALUE = -10  # the same, as a number (filter is 0): how listings 
 PREROUTING_CHAIN = "prerouting"
 PREROUTING_PRIORITY = "dstnat - 10"
 PREROUTING_PRIORITY_VALUE = -110  # the same, as a number (dstnat is -100)
+# options.knock_reply: reject. Knock packets are answered from this regular chain, which the knock
+# rules jump to once the packet is logged. Its one `limit` is shared by every source: the
+# replies go to whatever source a packet claims, so a forged flood must not turn the host into
+# a reflector. A blocking connect needs one reply; knocks over the limit are dropped, as with
+# knock_reply: drop, and still counted (they were logged before the jump).
+KNOCK_REPLY_CHAIN = "knock_reply"
+KNOCK_REPLY_RATE = 20  # replies per second, for all sources together
+KNOCK_REPLY_BURST = 20
 # Enough to hold IPv4/IPv6 headers, a few extension headers and the TCP/UDP header.
 NFLOG_SNAPLEN = 128
 # Bounds kernel memory for grants; each element is one (address, service) pair.
@@ -129,6 +137,10 @@ def input_chain(table: str) -> Chain:
     return Chain(Table(table), INPUT_CHAIN, hook="input", priority=INPUT_PRIORITY)
 
 
+def knock_reply_chain(table: str) -> Chain:
+    return Chain(Table(table), KNOCK_REPLY_CHAIN)
+
+
 def prerouting_chain(table: str) -> Chain:
     return Chain(Table(table), PREROUTING_CHAIN, hook="prerouting", priority=PREROUTING_PRIORITY)
 
@@ -151,12 +163,19 @@ def ruleset_transaction(config: Config) -> Transaction:
         tx.add(allow)
     chain = input_chain(opts.table)
     prerouting = prerouting_chain(opts.table)
-    # add+flush+delete+add: works whether or not the chain exists, in one transaction.
-    for each in (chain, prerouting):
+    reply = knock_reply_chain(opts.table)
+    # add+flush+delete+add: works whether or not the chain exists, in one transaction. The
+    # reply chain goes after input, whose rules jump to it.
+    for each in (chain, prerouting, reply):
         tx.add(each).flush(each).delete(each)
     limit = opts.knock_rate_limit
     if limit is not None:
         _rate_sets(tx, table, limit)
+    rejecting = opts.knock_reply == "reject"
+    if rejecting:
+        tx.add(reply)
+        for body in _reply_rules():
+            tx.add(Rule(reply, body))
     tx.add(chain)
     protected = config.protected
     if protected:
@@ -176,10 +195,12 @@ def ruleset_transaction(config: Config) -> Transaction:
 
 
 def _knock_rules(config: Config, iif: str) -> list[str]:
-    """Knocks to the daemon (NFLOG) and dropped: one rule per distinct door target."""
+    """Knocks to the daemon (NFLOG), then dropped or answered (options.knock_reply): one rule
+    per distinct door target. Logged first either way: a reply never costs a knock."""
     opts = config.options
     limit = opts.knock_rate_limit
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
+    verdict = f"jump {KNOCK_REPLY_CHAIN}" if opts.knock_reply == "reject" else "drop"
     bodies = []
     for target, doors in _doors_by_target(config.doors):
         ports = {p for d in doors for p in d.knock_ports}
@@ -188,8 +209,21 @@ def _knock_rules(config: Config, iif: str) -> list[str]:
             knock = f"{iif}{_daddr_match(target)}meta l4proto . th dport {services_expr(ports)} "
             if limit is not None:
                 bodies += [knock + match for match in _rate_matches(limit, target)]
-            bodies.append(knock + f"{log} drop comment {names}")
+            bodies.append(knock + f"{log} {verdict} comment {names}")
     return bodies
+
+
+def _reply_rules() -> list[str]:
+    """A closed port's answer, within the shared limit: a TCP reset, or ICMP (ICMPv6 for IPv6)
+    port unreachable; over the limit, and for anything the kernel will not answer (a reset),
+    the knock is dropped. Every path ends the packet here: nothing returns to the input chain."""
+    rate = check_count(KNOCK_REPLY_RATE, "a rate", MAX_RATE)
+    burst = check_count(KNOCK_REPLY_BURST, "a burst", MAX_RATE)
+    return [
+        f'limit rate over {rate}/second burst {burst} packets counter drop comment "reply limit"',
+        "meta l4proto tcp reject with tcp reset",
+        "reject with icmpx port-unreachable",
+    ]
 
 
 def _gate_rules(config: Config) -> list[str]:
