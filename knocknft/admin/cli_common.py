@@ -18,10 +18,10 @@ from knocknft.config import (
     HostInterfaces,
     Invalid,
     Options,
-    load_config,
     parse_duration,
 )
 from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
+from knocknft.knockd.grammar import load_any_config
 from knocknft.nft.libnft import LibNft, NftSnapshots
 
 EXIT_FAILURE = 1  # the kernel refused, or another runtime failure
@@ -37,7 +37,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="The YAML config file.",
+        help="The config file: knocknft's YAML, or a knockd.conf (read as `run` reads it).",
         show_default=True,
         metavar="FILE",
     ),
@@ -81,8 +81,9 @@ def exit_on_error() -> Iterator[None]:
 
 
 def load(path: Path, show_warnings: bool = True, host: HostInterfaces | None = None) -> Config:
-    """The config at `path`; with `host`, its interfaces must exist there (see HostInterfaces)."""
-    loaded = load_config(path, host)
+    """The config at `path`, YAML or knockd.conf, as `run` reads it: the one loader of every
+    command that takes `-c FILE`. With `host`, its interfaces must exist there (HostInterfaces)."""
+    loaded, _ = load_any_config(path, host)
     if show_warnings:
         for problem in loaded.warnings:
             typer.echo(f"warning: {problem}", err=True)

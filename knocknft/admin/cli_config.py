@@ -26,13 +26,11 @@ from knocknft.config import (
     DEFAULT_STATE_DIR,
     HostInterfaces,
     format_seconds,
-    read_config_text,
 )
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.tablelock import refuse_if_daemon_runs
 from knocknft.errors import UsageError
 from knocknft.files import check_state_dir
-from knocknft.knockd.grammar import parse_any_config
 from knocknft.netlink.base import interface_names
 from knocknft.nft.lastgood import last_good_path, load_last_good
 from knocknft.nft.operations import apply_config
@@ -63,10 +61,7 @@ def check(
     """
     host = HostInterfaces(interface_names(), strict=not other_host)
     with exit_on_error():
-        loaded, _ = parse_any_config(read_config_text(config), str(config), host=host)
-    for problem in loaded.warnings:
-        typer.echo(f"warning: {problem}", err=True)
-    cfg = loaded.config
+        cfg = load(config, host=host)
     ports = sorted({str(p) for d in cfg.doors for p in d.knock_ports})
     typer.echo(
         f"{config}: OK: {len(cfg.doors)} door(s), knock ports {', '.join(ports)}; "

@@ -52,11 +52,19 @@ def import_(
     Exits 0 when the YAML was written, 2 when FILE is not a valid knockd.conf (every error with
     its line; nothing is written).
     """
+    unread = _UnreadFiles()
     with exit_on_error():
-        conf = read_knockd_conf(
-            read_config_text(file), str(file), read_file=_one_time_file_or_nothing
-        )
+        conf = read_knockd_conf(read_config_text(file), str(file), read_file=unread.read)
         result = import_knockd(conf, str(file))
+    for door, lines in zip(conf.config.doors, conf.door_lines, strict=True):
+        reason = unread.reasons.get(door.one_time_sequences) if door.one_time_sequences else None
+        if reason is not None:
+            typer.echo(
+                f"warning: {file}:{lines['one_time_sequences']}: [{door.name}]: "
+                f"one_time_sequences: cannot read {door.one_time_sequences} here ({reason}): "
+                "`knocknft check` of the output fails until that file can be read where it runs",
+                err=True,
+            )
     for problem in result.not_mapped:
         typer.echo(f"not mapped: {problem}", err=True)
     if output is None:
@@ -69,9 +77,19 @@ def import_(
     typer.echo(f"wrote {output}: {len(conf.config.doors)} door(s)", err=True)
 
 
-def _one_time_file_or_nothing(path: Path) -> str:
-    # An import may run away from the server; `knocknft check` there reads the file.
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError:
-        return ""
+class _UnreadFiles:
+    """One-time-sequences files read as text, or as nothing when unreadable: an import may run
+    away from the server, where `knocknft check` then reads them. Why each could not be read is
+    kept, for the warning."""
+
+    def __init__(self) -> None:
+        self.reasons: dict[Path, str] = {}
+
+    def read(self, path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.reasons[path] = (
+                exc.strerror or str(exc) if isinstance(exc, OSError) else "not UTF-8 text"
+            )
+            return ""

@@ -14,7 +14,6 @@ from knocknft.config import (
     Config,
     HostInterfaces,
     Options,
-    read_config_text,
 )
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
@@ -29,7 +28,7 @@ from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.daemon.tablelock import TableLock
 from knocknft.errors import KnocknftError, NftError, UsageError
-from knocknft.knockd.grammar import parse_any_config
+from knocknft.knockd.grammar import load_any_config
 from knocknft.netlink.base import interface_names
 from knocknft.netlink.hostaddrs import HostAddressWatcher
 from knocknft.netlink.nflog import NflogSocket
@@ -93,7 +92,7 @@ def load_for_run(path: Path, options: RunOptions, host: HostInterfaces | None = 
     """The config to run, with the command line's overrides applied. Every interface named (in
     the config, or with -i) must exist on `host` (default: this one), or be a late_interfaces."""
     host = host or HostInterfaces(interface_names())
-    loaded, knockd_options = parse_any_config(read_config_text(path), str(path), host=host)
+    loaded, knockd_options = load_any_config(path, host)
     config = loaded.config
     missing = host.missing(options.interfaces, config.options.late_interfaces)
     if missing:

@@ -7,5 +7,6 @@ into knocknft YAML.
 - `writer`: the YAML, commented, with what was not mapped (`import_knockd`, the entry point).
 
 Pure: text in, config or text out (a door's one-time file is read through the `read_file` given,
-by default from disk). May import: `knocknft.config`, `knocknft.errors`.
+by default from disk; `grammar.load_any_config` reads a config file through knocknft.config's
+loader, for every command that takes one). May import: `knocknft.config`, `knocknft.errors`.
 """

@@ -34,6 +34,7 @@ from knocknft.config import (
     parse_int,
     parse_one_time_line,
     parse_tcpflags,
+    read_config_text,
     read_text_file,
     unused_one_time_lines,
 )
@@ -95,6 +96,14 @@ def parse_any_config(
         conf = read_knockd_conf(text, file, read_file, host)
         return LoadedConfig(conf.config, conf.warnings), conf.options
     return parse_config(text, file, read_file, host), None
+
+
+def load_any_config(
+    path: Path, host: HostInterfaces | None = None
+) -> tuple[LoadedConfig, KnockdOptions | None]:
+    """The config file at `path`, of either kind (see `parse_any_config`): what every command
+    that takes `-c FILE` reads, so each takes a knockd.conf as `run` does."""
+    return parse_any_config(read_config_text(path), str(path), host=host)
 
 
 class _Error(Protocol):
