@@ -125,7 +125,17 @@ def parse_tcpflags(text: str) -> TcpFlags:
     return TcpFlags(required, forbidden)
 
 
+def _no_scope(text: str) -> None:
+    # Python reads `fe80::1%eth0`; nft has no scope ids, and the text must never reach a script.
+    if "%" in text:
+        raise Invalid(
+            f"{text!r} carries an IPv6 scope id (%...)",
+            "write the address without it; to limit an interface, use options.interfaces",
+        )
+
+
 def parse_address(text: str) -> IPAddress:
+    _no_scope(text)
     try:
         return ipaddress.ip_address(text.strip())
     except ValueError:
@@ -135,6 +145,7 @@ def parse_address(text: str) -> IPAddress:
 
 
 def parse_network(text: str) -> IPNetwork:
+    _no_scope(text)
     try:
         return ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:

@@ -11,20 +11,20 @@ and their remaining time survive (see knocknft.core.ruleset).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft.core.ruleset import HEADER
+from knocknft.core.transaction import Object, Rule, Table, Transaction
 from knocknft.errors import KnocknftError
 from knocknft.files import DamagedFile, check_state_dir, read_text, set_aside, write_atomic
 from knocknft.nft.libnft import Nft
 from knocknft.nft.queries import read_grants, table_exists
+from knocknft.nft.script import parse_script
 
 LAST_GOOD_FILE = "last-good.nft"
 
 # Every command of a script render_ruleset wrote: a verb, an object, then our table's name.
-_COMMAND = re.compile(r"(?:add|flush|delete) (?:table|set|chain|rule) inet (\S+)(?: |$)")
 
 
 class NotOurs(KnocknftError):
@@ -77,33 +77,50 @@ def load_last_good(nft: Nft, state_dir: Path) -> Guarded:
             + (f"set aside as {aside.name}" if aside else "it could not be set aside")
             + "; nothing loaded: run `knocknft apply`"
         ) from exc
-    table = saved_table(script)
-    if table is None:
+    saved = saved_transaction(script)
+    if saved is None:
         raise NotOurs(
             f"{path} is not a ruleset knocknft saved (it must start with '{HEADER.strip()}' "
             "and every command must name one inet table); refusing to load it: remove it "
             "and run `knocknft apply`"
         )
+    table, tx = saved
     existed = table_exists(nft, table)
-    nft.load_script(script)
+    nft.load_script(tx.render())
     kept = len(read_grants(nft, table)) if existed else 0
     return Guarded(path, table, existed, kept)
 
 
 def saved_table(script: str) -> str | None:
-    """The one table a saved script installs; None if the script is not one of ours.
+    """The one table a saved script installs; None if the script is not one of ours."""
+    saved = saved_transaction(script)
+    return saved[0] if saved is not None else None
 
-    Stricter than a header check: a file that names any other table (or flushes the ruleset)
-    is refused, so the guard can never touch what is not ours, whatever lands in the file.
+
+def saved_transaction(script: str) -> tuple[str, Transaction] | None:
+    """The saved script as the transaction it must be, and its table; None if it is not ours.
+
+    Stricter than any pattern over lines: the script must read back, line by line, into typed
+    objects (every name, address, timeout and rule body checked as when it was built, so no
+    `;` can smuggle in a second command), all of one inet table, and those objects must render
+    to exactly the saved text. The guard then loads that rendering, never text it could not
+    parse as ours.
     """
     if not script.startswith(HEADER):
         return None
-    tables = set()
-    for line in script.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _COMMAND.match(line)
-        if match is None:
-            return None
-        tables.add(match.group(1))
-    return tables.pop() if len(tables) == 1 else None
+    try:
+        tx = parse_script(script)
+    except (ValueError, TypeError):  # InvalidValue is a ValueError
+        return None
+    tables = {_table_of(op.obj) for op in tx.ops}
+    if len(tables) != 1 or tx.render() != script:
+        return None
+    family, name = tables.pop()
+    return (name, tx) if family == "inet" else None
+
+
+def _table_of(obj: Object) -> tuple[str, str]:
+    table = (
+        obj if isinstance(obj, Table) else obj.chain.table if isinstance(obj, Rule) else obj.table
+    )
+    return table.family, table.name

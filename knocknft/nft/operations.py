@@ -4,11 +4,10 @@ list. Each takes an `Nft` so tests can run it against the real kernel or the sta
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from knocknft.config import Config, Door, IPAddress
+from knocknft.config import Config, Door, Invalid, IPAddress, parse_address
 from knocknft.core.grants import Grant, revoke_transaction
 from knocknft.core.ruleset import ruleset_transaction
 from knocknft.errors import UsageError
@@ -48,8 +47,8 @@ def apply_config(nft: Nft, config: Config) -> ApplyResult:
 
 def parse_client_address(text: str) -> IPAddress:
     try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
+        address = parse_address(text)
+    except Invalid:
         raise UsageError(
             f"{text!r} is not an IP address (e.g. 198.18.0.2 or 2001:db8::2)"
         ) from None

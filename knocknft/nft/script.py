@@ -1,4 +1,6 @@
-"""nft text back into transactions: what `FakeNft` needs to load a saved script or listing.
+"""nft text back into transactions: how the boot guard proves last-good.nft is ours (every line
+reads back into typed, checked objects of our table), and what `FakeNft` needs to load a saved
+script or listing.
 
 The inverse of `Transaction.render` for the commands knocknft writes, and a reader of the
 listing `nft list table` prints (terse: without elements), for the declarations knocknft's

@@ -107,3 +107,16 @@ def test_hostile_knockd_conf_is_a_located_error_at_check(
     assert result.exit_code == 2, result.output
     assert f"error: {path}:{line}: " in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [
+        'options:\n  always_allow: ["fe80::1%eth0"]\n' + DOOR,
+        DOOR + '    target: "fe80::2%lo"\n',
+    ],
+)
+def test_an_ipv6_scope_id_is_refused_at_its_line(yaml_text: str) -> None:
+    # Python's ipaddress reads `fe80::1%eth0`; the text must never reach an nft script.
+    with pytest.raises(ConfigError, match="scope id"):
+        parse_config(yaml_text, "scoped.yaml")

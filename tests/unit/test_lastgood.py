@@ -98,6 +98,12 @@ OURS = render_ruleset(load_config(EXAMPLE).config)
         ("two tables", OURS + OURS.replace("inet knocknft", "inet other")),
         ("another family", OURS + "delete table ip knocknft\n"),
         ("not nft at all", "# knocknft 0.1.0\nrm -rf /\n"),
+        (
+            "a second command after ;",
+            OURS + "add rule inet knocknft input tcp dport 22 accept; add table ip evil\n",
+        ),
+        ("a comment hiding a command", OURS + 'add rule inet knocknft input accept comment "a\n'),
+        ("text the renderer never writes", OURS.replace("add table", "add  table", 1)),
         ("empty", ""),
     ],
 )
