@@ -19,10 +19,16 @@ from knocknft.admin.cli_common import (
     options_for,
     table_name,
 )
-from knocknft.admin.status import format_table
+from knocknft.admin.status import format_bans, format_table
 from knocknft.config import DEFAULT_CONFIG_PATH, format_seconds
-from knocknft.nft.operations import close_grants, find_door, open_grant, parse_client_address
-from knocknft.nft.queries import doctor_warnings, read_grants
+from knocknft.nft.operations import (
+    close_grants,
+    find_door,
+    lift_bans,
+    open_grant,
+    parse_client_address,
+)
+from knocknft.nft.queries import doctor_warnings, read_bans, read_grants
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
@@ -54,11 +60,12 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """List the open grants: address, door, service, time left.
+    """List the open grants (address, door, service, time left), then the banned sources.
 
     Reads the kernel's sets, so it works with or without the daemon. The --json form is a
     stable object {"table": ..., "grants": [{"address", "family", "door", "service", "port",
-    "protocol", "timeout", "expires_in"}]} with times in seconds.
+    "protocol", "timeout", "expires_in"}], "bans": [{"address", "family", "door", "deny",
+    "timeout", "expires_in"}]} with times in seconds.
 
     With --stats: the daemon's counters (knocks, stages, opens, timeouts, evictions, lost NFLOG
     messages, failed commands...) as it last wrote them (every 5s), and whether it is running.
@@ -72,13 +79,15 @@ def status(
         options = options_for(config)
         nft = cli_common.nft_factory()
         grants = read_grants(nft, options.table)
+        bans = read_bans(nft, options.table)
         blocked = doctor_warnings(nft, load(config, show_warnings=False)) if config.exists() else []
     if as_json:
         report = {"table": options.table, "effective": not blocked}
         report["grants"] = [g.to_json() for g in grants]
+        report["bans"] = [b.to_json() for b in bans]
         typer.echo(json.dumps(report, indent=2))
     else:
-        typer.echo(format_table(grants), nl=False)
+        typer.echo(format_table(grants) + format_bans(bans), nl=False)
     for warning in blocked:
         typer.echo(f"warning: grants are not effective: {warning}", err=True)
 
@@ -146,15 +155,20 @@ def close(
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG_PATH,
 ) -> None:
-    """Revoke ADDRESS's grants now; new connections are dropped, established ones stay.
+    """Revoke ADDRESS's grants now, and lift its bans; new connections are dropped (established
+    ones stay), a banned address gets in again as anyone does.
 
-    Exits 0 also when nothing was open, so it is safe in scripts.
+    Exits 0 also when nothing was open or banned, so it is safe in scripts.
     """
     with exit_on_error():
         table = table_name(config)
         client = parse_client_address(address)
-        revoked = close_grants(cli_common.nft_factory(), table, client, door)
-    if not revoked:
+        nft = cli_common.nft_factory()
+        revoked = close_grants(nft, table, client, door)
+        lifted = lift_bans(nft, table, client, door)
+    if not revoked and not lifted:
         typer.echo(f"nothing open for {client}" + (f" by door {door}" if door else ""))
     for g in revoked:
         typer.echo(f"closed {g.service} for {g.address} (door {g.door})")
+    for b in lifted:
+        typer.echo(f"lifted the ban on {b.address} (door {b.door})")

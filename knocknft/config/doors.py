@@ -14,7 +14,9 @@ from typing import TypeVar
 import yaml
 
 from knocknft.config.model import (
+    DENY_SCOPES,
     DOOR_NAME_RE,
+    MAX_BAN_SECONDS,
     MAX_CMD_TIMEOUT,
     MAX_GRANT_SECONDS,
     MAX_SEQ_TIMEOUT,
@@ -48,6 +50,8 @@ DOOR_KEYS = (
     "open_for",
     "close",
     "close_sessions",
+    "deny_for",
+    "deny",
     "target",
     "start_command",
     "stop_command",
@@ -63,11 +67,22 @@ def _parse_command(text: str) -> str:
     return text
 
 
+def _parse_deny_scope(text: str) -> str:
+    if text not in DENY_SCOPES:
+        raise Invalid(
+            f"{text!r} is not what a ban denies",
+            "services (the protected services) or host (every packet to this host)",
+        )
+    return text
+
+
 # The keys that are one scalar each, in the order their errors are reported.
 _SETTINGS: tuple[tuple[str, Callable[[str], object]], ...] = (
     ("seq_timeout", lambda t: parse_duration(t, MAX_SEQ_TIMEOUT)),
     ("open_for", lambda t: parse_duration(t, MAX_GRANT_SECONDS)),
     ("cmd_timeout", lambda t: parse_duration(t, MAX_CMD_TIMEOUT)),
+    ("deny_for", lambda t: parse_duration(t, MAX_BAN_SECONDS)),
+    ("deny", _parse_deny_scope),
     ("tcpflags", parse_tcpflags),
     ("target", parse_address),
     ("close_sessions", parse_bool),
@@ -234,6 +249,20 @@ def _check_keys_together(door: _DoorNodes, *, close_sessions: bool) -> None:
     what it opens needs an open."""
     has_open = door.has("open")
     has_command = any(door.has(k) for k in ("start_command", "start_command_6", "stop_command"))
+    bans = door.has("deny_for")
+    if bans and (has_open or door.has("close")):
+        door.error_at(
+            "deny_for",
+            "a door either opens or bans: this one has deny_for and "
+            + ("open" if has_open else "close"),
+            "make the ban a door of its own, with a sequence of its own",
+        )
+    if door.has("deny") and not bans:
+        door.error_at(
+            "deny",
+            "deny has no ban to scope: the door has no deny_for",
+            "add deny_for: 1h (how long the knocker is banned), or remove deny",
+        )
     if has_open and not door.has("open_for"):
         door.error_at(
             "open",
@@ -252,9 +281,9 @@ def _check_keys_together(door: _DoorNodes, *, close_sessions: bool) -> None:
             "open_for has nothing to time: the door has no open",
             "add open: [22/tcp] or remove open_for",
         )
-    if not has_open and not has_command and not door.has("close"):
+    if not has_open and not has_command and not door.has("close") and not bans:
         door.error_at_door(
-            "the door does nothing: it has neither open, close nor a start_command",
+            "the door does nothing: it has neither open, close, deny_for nor a start_command",
             "add open: [22/tcp] with open_for: 30s, or a start_command",
         )
     if door.has("cmd_timeout") and not door.has("stop_command"):
@@ -298,7 +327,31 @@ def check_doors(w: Walker, doors: list[tuple[Door, yaml.Node]]) -> None:
                 f"{', '.join(map(str, clash))} is both a knock port and a protected service",
                 "knock ports are dropped for everyone; pick knock ports no service uses",
             )
-        if door.sequence:
+        if door.deny_for is not None and door.deny == "services" and not opened:
+            w.error(
+                node,
+                f"doors.{door.name}.deny",
+                "the ban denies the protected services, and no door opens any",
+                "set deny: host to deny the knocker everything, or add a door that opens a service",
+            )
+        trapped = [
+            d.name
+            for d, _ in doors
+            if door.deny_for is not None
+            and d is not door
+            and door.sequence
+            and d.sequence[: len(door.sequence)] == door.sequence
+        ]
+        if trapped:
+            w.error(
+                node,
+                f"doors.{door.name}.sequence",
+                f"door {trapped[0]!r} begins with this ban's sequence: its knockers would be "
+                "banned on their way in",
+                "give the banning door a sequence no other door begins with",
+            )
+        if door.sequence and door.deny_for is None:
+            # A banning door is a trap for scanners: short and ascending is what it should be.
             _warn_weak_sequence(w, door, node, [d for d, _ in doors])
 
 

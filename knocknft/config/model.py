@@ -15,6 +15,9 @@ from typing import Literal
 from knocknft.errors import Problem
 
 Protocol = Literal["tcp", "udp"]
+# What a banning door denies its knocker: the protected services, or every packet to this host.
+DenyScope = Literal["services", "host"]
+DENY_SCOPES: tuple[DenyScope, ...] = ("services", "host")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -36,6 +39,9 @@ MAX_TIMEOUT_SECONDS = (2**32 - 1) // 1000
 # and cmd_timeout too: a knockd door's stop command ends its grant (`import` writes it as open_for).
 MAX_GRANT_SECONDS = 7 * 86400
 MAX_CMD_TIMEOUT = MAX_GRANT_SECONDS
+# A ban (deny_for) may outlast a grant: a scanner is kept out for a month at most, well inside
+# what the kernel's timeouts hold.
+MAX_BAN_SECONDS = 30 * 86400
 # A knock sequence that takes longer than a day to finish is no sequence; the daemon keeps each
 # attempt in memory for this long at most.
 MAX_SEQ_TIMEOUT = 86400
@@ -127,6 +133,11 @@ class Door:
     # When a grant for one of `open`'s services ends (expiry, `knocknft close`, a closing door),
     # the client's established connections to it end too: TCP with a reset, UDP dropped.
     close_sessions: bool = False
+    # A banning door: its knocker is put on the kernel's deny list for this long instead of
+    # being granted (knockd's "banned" doors, whose command dropped the knocker), denied
+    # `deny` (the protected services, or the whole host). always_allow is never denied.
+    deny_for: int | None = None
+    deny: DenyScope = "services"
     target: IPAddress | None = None
     start_command: str | None = None
     stop_command: str | None = None
@@ -266,6 +277,10 @@ class Config:
     @property
     def protected(self) -> frozenset[PortSpec]:
         return frozenset(p for d in self.doors for p in d.open)
+
+    def bans(self, scope: DenyScope) -> bool:
+        """Whether a door bans its knockers from `scope`: the kernel's rule for it is needed."""
+        return any(d.deny_for is not None and d.deny == scope for d in self.doors)
 
     @property
     def sessions_closed(self) -> frozenset[PortSpec]:

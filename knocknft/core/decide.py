@@ -9,10 +9,12 @@ loopback, link-local, unspecified, this host's own) is one `RefusedSource` effec
 else: no OPEN line, no grant, no command.
 
 The order is the daemon's promise, and `decide` keeps it:
-1. the closing doors' revokes, then the opened doors' grants, each in one nft call: the set
-   element is what the knocker waits for, so it goes in before any line or command;
+1. the closing doors' revokes, then the opened doors' grants, then the banning doors' bans, each
+   in one nft call: the set element is what the knocker waits for (or is kept out by), so it
+   goes in before any line or command;
 2. each event in turn: its log line and audit event; an opened door's grants are reported after
-   its OPEN SESAME line (`ReportGrant`, carried out only if the grants went in); a one-time line
+   its OPEN SESAME line (`ReportGrant`, carried out only if the grants went in), and a ban
+   after it likewise (`ReportBan`); a one-time line
    to mark as used;
 3. each opened door: the stop command's schedule, then its start command (the stop is on record
    before the start can run, so no start is ever left without its stop), or, when a stop command
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from knocknft.config import Door, IPAddress, PortSpec
+from knocknft.core.bans import Ban
 from knocknft.core.engine import (
     DoorDisabled,
     Event,
@@ -111,6 +114,20 @@ class ReportGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class BanSources:
+    """Add these bans to the deny sets, in one nft call (at most one per batch of events)."""
+
+    bans: tuple[Ban, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportBan:
+    """The log line and audit event of one ban: only if this batch's BanSources went in."""
+
+    ban: Ban
+
+
+@dataclass(frozen=True, slots=True)
 class RunCommand:
     """Start a door's command; `client` (the address as text) orders one client's commands."""
 
@@ -174,6 +191,8 @@ Effect = (
     | RevokeServices
     | GrantServices
     | ReportGrant
+    | BanSources
+    | ReportBan
     | RunCommand
     | ScheduleStop
     | ExtendStop
@@ -207,6 +226,7 @@ def decide(  # noqa: C901 - one branch per event kind, in the order effects must
     append = effects.append
     opened: list[Opened] = []
     grants_of: dict[Opened, list[Grant]] = {}
+    bans: list[Ban] = []
     for event in events:
         if isinstance(event, KnockLine):
             append(event)
@@ -219,7 +239,12 @@ def decide(  # noqa: C901 - one branch per event kind, in the order effects must
             opened.append(event)
             append(LogLine("info", "%s: %s: OPEN SESAME", (source, door), limited=True))
             append(Audit("open", {"source": source, "door": door}))
-            if native_grants:
+            if event.door.deny_for is not None:
+                # Only a native config bans: a knockd.conf door has no deny_for.
+                ban = Ban(source, door, event.door.deny_for, event.door.deny)
+                bans.append(ban)
+                append(ReportBan(ban))
+            elif native_grants:
                 grants = grants_of.setdefault(event, grants_for(source, event.door))
                 effects += [ReportGrant(g) for g in grants]
         elif isinstance(event, OneTimeUsed):
@@ -234,13 +259,15 @@ def decide(  # noqa: C901 - one branch per event kind, in the order effects must
     if not opened:
         return effects
     _commands(opened, pending, effects)
-    if native_grants:
-        return _kernel_first(opened, grants_of) + effects
-    return effects
+    first: list[Effect] = _kernel_first(opened, grants_of) if native_grants else []
+    if bans:
+        first.append(BanSources(tuple(bans)))
+    return first + effects
 
 
 def _kernel_first(opened: Sequence[Opened], grants_of: dict[Opened, list[Grant]]) -> list[Effect]:
-    """The closing doors' revokes, then the grants: what goes before every other effect."""
+    """The closing doors' revokes, then the grants: what goes before every other effect but the
+    bans."""
     first: list[Effect] = []
     revocations = tuple(
         Revocation(e.source, service, e.door.name) for e in opened for service in e.door.close

@@ -27,6 +27,7 @@ from knocknft.config import (
     PortSpec,
     RateLimit,
 )
+from knocknft.core.bans import DENY_SETS, deny_sets
 from knocknft.core.grants import ALLOW4, ALLOW6
 from knocknft.core.transaction import (
     Chain,
@@ -159,8 +160,9 @@ def ruleset_transaction(config: Config) -> Transaction:
     tx.note(f"{HEADER[2:]}{__version__}: {table.reference()}, rendered from {config.source}.")
     tx.note("Generated: edit the config and run `knocknft apply`, not this text.")
     tx.add(table)
-    for allow in allow_sets(opts.table, set_default_timeout(config)):
-        tx.add(allow)
+    # The sets that hold grants and bans are only ever added: their elements outlive a reapply.
+    for kept in (*allow_sets(opts.table, set_default_timeout(config)), *deny_sets(opts.table)):
+        tx.add(kept)
     chain = input_chain(opts.table)
     prerouting = prerouting_chain(opts.table)
     reply = knock_reply_chain(opts.table)
@@ -171,8 +173,7 @@ def ruleset_transaction(config: Config) -> Transaction:
     limit = opts.knock_rate_limit
     if limit is not None:
         _rate_sets(tx, table, limit)
-    rejecting = opts.knock_reply == "reject"
-    if rejecting:
+    if opts.knock_reply == "reject":
         tx.add(reply)
         for body in _reply_rules():
             tx.add(Rule(reply, body))
@@ -181,6 +182,8 @@ def ruleset_transaction(config: Config) -> Transaction:
     if protected:
         tx.add(prerouting)
     bodies = ['iif "lo" accept']
+    # Bans first: a banned source's packets go nowhere, its open connections and knocks too.
+    bodies += _deny_rules(config)
     # Before the established accept, or a connection would outlive its grant (close_sessions).
     bodies += _session_rules(config)
     bodies.append("ct state established,related accept")
@@ -262,6 +265,7 @@ def _prerouting_rules(config: Config) -> list[str]:
         'iif "lo" accept',
         f"meta l4proto . th dport != {services} accept",
         "fib daddr type != local accept",
+        *_deny_rules(config),
         *_session_rules(config),
         "ct state established,related accept",
         *_gate_rules(config),
@@ -274,6 +278,23 @@ def _knock_comment(doors: list[Door]) -> str:
     if len(text) <= MAX_COMMENT_LENGTH:
         return text
     return text[: MAX_COMMENT_LENGTH - 3] + "..."
+
+
+def _deny_rules(config: Config) -> list[str]:
+    """Banned sources dropped: from the protected services or from everything, as their door
+    says (`deny`), never an always_allow network. A rule only for a scope some door bans from,
+    so a config without banning doors costs no packet a lookup."""
+    exempt = dict(_always_allow(config))
+    services = services_expr(config.protected) if config.protected else None
+    rules = []
+    for (scope, version), name in DENY_SETS.items():
+        if not config.bans(scope) or (scope == "services" and services is None):
+            continue
+        family = "ip" if version == 4 else "ip6"
+        allowed = f"{family} saddr != {exempt[family]} " if family in exempt else ""
+        match = f" meta l4proto . th dport {services}" if scope == "services" else ""
+        rules.append(f'{allowed}{family} saddr @{name}{match} drop comment "banned"')
+    return rules
 
 
 def _session_rules(config: Config) -> list[str]:

@@ -219,26 +219,30 @@ class Set:
 
 @dataclass(frozen=True)
 class Element:
-    """One allowlist element: (address . protocol . port) in set `set_name` of `table`, with an
-    optional timeout and comment (the door's name). Deleting names the key only."""
+    """One set element: (address . protocol . port) in an allowlist, or the address alone
+    (`service` None) in a deny set, in set `set_name` of `table`, with an optional timeout and
+    comment (the door's name). Deleting names the key only."""
 
     table: Table
     set_name: str
     address: IPAddress
-    service: PortSpec
+    service: PortSpec | None
     timeout: int | None = None
     comment: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.set_name, "set name")
         address(self.address)
-        service(self.service)
+        if self.service is not None:
+            service(self.service)
         if self.timeout is not None:
             check_seconds(self.timeout)
         if self.comment is not None:
             check_text(self.comment)
 
     def _key(self) -> str:
+        if self.service is None:
+            return address(self.address)
         return f"{address(self.address)} . {service(self.service)}"
 
     def reference(self) -> str:

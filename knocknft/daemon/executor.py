@@ -22,12 +22,14 @@ from knocknft import __version__
 from knocknft.config import Config, IPAddress
 from knocknft.core.decide import (
     Audit,
+    BanSources,
     Effect,
     ExtendStop,
     GrantServices,
     LogLine,
     MarkOneTime,
     RefusedSource,
+    ReportBan,
     ReportGrant,
     Revocation,
     RevokeServices,
@@ -50,6 +52,7 @@ from knocknft.core.engine import (
 from knocknft.core.grants import Grant, revoke_transaction
 from knocknft.core.sources import as_shown, refusal
 from knocknft.daemon.auditlog import EventLog
+from knocknft.daemon.bans import Banner
 from knocknft.daemon.commands import CommandRunner
 from knocknft.daemon.granter import Granter
 from knocknft.daemon.keeper import TableKeeper
@@ -106,6 +109,7 @@ class Daemon:
         self.granter = Granter(
             self.nft, self.clock, allow=self.grant_log.allow, audit=self._audit, who=self._who
         )
+        self.banner = Banner(self.nft, allow=self.grant_log.allow, audit=self._audit, who=self._who)
         self.keeper = TableKeeper(self.nft, self.clock)
         self.started = self.clock()
         self._one_time = _has_one_time(self.config)
@@ -282,7 +286,7 @@ class Daemon:
             else:
                 self._carry_out_rare(effect)
 
-    def _carry_out_rare(self, effect: Effect) -> None:
+    def _carry_out_rare(self, effect: Effect) -> None:  # noqa: C901 - one case per effect kind
         match effect:
             case LogLine():
                 self._log_line(effect)
@@ -290,6 +294,10 @@ class Daemon:
                 self._audit(event, **fields)
             case RevokeServices(revocations):
                 self._revoke(revocations)
+            case BanSources(bans):
+                self.banner.ban(self.config.options.table, bans)
+            case ReportBan(ban):
+                self.banner.report(ban)
             case RunCommand(door, command, client):
                 self.commands.submit(door, command, client)
                 self.counters.commands += 1

@@ -51,7 +51,8 @@ class FakeElement:
 @dataclass
 class FakeSet:
     spec: Set
-    elements: dict[tuple[IPAddress, PortSpec], FakeElement] = field(default_factory=dict)
+    # Keyed (address, service), or (address, None) in a set keyed by address alone.
+    elements: dict[tuple[IPAddress, PortSpec | None], FakeElement] = field(default_factory=dict)
 
 
 @dataclass
@@ -346,10 +347,14 @@ class FakeNft:
         return data
 
     def _elem_json(
-        self, key: tuple[IPAddress, PortSpec], element: FakeElement, spec: Set
+        self, key: tuple[IPAddress, PortSpec | None], element: FakeElement, spec: Set
     ) -> dict[str, Any]:
         address, service = key
-        val = {"concat": [str(address), service.protocol, service.port]}
+        val: object = (
+            str(address)
+            if service is None
+            else {"concat": [str(address), service.protocol, service.port]}
+        )
         elem: dict[str, Any] = {"val": val}
         # As nft: an element's own timeout is left out when it is the set's default.
         if element.timeout is not None and element.timeout != spec.timeout:

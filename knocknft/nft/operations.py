@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knocknft.config import Config, Door, Invalid, IPAddress, parse_address
+from knocknft.core.bans import Ban, lift_transaction
 from knocknft.core.grants import Grant, revoke_transaction
 from knocknft.core.ruleset import ruleset_transaction
 from knocknft.errors import UsageError
 from knocknft.nft.lastgood import last_good_path, save_last_good
 from knocknft.nft.libnft import Nft
-from knocknft.nft.queries import read_grants, table_exists, table_missing
+from knocknft.nft.queries import read_bans, read_grants, table_exists, table_missing
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,18 @@ def close_grants(nft: Nft, table: str, address: IPAddress, door: str | None) -> 
     ]
     if current:
         nft.apply(revoke_transaction(table, [(g.address, g.service) for g in current]))
+    return current
+
+
+def lift_bans(nft: Nft, table: str, address: IPAddress, door: str | None) -> list[Ban]:
+    """Lift `address`'s bans (only those of `door` if given). Returns what was lifted."""
+    current = [
+        b
+        for b in read_bans(nft, table)
+        if b.address == address and (door is None or b.door == door)
+    ]
+    if current:
+        nft.apply(lift_transaction(table, current))
     return current
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from knocknft.config import Config
+from knocknft.core.bans import DENY_SETS, Ban, parse_deny_listing
 from knocknft.core.doctor import describe, diagnose
 from knocknft.core.grants import ALLOW4, ALLOW6, Grant, parse_set_listing, sort_grants
 from knocknft.core.transaction import Table, check_name
@@ -28,6 +29,22 @@ def read_grants(nft: Nft, table: str) -> list[Grant]:
     except TableMissing as exc:
         raise table_missing(table) from exc
     return sort_grants(grants)
+
+
+def read_bans(nft: Nft, table: str) -> list[Ban]:
+    """Every ban in our deny sets; a set a table applied by an older knocknft lacks holds none.
+    Raises TableMissing if the table is not loaded."""
+    if not table_exists(nft, table):
+        raise table_missing(table)
+    t = Table(table)
+    listing: dict[str, Any] = {"nftables": []}
+    for name in DENY_SETS.values():
+        command = f"list set {t.family} {t.name} {check_name(name, 'set name')}"
+        try:
+            listing["nftables"] += nft.list_json(command).get("nftables", [])
+        except TableMissing:
+            continue
+    return parse_deny_listing(listing)
 
 
 def table_missing(table: str) -> TableMissing:

@@ -117,7 +117,7 @@ def test_open_without_open_for() -> None:
 def test_door_that_grants_nothing() -> None:
     p = only_error(GOOD.replace("    open: [22/tcp]\n    open_for: 30s\n", ""))
     assert (p.line, p.key) == (5, "doors.ssh")
-    assert "neither open, close nor a start_command" in p.message
+    assert "neither open, close, deny_for nor a start_command" in p.message
 
 
 def test_open_for_without_open() -> None:
