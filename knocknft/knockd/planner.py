@@ -4,7 +4,9 @@ A door whose start command adds a rule and whose stop command deletes that very 
 grant; a door that only adds is paired with the doors that delete its rule (knockd's
 openSSH/closeSSH). A pair is only mapped when the delete removes exactly the rule the add inserted:
 `iptables -D` needs the identical rule, so where the two differ knockd never removed the rule, and a
-native grant that expires would not behave as the original did. Pure.
+native grant that expires would not behave as the original did. Where the rule drops the knocker
+instead, the door bans (`Plan.bans`): for cmd_timeout when its stop command deletes the rule, else
+for good under knockd. Pure.
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class Plan:
     def services(self) -> tuple[PortSpec, ...]:
         return self.rules[0].services if self.rules else ()
 
+    @property
+    def bans(self) -> bool:
+        """Whether the rule drops the knocker (a banning door) rather than accepting it."""
+        return bool(self.rules) and self.rules[0].verdict == "drop"
+
 
 def door_commands(door: Door, lines: Mapping[str, int]) -> dict[str, Command]:
     """The door's command directives that are set, each with its line and what it does."""
@@ -74,7 +81,7 @@ def plan_door(door: Door, lines: Mapping[str, int]) -> Plan:
             return plan
     first = plans[0]
     for other in plans[1:]:
-        if other.kind != first.kind or other.services != first.services:
+        if (other.kind, other.services, other.bans) != (first.kind, first.services, first.bans):
             start6 = commands.get("start_command_6") or commands.get("stop_command_6")
             return Plan(
                 "verbatim",
@@ -116,10 +123,11 @@ def _plan_pair(start: Command | None, stop: Command | None) -> Plan:
 
 
 def closing_pairs(plans: list[Plan]) -> dict[int, list[int]]:
-    """For each closing door, the doors that add the rule it deletes (by index)."""
+    """For each closing door, the doors that add the rule it deletes (by index). A door that
+    deletes a drop rule lifts a ban, which no knocknft door does: it pairs with none."""
     found: dict[int, list[int]] = {}
     for i, closer in enumerate(plans):
-        if closer.kind != "closes":
+        if closer.kind != "closes" or closer.bans:
             continue
         found[i] = [
             j

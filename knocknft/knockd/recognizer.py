@@ -1,8 +1,9 @@
 """Which knockd commands are firewall rules knocknft can express natively.
 
 knockd only runs shell commands; most of them add an iptables (or nft) rule that accepts the
-knocker (`%IP%`) on a port, or delete it again. `recognise` reads one command and says which rule it
-adds or deletes, or why knocknft cannot stand in for it. Pure: text in, a FirewallRule or an
+knocker (`%IP%`) on a port, or delete it again; a "banned" door's rule drops the knocker instead
+(on some ports, or everywhere). `recognise` reads one command and says which rule it adds or
+deletes, or why knocknft cannot stand in for it. Pure: text in, a FirewallRule or an
 Unrecognised out.
 """
 
@@ -17,11 +18,22 @@ from typing import Literal
 from knocknft.config import PortSpec
 
 Action = Literal["add", "delete"]
+Verdict = Literal["accept", "drop"]
+# The targets a knocknft grant or ban stands in for; REJECT only answers the packet it drops.
+_VERDICTS: dict[str, Verdict] = {
+    "ACCEPT": "accept",
+    "accept": "accept",
+    "DROP": "drop",
+    "drop": "drop",
+    "REJECT": "drop",
+    "reject": "drop",
+}
 
 
 @dataclass(frozen=True)
 class FirewallRule:
-    """An accept rule for the knocker, as an iptables/ip6tables/nft command adds or deletes it."""
+    """A rule for the knocker, as an iptables/ip6tables/nft command adds or deletes it: one that
+    accepts it on some services, or drops it (`services` empty: from everything)."""
 
     tool: str  # iptables, ip6tables or nft
     family: int  # the address family of the knocker the rule matches: 4 or 6
@@ -30,18 +42,16 @@ class FirewallRule:
     services: tuple[PortSpec, ...]
     # Other matches, normalised and sorted: a delete removes the rule only if they are the same.
     matches: tuple[str, ...] = ()
+    verdict: Verdict = "accept"
 
     def same_rule(self, other: FirewallRule) -> bool:
-        return (self.tool, self.family, self.chain, self.services, self.matches) == (
-            other.tool,
-            other.family,
-            other.chain,
-            other.services,
-            other.matches,
-        )
+        return self._identity() == other._identity()
+
+    def _identity(self) -> tuple[object, ...]:
+        return (self.tool, self.family, self.chain, self.services, self.matches, self.verdict)
 
     def describe(self) -> str:
-        return f"{self.tool} {self.chain} {', '.join(map(str, self.services))}"
+        return f"{self.tool} {self.chain} {', '.join(map(str, self.services)) or 'all'}"
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,7 @@ def _iptables(tool: str, args: list[str]) -> Recognised:  # noqa: C901, PLR0912,
         chain,
         _services(ports, proto),
         tuple(sorted(matches)),
+        _VERDICTS[str(target)],
     )
 
 
@@ -190,20 +201,22 @@ def _check_rule(  # noqa: PLR0911 - one return per recognised shape, each with i
     ports: tuple[int, ...],
     target: str | None,
 ) -> str | None:
-    """Why an accept rule is not one a knocknft grant can stand in for, or None if it is."""
+    """Why a rule is not one a knocknft grant (or ban) can stand in for, or None if it is."""
     if table != "filter":
         return f"the rule is in table {table}, not filter"
     if chain.lower() != "input":
         # A user chain may be reached from anywhere, with conditions of its own.
         return f"the rule is in chain {chain}: knocknft grants stand in for rules in INPUT only"
-    if target not in ("ACCEPT", "accept"):
-        return f"the rule's verdict is {target or 'missing'}, not ACCEPT"
+    if target not in _VERDICTS:
+        return f"the rule's verdict is {target or 'missing'}, not ACCEPT or DROP"
     if source != "%IP%":
         return (
             "it does not match the knocker's address as its source (-s %IP%)"
             if source is None
             else f"its source is {source!r}, not the knocker's address (%IP%)"
         )
+    if _VERDICTS[target] == "drop" and proto is None and not ports:
+        return None  # the knocker dropped from the whole host: a ban
     if proto not in ("tcp", "udp"):
         return f"its protocol is {proto or 'not given'}: a grant is for tcp or udp ports"
     if not ports:
@@ -212,7 +225,7 @@ def _check_rule(  # noqa: PLR0911 - one return per recognised shape, each with i
 
 
 def _services(ports: tuple[int, ...], proto: str | None) -> tuple[PortSpec, ...]:
-    # _check_rule has made sure proto is tcp or udp.
+    # _check_rule has made sure proto is tcp or udp, or that there is no port (a ban from all).
     return tuple(PortSpec(p, "udp" if proto == "udp" else "tcp") for p in ports)
 
 
@@ -283,4 +296,5 @@ def _nft(args: list[str]) -> Recognised:  # noqa: C901, PLR0911, PLR0912 - one b
         f"{family} {rest[0]} {chain}",
         _services(ports, proto),
         tuple(matches),
+        _VERDICTS[str(verdict)],
     )

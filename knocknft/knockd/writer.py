@@ -1,8 +1,9 @@
 """knockd.conf -> knocknft YAML: deterministic, commented, and checked by parsing it back.
 
 Each door becomes what its plan says: a native grant (`open`, `open_for`), a closing door
-(`close`), or its commands kept verbatim, with a comment saying why, for knocknft to run as knockd
-did. Pure: a parsed knockd.conf in, YAML text and the not-mapped notes out.
+(`close`), a banning door (`deny_for`, `deny`), or its commands kept verbatim, with a comment
+saying why, for knocknft to run as knockd did. Pure: a parsed knockd.conf in, YAML text and the
+not-mapped notes out.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from knocknft.knockd.planner import Plan, closing_pairs, door_commands, plan_doo
 # connections outlive the grant; short enough that a forgotten close (knockd left the rule until
 # the firewall was reloaded) does not leave the door open for days. Knocking again extends it.
 UNBOUNDED_OPEN_FOR = 3600
+# How long a ban lasts when knockd's drop rule had no end of its own (never deleted): a day keeps
+# a scanner out, and a forged source (a ban can be knocked in anyone's name) is not locked out
+# for good. Knocking again extends it.
+UNBOUNDED_DENY_FOR = 86400
 
 
 @dataclass(frozen=True)
@@ -182,13 +187,23 @@ def _write_door(out: _Out, doors: _Doors, index: int) -> Problem | None:
     """One door's YAML; the note on what was not mapped, if its commands are kept verbatim."""
     _write_knocks(out, doors, index)
     plan = doors.plans[index]
-    if plan.kind == "closes" and not doors.openers.get(index):
+    if plan.kind == "closes" and plan.bans:
+        plan = Plan(
+            "verbatim",
+            reason="it lifts a ban, which no knocknft door does: a ban ends after its deny_for, "
+            "or with `knocknft close ADDRESS`",
+            reason_line=doors.lines(index).get("start_command"),
+            reason_key="start_command",
+        )
+    elif plan.kind == "closes" and not doors.openers.get(index):
         plan = Plan(
             "verbatim",
             reason="it deletes a rule no door of this file adds",
             reason_line=doors.lines(index).get("start_command"),
             reason_key="start_command",
         )
+    if plan.kind in ("timed", "opens") and plan.bans:
+        return _write_ban(out, doors, index, plan)
     if plan.kind in ("timed", "opens"):
         _write_grant(out, doors, index, plan)
     elif plan.kind == "closes":
@@ -259,15 +274,7 @@ def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
     door = doors.door(index)
     for command in door_commands(door, doors.lines(index)).values():
         out.comment(f"line {command.line}: {command.text}", 4)
-    families = {r.family for r in plan.rules}
-    if families != {4, 6}:
-        only = families.pop()
-        out.comment(
-            f"Under knockd only IPv{only} knockers got in ({plan.rules[0].tool} refuses the "
-            "other family's address); knocknft grants the knocker's address in either "
-            "family.",
-            4,
-        )
+    _one_family_note(out, plan, "got in", "grants")
     out.key("open", _ports_list(plan.services), 4)
     if plan.kind == "timed":
         out.comment("The stop command deletes that rule cmd_timeout later: the grant's end.", 4)
@@ -286,6 +293,68 @@ def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
         4,
     )
     out.key("open_for", format_duration(UNBOUNDED_OPEN_FOR), 4)
+
+
+def _one_family_note(out: _Out, plan: Plan, did: str, does: str) -> None:
+    """Said when knockd's commands could only act on one address family."""
+    families = {r.family for r in plan.rules}
+    if families != {4, 6}:
+        out.comment(
+            f"Under knockd only IPv{families.pop()} knockers {did} ({plan.rules[0].tool} "
+            f"refuses the other family's address); knocknft {does} the knocker's address in "
+            "either family.",
+            4,
+        )
+
+
+def _write_ban(out: _Out, doors: _Doors, index: int, plan: Plan) -> Problem | None:
+    """A door whose rule drops the knocker: a ban from the whole host, or from the protected
+    services when the rule drops exactly the services this file's doors open."""
+    door = doors.door(index)
+    opened = {
+        s for p in doors.plans if p.kind in ("timed", "opens") and not p.bans for s in p.services
+    }
+    why = None
+    if plan.services and set(plan.services) != opened:
+        why = (
+            f"it drops the knocker on {', '.join(map(str, plan.services))}, and a knocknft ban "
+            "denies either every protected service "
+            f"({', '.join(map(str, sorted(opened))) or 'none here'}) or the whole host"
+        )
+    trapped = [
+        d.name
+        for d in doors.conf.config.doors
+        if d is not door and door.sequence and d.sequence[: len(door.sequence)] == door.sequence
+    ]
+    if trapped:
+        why = f"door [{trapped[0]}] begins with its sequence: its knockers would be banned too"
+    if why is not None:
+        line = doors.lines(index).get("start_command")
+        return _write_verbatim(out, doors, index, Plan("verbatim", (), why, line, "start_command"))
+    for command in door_commands(door, doors.lines(index)).values():
+        out.comment(f"line {command.line}: {command.text}", 4)
+    if plan.services:
+        out.comment(
+            "That drops the knocker on the services this file's doors open: a ban from the "
+            "protected services.",
+            4,
+        )
+    else:
+        out.comment("That drops every packet of the knocker: a ban from the whole host.", 4)
+    _one_family_note(out, plan, "were banned", "bans")
+    if plan.kind == "timed":
+        out.comment("The stop command deletes that rule cmd_timeout later: the ban's end.", 4)
+        out.key("deny_for", format_duration(door.cmd_timeout), 4)
+    else:
+        out.comment(
+            "knockd kept the rule for ever (until a firewall reload). A ban needs an end: "
+            f"{format_duration(UNBOUNDED_DENY_FOR)} keeps a scanner out without locking out "
+            "for good an address someone knocked in the name of. Change it to suit.",
+            4,
+        )
+        out.key("deny_for", format_duration(UNBOUNDED_DENY_FOR), 4)
+    out.key("deny", "services" if plan.services else "host", 4)
+    return None
 
 
 def _unique_names(doors: tuple[Door, ...]) -> list[str]:

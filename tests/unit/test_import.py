@@ -75,7 +75,8 @@ def test_accept_rules_for_the_knocker_are_recognised(
         (f"{IPT} A INPUT s %IP% p tcp \u2013dport 22 j ACCEPT", "en dash"),
         (f"{IPT} A INPUT s %IP% p tcp --dport 22 j ACCEPT", "iptables rejects 'A'"),
         (f"{IPT} -A FORWARD -s %IP% -p tcp --dport 22 -j ACCEPT", "chain FORWARD"),
-        (f"{IPT} -A INPUT -s %IP% -p tcp --dport 22 -j DROP", "verdict is DROP"),
+        (f"{IPT} -A INPUT -s %IP% -p tcp --dport 22 -j LOG", "verdict is LOG"),
+        (f"{IPT} -I INPUT -s %IP% -p tcp -j DROP", "names no destination port"),
         (f"{IPT} -A INPUT -p tcp --dport 22 -j ACCEPT", "source (-s %IP%)"),
         (f"{IPT} -A INPUT -s %IP% -d 198.18.0.1 -p tcp --dport 22 -j ACCEPT", "option -d"),
         (f"{IPT} -A INPUT -s %IP% -p tcp --dport 6000:6010 -j ACCEPT", "a range"),
@@ -237,3 +238,53 @@ def test_what_the_articles_turn_into() -> None:
     assert script["opencloseSSH"]["start"] == "/etc/rc.d/init.d/knockd accept %IP%"
     opions = (DATA / "000-elliptips-opions.errors").read_text()
     assert ":2: [opions]: the door has no Sequence" in opions
+
+
+@pytest.mark.parametrize(
+    ("command", "family", "services"),
+    [
+        (f"{IPT} -I INPUT -s %IP% -j DROP", 4, ()),
+        (f"{IPT} -A INPUT -s %IP% -p tcp --dport 22 -j DROP", 4, SSH),
+        ("ip6tables -I INPUT 1 -s %IP% -j REJECT", 6, ()),
+        ("nft add rule inet filter input ip saddr %IP% drop", 4, ()),
+        ("nft insert rule ip6 filter input ip6 saddr %IP% tcp dport 22 reject", 6, SSH),
+    ],
+)
+def test_drop_rules_for_the_knocker_are_recognised_as_bans(
+    command: str, family: int, services: tuple[PortSpec, ...]
+) -> None:
+    rule = recognise(command)
+    assert isinstance(rule, FirewallRule), rule
+    assert (rule.verdict, rule.family, rule.services) == ("drop", family, services)
+
+
+def test_the_universitys_banned_doors_import_as_bans() -> None:
+    doors = {
+        d.name: d
+        for d in parse_config(
+            (DATA / "004-3-banned-iptables.yaml").read_text(), read_file=lambda _: ""
+        ).config.doors
+    }
+    ban_of = {name: (d.deny_for, d.deny) for name, d in doors.items() if d.deny_for}
+    assert ban_of == {
+        "banned1": (86400, "host"),  # no stop command: knockd never lifted it
+        "banned2": (86400, "services"),  # drops exactly what the file's doors open
+        "banned3": (3600, "host"),  # the stop command lifts it cmd_timeout later
+    }
+    assert all(doors[n].start_command is None for n in ban_of), "the ban replaces the command"
+    # Not what a ban can say: another port, an opaque script, and lifting a ban.
+    for name in ("banned4", "banned5", "unban"):
+        assert doors[name].deny_for is None and doors[name].start_command
+
+
+def test_a_ban_whose_sequence_begins_a_real_door_stays_a_command() -> None:
+    text = (
+        f"[open]\n sequence = 1,2,3\n command = {ADD}\n"
+        f"[trap]\n sequence = 1,2\n command = {IPT} -I INPUT -s %IP% -j DROP\n"
+    )
+    yaml_text, notes = imported(text)
+    assert doors_of(yaml_text)["trap"]["start"]
+    assert notes == [
+        "knockd.conf:6: [trap] start_command: door [open] begins with its sequence: its "
+        "knockers would be banned too"
+    ]
