@@ -70,6 +70,8 @@ def open_grant(
     nft: Nft, config: Config, address: IPAddress, door: Door, seconds: int | None
 ) -> list[Grant]:
     """Grant (or refresh) every service of `door` to `address` for `seconds` (default open_for)."""
+    if door.deny_for is not None:
+        raise UsageError(f"door {door.name!r} bans its knockers: it has no services to grant")
     if not door.open:
         raise UsageError(f"door {door.name!r} has no open: services; it only runs commands")
     timeout = seconds if seconds is not None else door.open_for

@@ -17,8 +17,8 @@ from knocknft.core.engine import Opened
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops
-from knocknft.errors import ConfigError, NftError, Problem
-from knocknft.nft.operations import lift_bans
+from knocknft.errors import ConfigError, NftError, Problem, UsageError
+from knocknft.nft.operations import lift_bans, open_grant
 from knocknft.nft.queries import read_bans
 from tests.unit.fakes import RecordingRunner, loaded_nft
 
@@ -219,3 +219,9 @@ def test_the_kernel_listing_of_a_deny_set_reads_back_as_bans() -> None:
         Ban(KNOCKER6, "t", 60, "host", 59),
         Ban(ipaddress.ip_address("2001:db8::3"), "", 3600, "host", None),
     ]
+
+
+def test_open_by_hand_refuses_a_banning_door() -> None:
+    config = parse_config(CONFIG).config
+    with pytest.raises(UsageError, match="bans its knockers"):
+        open_grant(loaded_nft(config), config, KNOCKER, BANNED1, None)
