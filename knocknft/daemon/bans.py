@@ -36,6 +36,8 @@ class Banner:
         self._audit = audit
         self._who = who
         self._failed: set[Ban] = set()
+        self.banned = 0
+        self.failed = 0
 
     def ban(self, table: str, bans: Sequence[Ban]) -> None:
         self._failed = set()
@@ -43,11 +45,14 @@ class Banner:
             self.nft.apply(ban_transaction(table, bans))
         except KnocknftError as exc:
             self._failed = set(bans)
+            self.failed += len(bans)
             if self._allow():
                 who = ", ".join(str(self._who(b.address)) for b in bans)
                 log.error("could not ban %s: %s", who, exc)
             for b in bans:
                 self._audit("ban_failed", source=b.address, door=b.door, error=str(exc))
+        else:
+            self.banned += len(bans)
 
     def report(self, ban: Ban) -> None:
         if ban in self._failed:

@@ -396,6 +396,8 @@ class Daemon:
             "grants": self.granter.granted,
             "grant_failures": self.granter.failed,
             "grants_evicted": self.granter.evicted,
+            "bans": self.banner.banned,
+            "ban_failures": self.banner.failed,
             "odd_addresses_refused": self.counters.odd_addresses_refused,
             "commands_started": self.counters.commands,
             "grants_refreshed": self.counters.refreshed,

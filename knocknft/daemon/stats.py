@@ -68,6 +68,8 @@ class _DaemonCounters(TypedDict):
     grants_evicted: Annotated[
         int, _counter("Grants that gave way to a newer knocker because their set was full.")
     ]
+    bans: Annotated[int, _counter("Knockers of banning doors added to the deny sets.")]
+    ban_failures: Annotated[int, _counter("Bans the kernel refused (a deny set full?).")]
     odd_addresses_refused: Annotated[
         int,
         _counter(

@@ -167,6 +167,7 @@ def test_the_daemon_puts_the_ban_in_the_deny_set_and_close_lifts_it(
     assert 'deny4 { 198.18.0.2 timeout 3600s comment "banned1" }' in nft.scripts[-1]
     assert "198.18.0.2: banned1: banned from the protected services for 3600s" in caplog.text
     assert "2001:db8::2: banned3: banned from this host for 86400s" in caplog.text
+    assert (daemon.stats()["bans"], daemon.stats()["ban_failures"]) == (2, 0)
     bans = read_bans(nft, "knocknft")
     assert [(b.address, b.scope, b.timeout) for b in bans] == [
         (KNOCKER, "services", 3600),
@@ -188,6 +189,7 @@ def test_a_ban_the_kernel_refuses_is_logged_never_reported(
         daemon.execute([Opened(KNOCKER, BANNED1, 0.0)])
     assert "could not ban 198.18.0.2" in caplog.text
     assert "banned from" not in caplog.text
+    assert (daemon.stats()["bans"], daemon.stats()["ban_failures"]) == (0, 1)
 
 
 def test_the_kernel_listing_of_a_deny_set_reads_back_as_bans() -> None:
