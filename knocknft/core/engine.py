@@ -13,6 +13,12 @@ knockd's rules kept (see shared/reference/KNOCKD.md):
 - a TCP packet whose flags do not match a door's `tcpflags` is ignored for that door;
 - doors sharing a prefix advance in parallel; seq_timeout counts from the first knock.
 
+One rule added: a retransmission is not a knock. The table drops knock packets, so a blocking
+connect (ssh, telnet, nc, a browser) sends its SYN again until it gives up; a TCP packet with the
+source port and sequence number of the knock an attempt last counted is that retransmission and is
+ignored (no stage, no break). A new connection to the same port has a new source port and initial
+sequence number, and keeps knockd's meaning. UDP has no such identity: every datagram counts.
+
 knockd's defects avoided: attempts are kept per door in insertion order (so expiry is a walk from
 the front, driven by a timer, not only by packets), every attempt is independent (no list surgery
 that drops others), and the number of attempts is capped with oldest-first eviction, so a spoofed
@@ -46,6 +52,10 @@ class Knock(Protocol):
     def tcp_flags(self) -> int: ...
     @property
     def timestamp(self) -> float: ...
+    @property
+    def sport(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -116,6 +126,7 @@ class EngineCounters:
     invalidations: int = 0
     evictions: int = 0
     flags_ignored: int = 0
+    retransmissions_ignored: int = 0
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -123,9 +134,12 @@ class EngineCounters:
 Step = tuple[str, int]  # (protocol, port): compared against every packet, so a plain tuple
 
 
-# An attempt is (stage, started): a tuple of numbers, which the cyclic garbage collector stops
-# tracking, so a full attempt table adds nothing to GC pauses. The source is its dict key.
-_Attempt = tuple[int, float]
+# An attempt is (stage, started, connection): a tuple of numbers, which the cyclic garbage
+# collector stops tracking, so a full attempt table adds nothing to GC pauses. The source is its
+# dict key. `connection` is the TCP connection of the last knock counted (_connection), or
+# _NO_CONNECTION after a UDP one.
+_Attempt = tuple[int, float, int]
+_NO_CONNECTION = -1
 
 _V6_BIT = 1 << 128
 
@@ -138,6 +152,11 @@ def _key(address: IPAddress) -> int:
 
 def _address(key: int) -> IPAddress:
     return IPv6Address(key ^ _V6_BIT) if key & _V6_BIT else IPv4Address(key)
+
+
+def _connection(knock: Knock) -> int:
+    """Source port and sequence number in one int: what a retransmitted SYN repeats exactly."""
+    return knock.sport << 32 | knock.seq
 
 
 @dataclass(slots=True)
@@ -244,7 +263,7 @@ class Engine:
             attempts = state.attempts
             timeout = state.door.seq_timeout
             while attempts:
-                key, (stage, started) = next(iter(attempts.items()))
+                key, (stage, started, _) = next(iter(attempts.items()))
                 if now < started + timeout:
                     earliest = min(earliest, started + timeout)
                     break
@@ -261,7 +280,7 @@ class Engine:
 
     # -- knocks -----------------------------------------------------------------------------
 
-    def on_knock(self, knock: Knock) -> list[Event]:
+    def on_knock(self, knock: Knock) -> list[Event]:  # noqa: C901 - the per-packet hot path, flat on purpose: a call per check costs more
         """Judge one knock packet; returns what happened, in order."""
         self.counters.knocks += 1
         now = knock.timestamp
@@ -273,6 +292,7 @@ class Engine:
         step: Step = (knock.protocol, knock.dport)
         is_tcp = knock.protocol == "tcp"
         flags = knock.tcp_flags
+        connection = _connection(knock) if is_tcp else _NO_CONNECTION
 
         judged = False
         for state in self._doors:
@@ -283,7 +303,10 @@ class Engine:
             if is_tcp and not state.door.tcpflags.matches(flags):
                 self.counters.flags_ignored += 1
                 continue
-            stage, started = attempt
+            stage, started, last = attempt
+            if connection == last and is_tcp:
+                self.counters.retransmissions_ignored += 1
+                continue
             steps = state.steps
             if steps is not None and steps[stage] == step:
                 self._advance(
@@ -293,6 +316,7 @@ class Engine:
                     source,
                     stage=stage + 1,
                     started=started,
+                    connection=connection,
                     now=now,
                     events=events,
                 )
@@ -314,10 +338,20 @@ class Engine:
                 continue
             if self._tracked >= self.max_attempts:
                 self._evict_oldest(events)
-            state.attempts[key] = (0, now)
+            state.attempts[key] = (0, now, connection)
             self._tracked += 1
             self._expire_at = min(self._expire_at, now + state.door.seq_timeout)
-            self._advance(state, steps, key, source, stage=1, started=now, now=now, events=events)
+            self._advance(
+                state,
+                steps,
+                key,
+                source,
+                stage=1,
+                started=now,
+                connection=connection,
+                now=now,
+                events=events,
+            )
         return events
 
     def _advance(
@@ -329,14 +363,16 @@ class Engine:
         *,
         stage: int,
         started: float,
+        connection: int,
         now: float,
         events: list[Event],
     ) -> None:
-        """`stage` steps of `steps` are done: record it, or open the door."""
+        """`stage` steps of `steps` are done, the last by `connection`: record it, or open."""
         self.counters.stages += 1
         events.append(Progress(source, state.door, stage))
         if stage < len(steps):
-            state.attempts[key] = (stage, started)  # an existing key keeps its place in the order
+            # An existing key keeps its place in the order.
+            state.attempts[key] = (stage, started, connection)
             return
         del state.attempts[key]
         self._tracked -= 1
@@ -366,7 +402,7 @@ class Engine:
                     oldest, oldest_started = state, started
         if oldest is None:
             return
-        key, (stage, _) = oldest.attempts.popitem(last=False)
+        key, (stage, _, _) = oldest.attempts.popitem(last=False)
         self._tracked -= 1
         self.counters.evictions += 1
         events.append(Evicted(_address(key), oldest.door, stage))

@@ -391,6 +391,7 @@ class Daemon:
             "invalidations": e.invalidations,
             "evictions": e.evictions,
             "flags_ignored": e.flags_ignored,
+            "retransmissions_ignored": e.retransmissions_ignored,
             "attempts_tracked": self.engine.tracked,
             "attempts_cap": self.engine.max_attempts,
             "grants": self.granter.granted,

@@ -57,6 +57,9 @@ class _DaemonCounters(TypedDict):
         int, _counter("Attempts evicted, oldest first, because max_attempts was reached.")
     ]
     flags_ignored: Annotated[int, _counter("TCP knocks ignored because of their flags (tcpflags).")]
+    retransmissions_ignored: Annotated[
+        int, _counter("TCP knocks ignored as a retransmission of the knock last counted.")
+    ]
     grants: Annotated[int, _counter("Grants added to the allowlist sets.")]
     grant_failures: Annotated[
         int,

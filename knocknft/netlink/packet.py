@@ -1,11 +1,13 @@
 """Knock packets: the few facts a knock needs, decoded from a raw IP packet.
 
 A *knock* is one TCP or UDP packet as NFLOG copies it to user space, starting at
-the IP header: who sent it (``source``), to which address and port, with which
-TCP flags, on which interface and when. :func:`decode_packet` turns those bytes
-into a :class:`KnockPacket`, or into a :class:`Discard` that says why the bytes
-are not a knock. It never raises on bad input and does no I/O: the interface
-index and the timestamp come in with the bytes.
+the IP header: who sent it (``source``), to which address and ports, with which
+TCP flags and sequence number, on which interface and when. The source port and
+sequence number name a TCP connection: a SYN the client's kernel retransmits
+repeats both. :func:`decode_packet` turns those bytes into a :class:`KnockPacket`,
+or into a :class:`Discard` that says why the bytes are not a knock. It never
+raises on bad input and does no I/O: the interface index and the timestamp come
+in with the bytes.
 
 The decoder runs once per logged packet, so it is written for CPython's speed:
 a few precompiled ``struct.Struct`` reads, no slicing of the input, and address
@@ -17,7 +19,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Final, TypeAlias
 
@@ -45,6 +47,14 @@ class KnockPacket:
     """Input interface index; 0 when unknown."""
     timestamp: float
     """Seconds since the epoch."""
+    # Keyword-only and required: positional constructions written before these fields existed
+    # fail loudly instead of giving every packet the same connection.
+    _: KW_ONLY
+    sport: int
+    """Source port."""
+    seq: int
+    """TCP sequence number; 0 for UDP. With ``sport`` it tells a retransmitted SYN (both the
+    same) from a new connection to the same port (a new source port and initial number)."""
 
 
 class Discard(enum.StrEnum):
@@ -86,9 +96,10 @@ _IPV6: Final = struct.Struct("!6xB1x16s16s")
 _IPV6_EXT: Final = struct.Struct("!BB")
 # IPv6 fragment header: next header, fragment offset (upper 13 bits) and flags.
 _IPV6_FRAG: Final = struct.Struct("!BxH")
-# TCP: destination port, then data offset (upper 4 bits), reserved and flags.
-_TCP: Final = struct.Struct("!2xH8xH")
-_UDP: Final = struct.Struct("!2xH")
+# TCP: source and destination port, sequence number, then (past the acknowledgment number) data
+# offset (upper 4 bits), reserved and flags.
+_TCP: Final = struct.Struct("!HHI4xH")
+_UDP: Final = struct.Struct("!HH")
 
 _TCP_HEADER: Final = 20
 _UDP_HEADER: Final = 8
@@ -156,6 +167,8 @@ _set_dport: _SlotSetter = _slots["dport"].__set__
 _set_tcp_flags: _SlotSetter = _slots["tcp_flags"].__set__
 _set_ifindex: _SlotSetter = _slots["ifindex"].__set__
 _set_timestamp: _SlotSetter = _slots["timestamp"].__set__
+_set_sport: _SlotSetter = _slots["sport"].__set__
+_set_seq: _SlotSetter = _slots["seq"].__set__
 
 
 def _knock(  # noqa: PLR0917 - positional arguments are the cheapest call on the hot path
@@ -166,6 +179,8 @@ def _knock(  # noqa: PLR0917 - positional arguments are the cheapest call on the
     tcp_flags: int,
     ifindex: int,
     timestamp: float,
+    sport: int,
+    seq: int,
 ) -> KnockPacket:
     packet: KnockPacket = _new_packet(KnockPacket)
     _set_source(packet, source)
@@ -175,6 +190,8 @@ def _knock(  # noqa: PLR0917 - positional arguments are the cheapest call on the
     _set_tcp_flags(packet, tcp_flags)
     _set_ifindex(packet, ifindex)
     _set_timestamp(packet, timestamp)
+    _set_sport(packet, sport)
+    _set_seq(packet, seq)
     return packet
 
 
@@ -242,7 +259,7 @@ def decode_packet(  # noqa: C901, PLR0911, PLR0912, PLR0915 - the per-packet hot
     if protocol == _PROTO_TCP:
         if end - transport < _TCP_HEADER:
             return Discard.TRUNCATED
-        dport, offset_flags = _TCP.unpack_from(data, transport)
+        sport, dport, seq, offset_flags = _TCP.unpack_from(data, transport)
         if offset_flags >> 12 < 5:
             return Discard.BAD_HEADER_LENGTH
         name = "tcp"
@@ -250,9 +267,10 @@ def decode_packet(  # noqa: C901, PLR0911, PLR0912, PLR0915 - the per-packet hot
     elif protocol == _PROTO_UDP:
         if end - transport < _UDP_HEADER:
             return Discard.TRUNCATED
-        (dport,) = _UDP.unpack_from(data, transport)
+        sport, dport = _UDP.unpack_from(data, transport)
         name = "udp"
         flags = 0
+        seq = 0
     elif protocol == _PROTO_ESP:
         return Discard.ENCRYPTED
     elif protocol == _PROTO_NO_NEXT:
@@ -267,4 +285,4 @@ def decode_packet(  # noqa: C901, PLR0911, PLR0912, PLR0915 - the per-packet hot
     else:
         source = _v6_cache.get(raw_source6) or _ipv6(raw_source6)
         destination = _v6_cache.get(raw_destination6) or _ipv6(raw_destination6)
-    return _knock(source, destination, name, dport, flags, ifindex, timestamp)
+    return _knock(source, destination, name, dport, flags, ifindex, timestamp, sport, seq)

@@ -51,7 +51,8 @@ def test_a_closing_door_has_no_native_effect_under_a_knockd_conf() -> None:
 def test_debug_logs_every_knock_packet_and_info_none(caplog: pytest.LogCaptureFixture) -> None:
     config = parse_config(CONFIG).config
     daemon, _ = daemon_for(config)
-    packet = KnockPacket(KNOCKER, ipaddress.ip_address("198.18.0.1"), "tcp", 7000, 0x02, 2, 0.0)
+    server = ipaddress.ip_address("198.18.0.1")
+    packet = KnockPacket(KNOCKER, server, "tcp", 7000, 0x02, 2, 0.0, sport=40000, seq=1)
     with caplog.at_level(logging.INFO, logger="knocknft"):
         daemon.handle_packets([packet])
     assert "packet:" not in caplog.text

@@ -6,9 +6,11 @@ doors that must open (and for whom). Time is the knock's own timestamp: no clock
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import itertools
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,8 @@ from knocknft.core.engine import (
 
 SYN, ACK, RST = 0x02, 0x10, 0x04
 SERVER = ipaddress.ip_address("198.18.0.1")
+# Every knock a connection of its own unless a test says otherwise, as the knock client makes them.
+_SOURCE_PORTS = itertools.count(40000)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,13 @@ class K:
     dport: int
     tcp_flags: int
     timestamp: float
+    sport: int = field(default_factory=lambda: next(_SOURCE_PORTS))
+    seq: int = 1
+
+
+def again(k: K, t: float) -> K:
+    """The same packet sent again at `t`: a retransmitted SYN (same source port and sequence)."""
+    return dataclasses.replace(k, timestamp=t)
 
 
 def knock(t: float, src: str, port: str, flags: int = SYN, dst: IPAddress = SERVER) -> K:
@@ -319,3 +330,78 @@ def test_ipv4_and_v4_compatible_ipv6_sources_are_different_knockers() -> None:
     ]
     _, events = run(config(SSH), knocks)
     assert opened(events) == [(A, "ssh")]
+
+
+# -- a retransmission is not a knock ------------------------------------------------------------
+
+TCP3 = """\
+doors:
+  ssh:
+    sequence: [7000/tcp, 8000/tcp, 9000/tcp]
+    seq_timeout: 25s
+    open: [22/tcp]
+    open_for: 30s
+  banned:
+    sequence: [1226/tcp, 1226/tcp]
+    open: [22/tcp]
+    open_for: 30s
+  udp:
+    sequence: [5000/udp, 6000/udp]
+    open: [22/tcp]
+    open_for: 30s
+"""
+
+
+def blocking_connect(t: float, src: str, port: str, retries: int = 2) -> list[K]:
+    """What ssh or telnet sends to a port that drops: one SYN, then the same SYN again at 1 s,
+    3 s, ... (the kernel's backoff), all with the connection's source port and sequence."""
+    first = knock(t, src, port)
+    return [first, *(again(first, t + 2**n - 1) for n in range(1, retries + 1))]
+
+
+def test_retransmitted_syns_neither_advance_nor_break_an_attempt() -> None:
+    knocks = [blocking_connect(10.0 * i, A, p) for i, p in enumerate(["7000", "8000", "9000"])]
+    engine, events = run(config(TCP3), [k for connect in knocks for k in connect])
+    assert opened(events) == [(A, "ssh")]
+    assert [e.stage for e in events if isinstance(e, Progress)] == [1, 2, 3]
+    assert not [e for e in events if isinstance(e, Invalidated)]
+    # The 9000 retransmissions come after the door opened: 9000 starts no door, so nothing.
+    assert engine.counters.retransmissions_ignored == 4
+
+
+def test_a_new_connection_to_the_same_port_breaks_the_attempt() -> None:
+    first = knock(0, A, "7000")
+    new_port = knock(1, A, "7000")  # a new source port: a second `ssh -p 7000`
+    new_isn = dataclasses.replace(first, timestamp=1, seq=first.seq + 1)  # the port reused
+    for second in (new_port, new_isn):
+        engine, events = run(config(TCP3), [first, second, *seq(A, ["8000", "9000"], start=2)])
+        assert opened(events) == []
+        assert [type(e).__name__ for e in events][:2] == ["Progress", "Invalidated"]
+        assert engine.counters.retransmissions_ignored == 0
+
+
+def test_one_blocking_connect_does_not_complete_a_door_that_repeats_its_port() -> None:
+    _, events = run(config(TCP3), blocking_connect(0, A, "1226", retries=3))
+    assert opened(events) == []
+    _, events = run(
+        config(TCP3), [*blocking_connect(0, A, "1226"), *blocking_connect(4, A, "1226")]
+    )
+    assert opened(events) == [(A, "banned")]
+
+
+def test_only_the_last_counted_connection_is_a_retransmission() -> None:
+    """The 7000 connection's SYN again after 8000 was counted is a knock on 7000 out of turn."""
+    first = knock(0, A, "7000")
+    _, events = run(
+        config(TCP3), [first, knock(0.5, A, "8000"), again(first, 1), knock(2, A, "9000")]
+    )
+    assert opened(events) == []
+
+
+def test_udp_datagrams_count_each_time_even_when_identical() -> None:
+    """UDP has no connection to retransmit: a repeat is a knock, as in knockd."""
+    datagram = knock(0, A, "5000/udp")
+    engine, events = run(config(TCP3), [datagram, again(datagram, 0.1), knock(0.2, A, "6000/udp")])
+    assert opened(events) == []
+    assert engine.counters.invalidations == 1
+    assert engine.counters.retransmissions_ignored == 0

@@ -6,6 +6,7 @@ metrics endpoint's answers. (The same against the real kernel: tests/integration
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import os
 import shutil
@@ -35,10 +36,24 @@ KNOCKER = ipaddress.ip_address("198.18.0.2")
 SERVER = ipaddress.ip_address("198.18.0.1")
 
 
+# Each knock a connection of its own, as the knock client makes them.
+_SOURCE_PORTS = itertools.count(40000)
+
+
 def knock(port: str, at: float) -> KnockPacket:
     number, _, protocol = port.partition("/")
     flags = 0x02 if protocol != "udp" else 0
-    return KnockPacket(KNOCKER, SERVER, protocol or "tcp", int(number), flags, 2, at)
+    return KnockPacket(
+        KNOCKER,
+        SERVER,
+        protocol or "tcp",
+        int(number),
+        flags,
+        2,
+        at,
+        sport=next(_SOURCE_PORTS),
+        seq=1,
+    )
 
 
 def knock_all(daemon: Daemon, ports: list[str]) -> None:

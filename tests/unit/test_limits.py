@@ -109,7 +109,8 @@ def test_the_largest_value_runs_and_the_next_is_refused_at_check(
     daemon = Daemon(config, nft, RecordingRunner(), PendingStops(None), clock=lambda: 0.0)
     steps = door.sequence
     daemon.handle_packets(
-        KnockPacket(KNOCKER, SERVER, s.protocol, s.port, 0x02, 2, 0.0) for s in steps
+        KnockPacket(KNOCKER, SERVER, s.protocol, s.port, 0x02, 2, 0.0, sport=40000 + i, seq=1)
+        for i, s in enumerate(steps)
     )
     assert f"timeout {door.open_for}s" in nft.scripts[-1], "the grant reached the kernel"
     assert daemon.pending.next_due() == door.cmd_timeout, "the stop command is scheduled"

@@ -274,7 +274,9 @@ SYN_PAYLOAD = payload_of(packet_messages("ipv4_tcp_syn")[0])
 
 def test_crafted_message_decodes_like_a_saved_one() -> None:
     [knock] = NflogDecoder().decode(message(payload=SYN_PAYLOAD, seq=1), 0.0)
-    assert knock == KnockPacket(CLIENT4, SERVER4, "tcp", 7001, 0x02, 2, 1_700_000_000.25)
+    assert knock == KnockPacket(
+        CLIENT4, SERVER4, "tcp", 7001, 0x02, 2, 1_700_000_000.25, sport=59000, seq=736941233
+    )
 
 
 def test_missing_or_zero_timestamp_uses_now() -> None:

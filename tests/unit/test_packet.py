@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
@@ -19,8 +20,8 @@ CLIENT4, SERVER4 = IPv4Address("198.18.0.2"), IPv4Address("198.18.0.1")
 CLIENT6, SERVER6 = IPv6Address("2001:db8::2"), IPv6Address("2001:db8::1")
 SYN = 0x02
 
-# source, destination, protocol, dport, TCP flags
-Expected = tuple[IPv4Address | IPv6Address, IPv4Address | IPv6Address, str, int, int]
+# source, destination, protocol, dport, TCP flags, source port, TCP sequence number
+Expected = tuple[IPv4Address | IPv6Address, IPv4Address | IPv6Address, str, int, int, int, int]
 
 
 def saved_payloads(case: str) -> list[bytes]:
@@ -40,18 +41,22 @@ def saved_payloads(case: str) -> list[bytes]:
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("ipv4_tcp_syn", (CLIENT4, SERVER4, "tcp", 7001, SYN)),
-        ("ipv4_udp", (CLIENT4, SERVER4, "udp", 7002, 0)),
-        ("ipv6_tcp", (CLIENT6, SERVER6, "tcp", 7003, SYN)),
-        ("ipv6_udp", (CLIENT6, SERVER6, "udp", 7004, 0)),
-        ("ipv6_ext_headers", (CLIENT6, SERVER6, "udp", 7005, 0)),
-        ("ipv4_ip_options", (CLIENT4, SERVER4, "tcp", 7006, SYN)),
-        ("copy_range", (CLIENT4, SERVER4, "udp", 7200, 0)),
+        ("ipv4_tcp_syn", (CLIENT4, SERVER4, "tcp", 7001, SYN, 59000, 736941233)),
+        ("ipv4_udp", (CLIENT4, SERVER4, "udp", 7002, 0, 40000, 0)),
+        ("ipv6_tcp", (CLIENT6, SERVER6, "tcp", 7003, SYN, 41142, 3743707913)),
+        ("ipv6_udp", (CLIENT6, SERVER6, "udp", 7004, 0, 40001, 0)),
+        ("ipv6_ext_headers", (CLIENT6, SERVER6, "udp", 7005, 0, 40002, 0)),
+        ("ipv4_ip_options", (CLIENT4, SERVER4, "tcp", 7006, SYN, 37144, 3263055805)),
+        ("copy_range", (CLIENT4, SERVER4, "udp", 7200, 0, 40003, 0)),
     ],
 )
 def test_saved_knocks_decode(case: str, expected: Expected) -> None:
     [payload] = saved_payloads(case)
-    assert decode_packet(payload, 1234.5, 3) == KnockPacket(*expected, 3, 1234.5)
+    source, destination, protocol, dport, flags, sport, seq = expected
+    decoded = decode_packet(payload, 1234.5, 3)
+    assert decoded == KnockPacket(
+        source, destination, protocol, dport, flags, 3, 1234.5, sport=sport, seq=seq
+    )
 
 
 def test_saved_ext_headers_really_has_hop_by_hop_and_destination_options() -> None:
@@ -88,8 +93,10 @@ def test_saved_truncated_payload_is_the_rule_snaplen() -> None:
 # --- crafted packets ---------------------------------------------------------------
 
 
-def tcp(dport: int = 7001, flags: int = SYN, data_offset: int = 5) -> bytes:
-    return struct.pack("!HHIIBBHHH", 40000, dport, 1, 0, data_offset << 4, flags, 512, 0, 0)
+def tcp(
+    dport: int = 7001, flags: int = SYN, data_offset: int = 5, sport: int = 40000, seq: int = 1
+) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, 0, data_offset << 4, flags, 512, 0, 0)
 
 
 def udp(dport: int = 7002) -> bytes:
@@ -256,15 +263,28 @@ def test_decodes_a_window_of_a_larger_buffer_without_copying() -> None:
     inner = ipv4(17, udp(7777))
     buffer = bytearray(b"\xff" * 13 + inner + b"\xff" * 7)
     result = decode_packet(memoryview(buffer), 5.0, 9, 13, 13 + len(inner))
-    assert result == KnockPacket(CLIENT4, SERVER4, "udp", 7777, 0, 9, 5.0)
+    assert result == KnockPacket(CLIENT4, SERVER4, "udp", 7777, 0, 9, 5.0, sport=40000, seq=0)
     assert decode_packet(buffer, 0.0, 0, 13, 13 + len(inner) - 1) == Discard.TRUNCATED
     assert decode_packet(buffer, 0.0, 0, 13, len(buffer) + 1) == Discard.TRUNCATED
     assert decode_packet(buffer, 0.0, 0, -1) == Discard.TRUNCATED
 
 
+@pytest.mark.parametrize("build", [ipv4, ipv6])
+def test_tcp_source_port_and_sequence_number_name_the_connection(
+    build: Callable[[int, bytes], bytes],
+) -> None:
+    """What tells a retransmitted SYN from a new connection: both fields, full width."""
+    result = decode_packet(build(6, tcp(7001, sport=65535, seq=0xFFFFFFFE)), 0.0)
+    assert isinstance(result, KnockPacket)
+    assert (result.sport, result.seq, result.dport) == (65535, 0xFFFFFFFE, 7001)
+    udp_result = decode_packet(build(17, udp(7002)), 0.0)
+    assert isinstance(udp_result, KnockPacket)
+    assert (udp_result.sport, udp_result.seq) == (40000, 0)
+
+
 def test_knock_packet_is_an_ordinary_frozen_dataclass() -> None:
     decoded = decode_packet(ipv6(6, tcp(7003)), 2.5, 4)
-    built = KnockPacket(CLIENT6, SERVER6, "tcp", 7003, SYN, 4, 2.5)
+    built = KnockPacket(CLIENT6, SERVER6, "tcp", 7003, SYN, 4, 2.5, sport=40000, seq=1)
     assert decoded == built
     assert hash(decoded) == hash(built)
     assert repr(decoded) == repr(built)

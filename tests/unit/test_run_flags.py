@@ -176,9 +176,9 @@ def daemon(**kwargs: Any) -> Daemon:
 
 def sequence(source: IPAddress, destination: IPAddress, t: float = 1.0) -> list[KnockPacket]:
     return [
-        KnockPacket(source, destination, "tcp", 7000, 0x02, 2, t),
-        KnockPacket(source, destination, "udp", 9000, 0, 2, t + 0.1),
-        KnockPacket(source, destination, "tcp", 8000, 0x02, 2, t + 0.2),
+        KnockPacket(source, destination, "tcp", 7000, 0x02, 2, t, sport=40000, seq=1),
+        KnockPacket(source, destination, "udp", 9000, 0, 2, t + 0.1, sport=40001, seq=0),
+        KnockPacket(source, destination, "tcp", 8000, 0x02, 2, t + 0.2, sport=40002, seq=1),
     ]
 
 
