@@ -2,7 +2,9 @@
 
 Pure. `options.interfaces` limits where knocks are heard, nothing else: the protected services
 are dropped for sources without a grant on every interface, so a mistyped or missing interface
-can only keep a door shut, never leave a service open.
+can only keep a door shut, never leave a service open. Loopback is let through first, unless the
+interfaces name `lo` (knocknft.core.sources.hears_loopback): then knocks on it count and the
+services are gated on it like anywhere else.
 
 Rule bodies are text built here from values checked by knocknft.core.transaction (names,
 interfaces, addresses, ports, quoted comments) or this module's constants; that module's
@@ -29,6 +31,7 @@ from knocknft.config import (
 )
 from knocknft.core.bans import DENY_SETS, deny_sets
 from knocknft.core.grants import ALLOW4, ALLOW6
+from knocknft.core.sources import hears_loopback
 from knocknft.core.transaction import (
     Chain,
     Rule,
@@ -68,6 +71,7 @@ ALLOW_SET_SIZE = 65536
 # A set-wide default timeout is the kernel-side guard behind our own rule that every element
 # carries a timeout: an element added without one (by a buggy writer) still expires.
 FALLBACK_TIMEOUT = 3600
+LOOPBACK_ACCEPT = 'iif "lo" accept'
 # The first words of every script: how a saved copy is recognised as ours (knocknft.nft.lastgood).
 HEADER = "# knocknft "
 
@@ -181,7 +185,7 @@ def ruleset_transaction(config: Config) -> Transaction:
     protected = config.protected
     if protected:
         tx.add(prerouting)
-    bodies = ['iif "lo" accept']
+    bodies = _loopback_rules(config)
     # Bans first: a banned source's packets go nowhere, its open connections and knocks too.
     bodies += _deny_rules(config)
     # Before the established accept, or a connection would outlive its grant (close_sessions).
@@ -262,7 +266,7 @@ def _prerouting_rules(config: Config) -> list[str]:
     """
     services = services_expr(config.protected)
     return [
-        'iif "lo" accept',
+        *_loopback_rules(config),
         f"meta l4proto . th dport != {services} accept",
         "fib daddr type != local accept",
         *_deny_rules(config),
@@ -270,6 +274,10 @@ def _prerouting_rules(config: Config) -> list[str]:
         "ct state established,related accept",
         *_gate_rules(config),
     ]
+
+
+def _loopback_rules(config: Config) -> list[str]:
+    return [] if hears_loopback(config.options.interfaces) else [LOOPBACK_ACCEPT]
 
 
 def _knock_comment(doors: list[Door]) -> str:

@@ -10,11 +10,17 @@ server's own address). `refusal` names the class of every address that is never 
 `decide` asks it for each completed sequence, before any grant or command, so the check costs
 nothing per knock. An IPv4-mapped or -compatible IPv6 address (`::ffff:127.0.0.1`) is judged,
 and shown, as the IPv4 address it carries.
+
+Loopback is the one exception, and only when the admin asks for knocks on it (`lo` among the
+interfaces: the one-machine lab, `telnet localhost 7000`): a loopback source is then this host
+knocking itself, which the kernel guarantees, as it lets a packet from 127.0.0.0/8 or ::1 in
+only on the loopback interface.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from knocknft.config import IPAddress
@@ -22,6 +28,8 @@ from knocknft.config import IPAddress
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV6_LOOPBACK = ipaddress.IPv6Address("::1")
+LOOPBACK = "lo"
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,18 @@ class HostAddresses:
 
 
 NO_HOST_ADDRESSES = HostAddresses()
+
+
+def hears_loopback(interfaces: Iterable[str]) -> bool:
+    """Whether knocks on loopback count, and the protected services are gated there too: only
+    when options.interfaces (or `run -i`) names `lo` itself; by default loopback is left alone."""
+    return LOOPBACK in interfaces
+
+
+def from_loopback(address: IPAddress) -> bool:
+    """A loopback source as sent (127.0.0.0/8 or ::1), not an IPv4-mapped one (which the kernel
+    does not keep off other interfaces the same way)."""
+    return address.is_loopback if address.version == 4 else address == _IPV6_LOOPBACK
 
 
 def as_shown(address: IPAddress) -> IPAddress:

@@ -6,6 +6,7 @@ the diff. tests/integration/test_ruleset.py loads every expected script into a r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -77,6 +78,29 @@ def test_forwarded_services_are_gated_before_dnat_and_knocks_logged_once() -> No
     ]
     assert chain[-1].endswith('drop comment "protected"') and "mark set" in chain[-2]
     assert sum("log group" in line for line in lines) == 1, "knocks are logged by input only"
+
+
+def test_loopback_among_the_interfaces_hears_knocks_and_gates_services_there() -> None:
+    """The one-machine lab (`run -i lo`): nothing lets loopback through before the knock rule or
+    the gate; by default loopback is accepted first in both chains, as before."""
+    config = load_scenario(SCENARIOS / "basic")
+
+    def rules(interfaces: tuple[str, ...]) -> list[str]:
+        options = dataclasses.replace(config.options, interfaces=interfaces)
+        text = render_ruleset(dataclasses.replace(config, options=options))
+        return [line for line in text.splitlines() if line.startswith("add rule ")]
+
+    lab = rules(("lo",))
+    assert not any('iif "lo"' in line for line in lab)
+    assert any('iifname { "lo" } ' in line and "log group" in line for line in lab)
+    assert sum('drop comment "protected"' in line for line in lab) == 2  # input and prerouting
+    for interfaces in ((), ("eth0",), ("lo0",)):
+        default = rules(interfaces)
+        loopback = [line for line in default if line.endswith(' iif "lo" accept')]
+        assert [line.split()[4] for line in loopback] == ["input", "prerouting"]
+        assert default.index(loopback[0]) < next(
+            i for i, line in enumerate(default) if "log group" in line
+        )
 
 
 def test_a_config_without_protected_services_removes_the_prerouting_chain() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -10,7 +11,7 @@ import pytest
 
 from knocknft.config import parse_config
 from knocknft.core.engine import Opened
-from knocknft.core.sources import as_shown, refusal
+from knocknft.core.sources import as_shown, from_loopback, hears_loopback, refusal
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops
 from knocknft.netlink.base import NLMSG_HDRLEN, NLMSGHDR, attr
@@ -128,3 +129,32 @@ def test_an_odd_source_opens_nothing_runs_nothing_and_is_counted(
     assert "127.0.0.1: ssh: sequence completed from a loopback address" in caplog.text
     assert "198.18.0.2: ssh: OPEN SESAME" in caplog.text  # the mapped source, shown as IPv4
     assert len(runner.commands) == 1
+
+
+def test_loopback_sources_are_the_host_itself_only_as_sent() -> None:
+    assert from_loopback(ip("127.0.0.1")) and from_loopback(ip("127.9.9.9"))
+    assert from_loopback(ip("::1"))
+    assert not from_loopback(ip("::ffff:127.0.0.1")), "a mapped one may come in on any interface"
+    assert not from_loopback(ip("198.18.0.1")) and not from_loopback(ip("::"))
+    assert hears_loopback(("eth0", "lo")) and not hears_loopback(("eth0", "lo*", "lo0"))
+
+
+@pytest.mark.parametrize(
+    ("interfaces", "opens"), [(("lo",), True), ((), False), (("eth0",), False)]
+)
+def test_a_loopback_knock_opens_only_when_knocks_are_heard_on_loopback(
+    interfaces: tuple[str, ...], opens: bool
+) -> None:
+    """`run -i lo` and `telnet localhost 7000`: the knocker is 127.0.0.1 or ::1, this host's own
+    addresses, and that is the lab's intent; a mapped loopback source stays refused."""
+    config = parse_config(CONFIG).config
+    config = dataclasses.replace(
+        config, options=dataclasses.replace(config.options, interfaces=interfaces)
+    )
+    runner = RecordingRunner()
+    daemon = Daemon(config, loaded_nft(config), runner, PendingStops(None), clock=lambda: 0.0)
+    daemon.source_check = lambda address: refusal(address, HOST)
+    door = config.doors[0]
+    daemon.execute([Opened(ip(a), door, 0.0) for a in ("127.0.0.1", "::1", "::ffff:127.0.0.1")])
+    assert len(runner.commands) == (2 if opens else 0)
+    assert daemon.stats()["odd_addresses_refused"] == (1 if opens else 3)
