@@ -18,6 +18,9 @@ connect (ssh, telnet, nc, a browser) sends its SYN again until it gives up; a TC
 source port and sequence number of the knock an attempt last counted is that retransmission and is
 ignored (no stage, no break). A new connection to the same port has a new source port and initial
 sequence number, and keeps knockd's meaning. UDP has no such identity: every datagram counts.
+A TCP knock that breaks an attempt is remembered in its place (stage _BROKEN) until the attempt's
+seq_timeout, so that its own retransmissions do not start a new attempt either; the source's next
+other packet forgets it and is judged as if no attempt were in progress.
 
 knockd's defects avoided: attempts are kept per door in insertion order (so expiry is a walk from
 the front, driven by a timer, not only by packets), every attempt is independent (no list surgery
@@ -140,6 +143,9 @@ Step = tuple[str, int]  # (protocol, port): compared against every packet, so a 
 # _NO_CONNECTION after a UDP one.
 _Attempt = tuple[int, float, int]
 _NO_CONNECTION = -1
+# The stage of a broken attempt kept only for the connection that broke it (see the docstring):
+# it ends silently, and counts against max_attempts like any attempt.
+_BROKEN = -1
 
 _V6_BIT = 1 << 128
 
@@ -239,7 +245,8 @@ class Engine:
 
     @property
     def tracked(self) -> int:
-        """Attempts in progress, over all sources and doors."""
+        """Attempts in progress, over all sources and doors (a broken one still remembered for
+        its breaking connection included: it takes its room under max_attempts)."""
         return self._tracked
 
     def active_steps(self, door_name: str) -> tuple[Step, ...] | None:
@@ -269,8 +276,9 @@ class Engine:
                     break
                 attempts.popitem(last=False)
                 self._tracked -= 1
-                self.counters.timeouts += 1
-                events.append(TimedOut(_address(key), state.door, stage))
+                if stage != _BROKEN:
+                    self.counters.timeouts += 1
+                    events.append(TimedOut(_address(key), state.door, stage))
         self._expire_at = earliest
         return events
 
@@ -280,7 +288,7 @@ class Engine:
 
     # -- knocks -----------------------------------------------------------------------------
 
-    def on_knock(self, knock: Knock) -> list[Event]:  # noqa: C901 - the per-packet hot path, flat on purpose: a call per check costs more
+    def on_knock(self, knock: Knock) -> list[Event]:  # noqa: C901, PLR0912, PLR0915 - the per-packet hot path, flat on purpose: a call per check costs more
         """Judge one knock packet; returns what happened, in order."""
         self.counters.knocks += 1
         now = knock.timestamp
@@ -299,14 +307,21 @@ class Engine:
             attempt = state.attempts.get(key)
             if attempt is None or not state.accepts_destination(destination):
                 continue
-            judged = True
-            if is_tcp and not state.door.tcpflags.matches(flags):
-                self.counters.flags_ignored += 1
-                continue
             stage, started, last = attempt
-            if connection == last and is_tcp:
-                self.counters.retransmissions_ignored += 1
+            if is_tcp:
+                if connection == last:
+                    judged = True
+                    self.counters.retransmissions_ignored += 1
+                    continue
+                if not state.door.tcpflags.matches(flags):
+                    judged = True
+                    self.counters.flags_ignored += 1
+                    continue
+            if stage == _BROKEN:
+                del state.attempts[key]
+                self._tracked -= 1
                 continue
+            judged = True
             steps = state.steps
             if steps is not None and steps[stage] == step:
                 self._advance(
@@ -321,8 +336,11 @@ class Engine:
                     events=events,
                 )
             else:
-                del state.attempts[key]
-                self._tracked -= 1
+                if is_tcp:
+                    state.attempts[key] = (_BROKEN, started, connection)
+                else:
+                    del state.attempts[key]
+                    self._tracked -= 1
                 self.counters.invalidations += 1
                 events.append(Invalidated(source, state.door, stage))
         if judged:
@@ -404,5 +422,6 @@ class Engine:
             return
         key, (stage, _, _) = oldest.attempts.popitem(last=False)
         self._tracked -= 1
-        self.counters.evictions += 1
-        events.append(Evicted(_address(key), oldest.door, stage))
+        if stage != _BROKEN:
+            self.counters.evictions += 1
+            events.append(Evicted(_address(key), oldest.door, stage))

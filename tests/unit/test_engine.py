@@ -380,6 +380,27 @@ def test_a_new_connection_to_the_same_port_breaks_the_attempt() -> None:
         assert engine.counters.retransmissions_ignored == 0
 
 
+def test_the_breaking_connections_retransmissions_start_nothing() -> None:
+    """`ssh -p 7000` twice, then 8000 and 9000: the second connection breaks the attempt, and
+    its own SYNs again must not start a new one that 8000 and 9000 would then complete."""
+    breaker = knock(1, A, "7000")
+    knocks = [knock(0, A, "7000"), breaker, again(breaker, 2), again(breaker, 4)]
+    engine, events = run(config(TCP3), [*knocks, *seq(A, ["8000", "9000"], start=5)])
+    assert opened(events) == []
+    assert [type(e).__name__ for e in events] == ["Progress", "Invalidated"]
+    assert engine.counters.retransmissions_ignored == 2
+    assert engine.tracked == 0, "the next other packet forgot the broken attempt"
+    _, events = run(config(TCP3), seq(A, ["7000", "8000", "9000"], start=6), engine)
+    assert opened(events) == [(A, "ssh")], "and a fresh sequence works"
+
+
+def test_a_broken_attempt_ends_silently_at_its_timeout() -> None:
+    engine, _ = run(config(TCP3), [knock(0, A, "7000"), knock(1, A, "7000")])
+    assert engine.tracked == 1
+    assert engine.expire(30.0) == [] and engine.tracked == 0
+    assert engine.counters.timeouts == 0
+
+
 def test_one_blocking_connect_does_not_complete_a_door_that_repeats_its_port() -> None:
     _, events = run(config(TCP3), blocking_connect(0, A, "1226", retries=3))
     assert opened(events) == []
