@@ -14,8 +14,10 @@ VENV := .venv
 # files are read; no unit is started). Debian installs it anyway; minimal containers may not.
 # knockd and iptables are for the tests only: Debian's knockd and knock are the real peers knocknft
 # is checked against, and the knockd.conf files users import run iptables (in the tests' own
-# network namespaces only).
-APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables
+# network namespaces only). openssh-client is for the tests too: `ssh -p PORT` is how the articles
+# knock, a blocking connect whose SYN the kernel retransmits.
+APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables \
+	openssh-client
 
 .PHONY: demo test lint unit integration bench deps venv clean
 
