@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import itertools
 import os
 import secrets
 import socket
@@ -27,6 +28,9 @@ from knocknft.config import parse_port_spec
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
+# Each hand-made segment from a source port of its own: the daemon takes a segment with the source
+# port and sequence number of the knock it last counted for a retransmission, not a knock.
+_SOURCE_PORTS = itertools.cycle(range(40000, 60000))
 
 
 def _setns(fd: int) -> None:
@@ -112,13 +116,14 @@ class Host:
             knock_once(target, parse_port_spec(step), source, self.socket)
 
     def send_tcp(self, address: str, port: int, flags: int, source: str) -> None:
-        """One hand-made TCP segment with the given flags (e.g. SYN+ACK), via a raw socket."""
+        """One hand-made TCP segment with the given flags (e.g. SYN+ACK), via a raw socket: a
+        knock of its own, never a retransmission of the one before."""
         v6 = ":" in address
         sock = self.socket(
             socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP
         )
         try:
-            segment = tcp_segment(source, address, 40000, port, flags)
+            segment = tcp_segment(source, address, next(_SOURCE_PORTS), port, flags)
             sock.sendto(segment, (address, 0))
         finally:
             sock.close()
