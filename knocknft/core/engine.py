@@ -139,8 +139,8 @@ Step = tuple[str, int]  # (protocol, port): compared against every packet, so a 
 
 # An attempt is (stage, started, connection): a tuple of numbers, which the cyclic garbage
 # collector stops tracking, so a full attempt table adds nothing to GC pauses. The source is its
-# dict key. `connection` is the TCP connection of the last knock counted (_connection), or
-# _NO_CONNECTION after a UDP one.
+# dict key. `connection` is the TCP connection of the last knock counted (source port and
+# sequence number, see on_knock), or _NO_CONNECTION after a UDP one.
 _Attempt = tuple[int, float, int]
 _NO_CONNECTION = -1
 # The stage of a broken attempt kept only for the connection that broke it (see the docstring):
@@ -158,11 +158,6 @@ def _key(address: IPAddress) -> int:
 
 def _address(key: int) -> IPAddress:
     return IPv6Address(key ^ _V6_BIT) if key & _V6_BIT else IPv4Address(key)
-
-
-def _connection(knock: Knock) -> int:
-    """Source port and sequence number in one int: what a retransmitted SYN repeats exactly."""
-    return knock.sport << 32 | knock.seq
 
 
 @dataclass(slots=True)
@@ -300,7 +295,9 @@ class Engine:
         step: Step = (knock.protocol, knock.dport)
         is_tcp = knock.protocol == "tcp"
         flags = knock.tcp_flags
-        connection = _connection(knock) if is_tcp else _NO_CONNECTION
+        # Source port and sequence number in one int: what a retransmitted SYN repeats exactly.
+        # Inline, not a function: this runs for every packet.
+        connection = knock.sport << 32 | knock.seq if is_tcp else _NO_CONNECTION
 
         judged = False
         for state in self._doors:
