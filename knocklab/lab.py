@@ -14,6 +14,7 @@ import ipaddress
 import itertools
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import threading
@@ -31,6 +32,8 @@ NETNS_DIR = Path("/run/netns")
 # Each hand-made segment from a source port of its own: the daemon takes a segment with the source
 # port and sequence number of the knock it last counted for a retransmission, not a knock.
 _SOURCE_PORTS = itertools.cycle(range(40000, 60000))
+# Files `ip netns exec NAME` bind-mounts over /etc's (hosts, resolv.conf): a namespace's own.
+NETNS_ETC = Path("/etc/netns")
 
 
 def _setns(fd: int) -> None:
@@ -96,6 +99,16 @@ class Host:
         sock = run_in_netns(self.netns, lambda: socket.socket(family, kind, proto))
         assert isinstance(sock, socket.socket)
         return sock
+
+    def write_etc(self, name: str, text: str) -> Path:
+        """/etc/NAME as programs run in this namespace see it (/etc/netns/NETNS/NAME): written
+        in place, so a process already running sees the change (its bind mount holds the
+        inode). The lab removes it with the namespace."""
+        path = NETNS_ETC / self.netns / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as file:
+            file.write(text)
+        return path
 
     def add_address(self, address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """Another address on this host's link interface (e.g. a second client)."""
@@ -294,6 +307,7 @@ class Lab:
                     break
                 # A process still inside keeps the namespace busy for a moment after it exits.
                 time.sleep(0.05 * (attempt + 1))
+            shutil.rmtree(NETNS_ETC / name, ignore_errors=True)
         self._created.clear()
 
 

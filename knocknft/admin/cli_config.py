@@ -29,6 +29,7 @@ from knocknft.config import (
 )
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.tablelock import refuse_if_daemon_runs
+from knocknft.daemon.trusted import NameResolver, resolve_config
 from knocknft.errors import UsageError
 from knocknft.files import check_state_dir
 from knocknft.netlink.base import interface_names
@@ -111,6 +112,10 @@ def apply(
         # A printed script may be for another host; a loaded one must name this host's
         # interfaces, or a typo would leave knocks unheard.
         cfg = load(config, host=HostInterfaces(interface_names(), strict=not dry_run))
+        # Once, now: with no daemon, nothing resolves the names again (see always_allow).
+        cfg = resolve_config(
+            cfg, NameResolver(warn=lambda m: typer.echo(f"warning: {m}", err=True))
+        )
         if state_dir is not None:
             cfg = dataclasses.replace(
                 cfg, options=dataclasses.replace(cfg.options, state_dir=state_dir)

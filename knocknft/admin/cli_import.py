@@ -10,8 +10,8 @@ import typer
 from knocknft.admin.cli_common import EXIT_FAILURE, exit_on_error, fail
 from knocknft.config import read_config_text
 from knocknft.files import write_atomic
-from knocknft.knockd.grammar import read_knockd_conf
-from knocknft.knockd.writer import import_knockd
+from knocknft.knockd.grammar import KnockdConf, read_knockd_conf
+from knocknft.knockd.writer import TRUSTED_NEXT_TO_CONF, import_knockd, trusted_file
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
@@ -55,7 +55,7 @@ def import_(
     unread = _UnreadFiles()
     with exit_on_error():
         conf = read_knockd_conf(read_config_text(file), str(file), read_file=unread.read)
-        result = import_knockd(conf, str(file))
+        result = import_knockd(conf, str(file), _trusted_list(conf, file))
     for door, lines in zip(conf.config.doors, conf.door_lines, strict=True):
         reason = unread.reasons.get(door.one_time_sequences) if door.one_time_sequences else None
         if reason is not None:
@@ -75,6 +75,16 @@ def import_(
     except OSError as exc:
         fail(EXIT_FAILURE, f"cannot write {output}: {exc.strerror or exc}")
     typer.echo(f"wrote {output}: {len(conf.config.doors)} door(s)", err=True)
+
+
+def _trusted_list(conf: KnockdConf, file: Path) -> Path | None:
+    """The trusted list of the knockd setup: named by a door's command, or knockd.trusted next
+    to the knockd.conf (the university's init script reads it from there)."""
+    named = trusted_file(conf)
+    if named is not None:
+        return named
+    beside = file.absolute().parent / TRUSTED_NEXT_TO_CONF
+    return beside if beside.is_file() else None
 
 
 class _UnreadFiles:

@@ -6,6 +6,7 @@ keeping every key's line number, so each error can say file:line and how to fix 
   `format_seconds` for messages.
 - `walker`: the Walker over PyYAML's node graph, collecting located errors and warnings.
 - `options`, `doors`: the two sections' parsers and the checks across them.
+- `trusted`: always_allow's entries (address, network or host name) and always_allow_file's lines.
 - `loader`: parse_config, load_config, read_config_text.
 
 Pure except `loader`, which reads the config file and the doors' one-time-sequences files (unless

@@ -87,7 +87,7 @@ def parse_config(
         raise ConfigError([Problem(file, 1, "", "the file is empty", "see config.example.yaml")])
     top = w.mapping(root, "", ("options", "doors"))
     options_node = top["options"][1] if "options" in top else None
-    options = parse_options(w, options_node, host)
+    options = parse_options(w, options_node, host, reader)
     doors: list[tuple[Door, yaml.Node]] = []
     if "doors" not in top:
         if not w.errors:

@@ -47,6 +47,8 @@ MAX_BAN_SECONDS = 30 * 86400
 MAX_SEQ_TIMEOUT = 86400
 # nft refuses a longer comment ("comment too long, 128 characters maximum allowed").
 MAX_COMMENT_LENGTH = 128
+# always_allow entries from the YAML and the file together: a trusted list, not a blocklist.
+MAX_ALWAYS_ALLOW = 10000
 # The config and the knockd.conf are read whole: a bigger file is a mistake (or an attack on
 # the parser), refused before parsing.
 MAX_CONFIG_BYTES = 1 << 20
@@ -216,6 +218,12 @@ class Options:
     # Sources that reach the protected services without knocking (a management network):
     # the admin's safety line against locking themselves out.
     always_allow: tuple[IPNetwork, ...] = ()
+    # The host names among always_allow's entries and always_allow_file's lines: resolved at
+    # load (`apply`) and again while the daemon runs; what they resolve to is
+    # Config.always_allow_resolved. The networks of both are in always_allow.
+    always_allow_names: tuple[str, ...] = ()
+    # A trusted list, one address, network or host name a line (knockd.trusted), re-read on reload.
+    always_allow_file: Path | None = None
     # Names in `interfaces` that may be missing when the table is applied (wg0, ppp0): every
     # other one must exist, so a typo is refused instead of leaving knocks unheard.
     late_interfaces: tuple[str, ...] = ()
@@ -270,6 +278,9 @@ class Config:
     options: Options
     doors: tuple[Door, ...]
     source: str = "<config>"
+    # What options.always_allow_names resolved to, (name, address) each: filled in by whoever
+    # resolves (`apply` once, the daemon's resolver thread), never by the parser, which does no I/O.
+    always_allow_resolved: tuple[tuple[str, IPAddress], ...] = ()
 
     def door(self, name: str) -> Door | None:
         return next((d for d in self.doors if d.name == name), None)

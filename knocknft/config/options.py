@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import yaml
 
+from knocknft.config.doors import ReadFile
 from knocknft.config.model import (
     DEFAULT_GRANT_MARK,
     DEFAULT_MAX_ATTEMPTS,
     IFNAME_RE,
     KNOCK_REPLIES,
+    MAX_ALWAYS_ALLOW,
     MAX_ATTEMPTS_CEILING,
     MAX_NFLOG_GROUP,
     MAX_RATE,
@@ -18,6 +20,7 @@ from knocknft.config.model import (
     TABLE_NAME_RE,
     Door,
     HostInterfaces,
+    IPNetwork,
     Options,
     RateLimit,
 )
@@ -27,9 +30,9 @@ from knocknft.config.scalars import (
     parse_bool,
     parse_int,
     parse_listen_address,
-    parse_network,
     parse_rate,
 )
+from knocknft.config.trusted import parse_trusted, parse_trusted_file, split_trusted
 from knocknft.config.walker import Walker
 
 OPTION_KEYS = (
@@ -40,6 +43,7 @@ OPTION_KEYS = (
     "interfaces",
     "late_interfaces",
     "always_allow",
+    "always_allow_file",
     "state_dir",
     "max_attempts",
     "knock_rate_limit",
@@ -52,16 +56,20 @@ OPTION_KEYS = (
 
 
 def parse_options(  # noqa: C901, PLR0912 - one branch per option key, each with its own message
-    w: Walker, node: yaml.Node | None, host: HostInterfaces | None = None
+    w: Walker,
+    node: yaml.Node | None,
+    host: HostInterfaces | None = None,
+    read_file: ReadFile | None = None,
 ) -> Options:
-    """The options; with `host`, `interfaces` must name interfaces it has (see check_interfaces)."""
+    """The options; with `host`, `interfaces` must name interfaces it has (see check_interfaces).
+    `always_allow_file` is read through `read_file` (without one, its entries are not read)."""
     if node is None or node.tag == "tag:yaml.org,2002:null":
         return Options()
     entries = w.mapping(node, "options", OPTION_KEYS)
     values: dict[str, object] = {}
     for name, (_, value) in entries.items():
-        if name in ("knock_rate_limit", "knock_rate_burst"):
-            continue  # one RateLimit of two keys: _parse_rate_limit
+        if name in ("knock_rate_limit", "knock_rate_burst", "always_allow", "always_allow_file"):
+            continue  # one value of two keys: _parse_rate_limit, _parse_always_allow
         key = f"options.{name}"
         parsed: object
         if name == "nflog_group":
@@ -89,16 +97,59 @@ def parse_options(  # noqa: C901, PLR0912 - one branch per option key, each with
             parsed = w.scalar(value, key, _parse_knock_reply)
         elif name in ("interfaces", "late_interfaces"):
             parsed = tuple(dict.fromkeys(w.scalar_list(value, key, _parse_ifname)))
-        else:  # always_allow
-            parsed = tuple(w.scalar_list(value, key, parse_network))
         if parsed is not None:
             values[name] = parsed
+    values.update(_parse_always_allow(w, entries, read_file))
     rate_limit = _parse_rate_limit(w, entries)
     if rate_limit is not None:
         values["knock_rate_limit"] = rate_limit
     options = Options(**values)  # type: ignore[arg-type]  # keys and types checked above
     _check_interfaces(w, entries, options, host)
     return options
+
+
+def _parse_always_allow(
+    w: Walker, entries: dict[str, tuple[yaml.Node, yaml.Node]], read_file: ReadFile | None
+) -> dict[str, object]:
+    """always_allow and the lines of always_allow_file: networks to always_allow, host names to
+    always_allow_names. A bad line of the file is an error at that file's line."""
+    trusted: list[IPNetwork | str] = []
+    values: dict[str, object] = {}
+    if "always_allow" in entries:
+        trusted += w.scalar_list(entries["always_allow"][1], "options.always_allow", parse_trusted)
+    if "always_allow_file" in entries:
+        key = "options.always_allow_file"
+        node = entries["always_allow_file"][1]
+        path = w.scalar(node, key, parse_abs_path)
+        if path is not None:
+            values["always_allow_file"] = path
+        if path is not None and read_file is not None:
+            try:
+                text = read_file(path)
+            except (OSError, UnicodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+                w.error(
+                    node,
+                    key,
+                    f"cannot read {path}: {why or exc}",
+                    "a regular UTF-8 file, not a link, owned by root and writable by nobody else",
+                )
+            else:
+                from_file, problems = parse_trusted_file(text, path, "always_allow_file")
+                trusted += from_file
+                w.errors += problems
+    if len(trusted) > MAX_ALWAYS_ALLOW:
+        w.error(
+            entries["always_allow"][1] if "always_allow" in entries else None,
+            "options.always_allow",
+            f"more than {MAX_ALWAYS_ALLOW} entries",
+        )
+    networks, names = split_trusted(trusted)
+    if networks:
+        values["always_allow"] = networks
+    if names:
+        values["always_allow_names"] = names
+    return values
 
 
 def _check_interfaces(

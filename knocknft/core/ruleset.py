@@ -45,6 +45,7 @@ from knocknft.core.transaction import (
     quoted,
     service,
 )
+from knocknft.core.trusted import ALWAYS_ALLOW4, ALWAYS_ALLOW6, always_allow_transaction
 from knocknft.errors import InvalidValue
 
 INPUT_CHAIN = "input"
@@ -167,6 +168,7 @@ def ruleset_transaction(config: Config) -> Transaction:
     # The sets that hold grants and bans are only ever added: their elements outlive a reapply.
     for kept in (*allow_sets(opts.table, set_default_timeout(config)), *deny_sets(opts.table)):
         tx.add(kept)
+    tx.extend(always_allow_transaction(config))
     chain = input_chain(opts.table)
     prerouting = prerouting_chain(opts.table)
     reply = knock_reply_chain(opts.table)
@@ -247,6 +249,12 @@ def _gate_rules(config: Config) -> list[str]:
         f'{accept} comment "always_allow"'
         for family, network_set in _always_allow(config)
     ]
+    if config.options.always_allow_names:
+        bodies += [
+            f"{family} saddr @{named} meta l4proto . th dport {services} {accept} "
+            'comment "always_allow names"'
+            for family, named in (("ip", ALWAYS_ALLOW4), ("ip6", ALWAYS_ALLOW6))
+        ]
     return [
         *bodies,
         f"ip saddr . meta l4proto . th dport @{ALLOW4} {accept}",
@@ -300,6 +308,7 @@ def _deny_rules(config: Config) -> list[str]:
             continue
         family = "ip" if version == 4 else "ip6"
         allowed = f"{family} saddr != {exempt[family]} " if family in exempt else ""
+        allowed += _named_exemption(config, family)
         match = f" meta l4proto . th dport {services}" if scope == "services" else ""
         rules.append(f'{allowed}{family} saddr @{name}{match} drop comment "banned"')
     return rules
@@ -324,6 +333,7 @@ def _session_rules(config: Config) -> list[str]:
             continue
         for family, allow in (("ip", ALLOW4), ("ip6", ALLOW6)):
             networks = f"{family} saddr != {exempt[family]} " if family in exempt else ""
+            networks += _named_exemption(config, family)
             rules.append(
                 f"{protocol} dport {{ {', '.join(map(str, ports))} }} "
                 f"ct direction original ct state established {networks}"
@@ -362,6 +372,15 @@ def _doors_by_target(doors: Iterable[Door]) -> list[tuple[IPAddress | None, list
     for door in doors:
         groups.setdefault(door.target, []).append(door)
     return sorted(groups.items(), key=lambda kv: (kv[0] is not None, str(kv[0])))
+
+
+def _named_exemption(config: Config, family: str) -> str:
+    """The match that spares always_allow's named hosts, as `saddr != { networks }` spares its
+    networks; nothing when the config names none."""
+    if not config.options.always_allow_names:
+        return ""
+    named = ALWAYS_ALLOW4 if family == "ip" else ALWAYS_ALLOW6
+    return f"{family} saddr != @{named} "
 
 
 def _always_allow(config: Config) -> list[tuple[str, str]]:

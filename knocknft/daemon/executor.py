@@ -61,6 +61,7 @@ from knocknft.daemon.names import Labelled, NameCache
 from knocknft.daemon.onetime import mark_first
 from knocknft.daemon.stats import NO_SOURCE_STATS, DaemonStats, SourceStats
 from knocknft.daemon.stops import STATE_FILE, PendingStops
+from knocknft.daemon.trusted import Resolved, refill
 from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import TableEvent
 from knocknft.nft.libnft import Nft
@@ -145,6 +146,10 @@ class Daemon:
         self.config = config
         self.engine.reload(config.doors, config.options.max_attempts)
         self._one_time = _has_one_time(config)
+
+    def on_resolved(self, resolved: Resolved) -> None:
+        """always_allow's host names resolved anew (knocknft.daemon.trusted's thread)."""
+        self.config = refill(self.config, self.nft, resolved)
 
     def on_table_events(self, events: Sequence[TableEvent]) -> None:
         """News of our table from the kernel: grants to remember, or the table gone."""

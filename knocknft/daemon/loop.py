@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from knocknft.config import Config
+from knocknft.config import Config, IPAddress
 from knocknft.core.engine import Knock
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stats import STATS_FILE, STATS_INTERVAL, DaemonStats, SourceStats
@@ -87,6 +87,14 @@ class PacketSource(Protocol):
     def read_batch(self) -> Sequence[Knock]: ...
 
 
+class ResolvedSource(Protocol):
+    """What `serve` needs of the always_allow resolver (trusted.ResolverThread)."""
+
+    def fileno(self) -> int: ...
+
+    def take(self) -> tuple[tuple[str, IPAddress], ...] | None: ...
+
+
 class TableEventSource(Protocol):
     """What `serve` needs of the nf_tables notification socket (nftevents.TableEvents)."""
 
@@ -95,7 +103,7 @@ class TableEventSource(Protocol):
     def read(self, table: str) -> Sequence[TableEvent]: ...
 
 
-def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets, table news, signals, timers)
+def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (packets, table news, names, signals, timers)
     daemon: Daemon,
     source: PacketSource,
     *,
@@ -105,9 +113,10 @@ def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets
     on_reload: Callable[[bool], None] = lambda ok: None,
     on_stats: Callable[[DaemonStats], None] = lambda stats: None,
     table_events: TableEventSource | None = None,
+    resolved: ResolvedSource | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, and our
-    table put back when another tool deletes it.
+    """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, our table put
+    back when another tool deletes it, and always_allow's host names as they resolve anew.
 
     `load` is called when a reload begins; `on_reload` when it has ended, with its success.
     The stats go to stats.json and to `on_stats` (the metrics endpoint, systemd's status line)
@@ -120,6 +129,8 @@ def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets
     selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
     if table_events is not None:
         selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
+    if resolved is not None:
+        selector.register(resolved.fileno(), selectors.EVENT_READ, "resolved")
     stats_file = stats_path(daemon.config)
 
     def report() -> None:
@@ -150,6 +161,8 @@ def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets
                         daemon.handle_packets(batch)
                 elif key.data == "table" and table_events is not None:
                     daemon.on_table_events(table_events.read(daemon.config.options.table))
+                elif key.data == "resolved" and resolved is not None:
+                    _take_resolved(daemon, resolved)
                 else:
                     signals.drain()
             now = daemon.clock()
@@ -168,6 +181,12 @@ def serve(  # noqa: C901 - the loop: one branch per thing that wakes it (packets
         report()
         selector.close()
         signals.close()
+
+
+def _take_resolved(daemon: Daemon, resolved: ResolvedSource) -> None:
+    addresses = resolved.take()
+    if addresses is not None:
+        daemon.on_resolved(addresses)
 
 
 def _reload(daemon: Daemon, load: Callable[[], Config]) -> bool:

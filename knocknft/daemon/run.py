@@ -27,6 +27,7 @@ from knocknft.daemon.notify import Notifier, OpenGrants, status_line
 from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.daemon.tablelock import TableLock
+from knocknft.daemon.trusted import NameResolver, ResolverThread, resolve_config
 from knocknft.errors import KnocknftError, NftError, UsageError
 from knocknft.knockd.grammar import load_any_config
 from knocknft.netlink.base import interface_names
@@ -205,6 +206,7 @@ class _Hooks:
         nflog: NflogSocket,
         *,
         names: NameCache | None,
+        resolver: ResolverThread,
         systemd: Notifier,
         metrics: MetricsServer | None,
         readiness: Readiness | None,
@@ -214,6 +216,7 @@ class _Hooks:
         self.daemon = daemon
         self.nflog = nflog
         self.names = names
+        self.resolver = resolver
         self.systemd = systemd
         self.metrics = metrics
         self.readiness = readiness
@@ -250,6 +253,9 @@ class _Hooks:
     def reload(self) -> Config:
         self.systemd.reloading()
         new = load_for_run(self.path, self.options).config
+        # The names' last addresses, without waiting for a resolver; `reloaded` asks anew.
+        resolved = self.resolver.resolver.known(new.options.always_allow_names)
+        new = dataclasses.replace(new, always_allow_resolved=resolved)
         warn_unwritable_one_time_files(new)
         kept, changed = keep_restart_only(self.daemon.config.options, new.options)
         for key in changed:
@@ -263,6 +269,8 @@ class _Hooks:
 
     def reloaded(self, ok: bool) -> None:
         self.reload_failed = not ok
+        if ok:
+            self.resolver.want(self.daemon.config.options.always_allow_names)
         # READY=1 either way: the daemon runs, on the new config or on the old one.
         if self.systemd.enabled:
             self.systemd.ready(self.status(self.daemon.stats(self.counters()), fresh=True))
@@ -314,7 +322,8 @@ def _serve_locked(
     readiness: Readiness | None,
     systemd: Notifier,
 ) -> int:
-    config = loaded.config
+    resolver = NameResolver()
+    config = resolve_config(loaded.config, resolver)  # before the loop: it may wait
     event_log = config.options.event_log
     audit = EventLog(event_log) if event_log is not None else None
     commands = ShellRunner(on_done=audit.command if audit is not None else None)
@@ -336,6 +345,7 @@ def _serve_locked(
     # Listening before the start's apply, so no grant announced after it is missed.
     table_events = _watch_table()
     metrics: MetricsServer | None = None
+    trusted = ResolverThread(resolver, config.options.always_allow_names)
     try:
         if config.options.metrics is not None:
             # Before the table: a port in use stops the start before anything changed.
@@ -351,6 +361,7 @@ def _serve_locked(
                 daemon,
                 nflog,
                 names=names,
+                resolver=trusted,
                 systemd=systemd,
                 metrics=metrics,
                 readiness=readiness,
@@ -364,13 +375,14 @@ def _serve_locked(
                 on_reload=hooks.reloaded,
                 on_stats=hooks.stats_ticked,
                 table_events=table_events,
+                resolved=trusted,
             )
             # Commands still running get up to their time limit to finish: say so first.
             systemd.stopping(
                 f"stopping: running commands get up to {commands.time_limit:g}s to finish"
             )
     finally:
-        for closing in (metrics, table_events, host_addresses, commands, names, audit):
+        for closing in (metrics, table_events, trusted, host_addresses, commands, names, audit):
             # The audit log last: commands still running log their end to it.
             if closing is not None:
                 closing.close()

@@ -8,9 +8,11 @@ not-mapped notes out.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
@@ -110,8 +112,9 @@ def _plan_doors(conf: KnockdConf, source: str) -> _Doors:
     return _Doors(conf, source, plans, openers, closers, _unique_names(doors))
 
 
-def import_knockd(conf: KnockdConf, source: str) -> Imported:
-    """The knocknft YAML equivalent of a parsed knockd.conf, and what it could not map."""
+def import_knockd(conf: KnockdConf, source: str, trusted: Path | None = None) -> Imported:
+    """The knocknft YAML equivalent of a parsed knockd.conf, and what it could not map. With
+    `trusted`, the trusted list the setup keeps (see `trusted_file`) becomes always_allow_file."""
     doors = _plan_doors(conf, source)
     not_mapped: list[Problem] = []
     bodies: list[str] = []
@@ -125,12 +128,37 @@ def import_knockd(conf: KnockdConf, source: str) -> Imported:
     _write_header(out, doors, not_mapped)
     out.lines += ["", "options:"]
     _write_options(out, conf)
+    if trusted is not None:
+        out.comment(
+            f"The trusted list {trusted}: one address, network or host name a line, let in "
+            "without knocking (knockd.trusted's format). Names are resolved at apply and again "
+            "while the daemon runs. Check that it is the list your knockd setup read.",
+            2,
+        )
+        out.key("always_allow_file", scalar(str(trusted)), 2)
     out.lines += ["", "doors:", *bodies]
     text = "\n".join(out.lines).rstrip("\n") + "\n"
     # The output must pass `knocknft check`: a failure here is a bug in this module, not in
     # the admin's file. One-time files are read on the server, not here.
     parse_config(text, "<imported>", read_file=lambda _: "")
     return Imported(text, tuple(not_mapped))
+
+
+# A path in a door's command that names a trusted list: /etc/knockd/knockd.trusted, .../trusted.
+_TRUSTED_PATH_RE = re.compile(r"(?<![\w/.-])(/[\w./-]*trusted)(?![\w./-])")
+# Where the university's setup keeps its list: next to knockd.conf, read by its init script.
+TRUSTED_NEXT_TO_CONF = "knockd.trusted"
+
+
+def trusted_file(conf: KnockdConf) -> Path | None:
+    """The trusted list a door's command names (a script run as `... trust FILE`, a loop over the
+    file), if one does: the first such path, in file order."""
+    for door in conf.config.doors:
+        for command in (door.start_command, door.stop_command, door.start_command_6):
+            match = _TRUSTED_PATH_RE.search(command or "")
+            if match:
+                return Path(match.group(1))
+    return None
 
 
 def _write_header(out: _Out, doors: _Doors, not_mapped: list[Problem]) -> None:

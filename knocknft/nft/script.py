@@ -32,7 +32,8 @@ _COMMAND = re.compile(
 )
 _BASE = re.compile(r"^type (\S+) hook (\S+) priority (.+?); policy (\S+);$")
 _ELEMENT = re.compile(
-    r'^(\S+) \{ (\S+) \. (tcp|udp) \. (\d+)(?: timeout (\d+)s)?(?: comment "([^"]*)")? \}$'
+    # (address . protocol . port) in an allowlist, or the address alone (always_allow's names).
+    r'^(\S+) \{ (\S+)(?: \. (tcp|udp) \. (\d+))?(?: timeout (\d+)s)?(?: comment "([^"]*)")? \}$'
 )
 _DURATION = re.compile(r"(\d+)(ms|d|h|m|s)")
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0}
@@ -67,7 +68,7 @@ def _object(kind: str, table: Table, rest: str) -> Object:
     if match is None:
         raise ValueError(f"not an element knocknft writes: {rest!r}")
     set_name, addr, proto, port, timeout, comment = match.groups()
-    service = PortSpec(int(port), cast(Protocol, proto))
+    service = PortSpec(int(port), cast(Protocol, proto)) if proto is not None else None
     seconds = int(timeout) if timeout is not None else None
     return Element(table, set_name, ipaddress.ip_address(addr), service, seconds, comment)
 

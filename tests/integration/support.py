@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -194,6 +195,15 @@ def scrape(lab: Lab, listen: str, path: str = "/metrics") -> Scrape:
     result = run_in_netns(lab.server.netns, get)
     assert isinstance(result, Scrape)
     return result
+
+
+def wait_reachable(lab: Lab, source: str, deadline: float) -> bool:
+    """Whether the server's port 22 lets `source` in before `deadline` (time.monotonic)."""
+    while time.monotonic() < deadline:
+        if lab.client.tcp_reachable(Lab.SERVER_V4, 22, timeout=0.5, source=source):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 # -- an echo session from the client, to see a grant's end reset it ---------------------------

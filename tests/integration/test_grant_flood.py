@@ -19,21 +19,20 @@ from knocklab.packets import (
     spoofed_sequence,
     spoofed_sequences,
 )
-from tests.integration.support import COMMANDS, RIGHT, config_text, running, write_config
+from tests.integration.support import (
+    COMMANDS,
+    RIGHT,
+    config_text,
+    running,
+    wait_reachable,
+    write_config,
+)
 
 STEPS = [(7000, "tcp"), (9000, "udp"), (8000, "tcp")]
 # A completed sequence per spoofed source: 20,000 grants, 60,000 packets in at most 12 s.
 FLOOD_SOURCES = 20_000
 FLOOD_RATE = 6_000
 FLOOD_SECONDS = 12.0
-
-
-def wait_reachable(lab: Lab, source: str, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if lab.client.tcp_reachable(Lab.SERVER_V4, 22, timeout=0.5, source=source):
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_knocker_gets_in_during_a_flood_of_spoofed_completions(
