@@ -233,3 +233,48 @@ def test_by_default_loopback_is_left_alone(
         server.knock("127.0.0.1", *(str(p) for p in THREE))
         assert not lab.client.tcp_reachable(SERVER4, 22)
         assert "Stage 1" not in daemon.log()
+
+
+# The course's lab as the course writes it: a knockd.conf with UseSyslog, run on loopback.
+COURSE_KNOCKD_CONF = f"""\
+[options]
+\tUseSyslog
+
+[openSSH]
+\tsequence = {THREE[0]},{THREE[1]},{THREE[2]}
+\tseq_timeout = {SEQ_TIMEOUT}
+\ttcpflags = syn
+\tcommand = echo open %IP% >> {{out}}
+"""
+
+# Where the host has a syslog socket, the daemon runs in a mount namespace of its own that has
+# none (/dev/null bound over /dev/log), so the test sees the host without /dev/log either way.
+NO_DEV_LOG = (
+    (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind /dev/null /dev/log && exec "$@"',
+        "sh",
+    )
+    if Path("/dev/log").exists()
+    else ()
+)
+
+
+def test_the_course_lab_with_syslog_on_a_host_without_dev_log(lab: Lab, tmp_path: Path) -> None:
+    """knockd -i lo with UseSyslog, knocked with telnet on localhost: one warning that syslog is
+    unavailable, the log on stderr, no traceback, and the door opens."""
+    out = tmp_path / "commands.out"
+    config = tmp_path / "knockd.conf"
+    config.write_text(COURSE_KNOCKD_CONF.format(out=out))
+    with running(lab, config, tmp_path / "daemon.log", ("-i", "lo"), prefix=NO_DEV_LOG) as daemon:
+        knock_all(blocking_connect, lab.server, "127.0.0.1", THREE)
+        daemon.wait_for("127.0.0.1: openSSH: OPEN SESAME")
+        log = daemon.log()
+    assert log.count("syslog is unavailable") == 1
+    assert "Traceback" not in log
+    assert out.read_text().split() == ["open", "127.0.0.1"]
