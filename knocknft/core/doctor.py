@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from knocknft.config import Config, PortSpec
-from knocknft.core.fixes import Fixes, fixes_for
+from knocknft.core.fixes import BaseChain, Fixes, fixes_for
 from knocknft.core.ruleset import INPUT_PRIORITY_VALUE
 
 Verdict = Literal["accept", "drop", "continue"]
@@ -61,16 +61,6 @@ class Dnat:
 
     known: Known
     to_port: int | None
-
-
-@dataclass(frozen=True)
-class BaseChain:
-    family: str
-    table: str
-    name: str
-    hook: str
-    priority: int
-    policy: str
 
 
 @dataclass(frozen=True)

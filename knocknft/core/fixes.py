@@ -20,13 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from knocknft.config import PortSpec
 from knocknft.core.ruleset import mark_bit, services_expr
-
-if TYPE_CHECKING:
-    from knocknft.core.doctor import BaseChain
 
 # iptables-nft keeps its tables under iptables' own names, with its built-in chains in capitals.
 IPTABLES_TABLES = ("filter", "mangle", "raw", "security", "nat")
@@ -43,6 +40,18 @@ class Fixes:
     # What keeps the fix across a reload of that firewall, for people to read.
     keep: tuple[str, ...] = ()
     kind: str = "nft"
+
+
+@dataclass(frozen=True)
+class BaseChain:
+    """A base chain of another table, as doctor judges it and its fixes name it."""
+
+    family: str
+    table: str
+    name: str
+    hook: str
+    priority: int
+    policy: str
 
 
 def is_iptables(chain: BaseChain) -> bool:
