@@ -19,8 +19,9 @@ from knocknft.admin.cli_common import (
     option_seconds,
     options_for,
 )
-from knocknft.admin.confirm import Armed, Pending, StateDir, arm, clock_text, refuse_if_pending
+from knocknft.admin.confirm import Armed, arm, clock_text, refuse_if_pending
 from knocknft.admin.confirm import confirm as confirm_change
+from knocknft.admin.confirmfiles import Pending, StateDir
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_STATE_DIR,

@@ -19,14 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from knocknft.admin.confirm import (
-    POLL_SECONDS,
-    Pending,
-    StateDir,
-    boottime,
-    clock_text,
-    roll_back,
-)
+from knocknft.admin.confirm import POLL_SECONDS, clock_text, roll_back
+from knocknft.admin.confirmfiles import Pending, StateDir, boottime
 from knocknft.config import Options
 from knocknft.daemon.logs import file_handler, setup_logging
 from knocknft.errors import KnocknftError

@@ -15,13 +15,12 @@ import pytest
 from knocknft.admin.confirm import (
     ConfirmPending,
     NothingPending,
-    Pending,
-    StateDir,
     arm,
     confirm,
     refuse_if_pending,
     rollback_script,
 )
+from knocknft.admin.confirmfiles import Pending, StateDir
 from knocknft.admin.watcher import watch
 from knocknft.config import parse_config
 from knocknft.core.transaction import SavedTable, Table, Transaction

@@ -327,6 +327,12 @@ def test_a_live_knocknft_in_the_pidfile_refuses_a_second_start(tmp_path: Path) -
     check_not_running(pid_file)  # no file: fine
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "knocknft"])
     unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # Until a child has exec'd, /proc shows the parent's command line: wait for both.
+    for proc in (other, unrelated):
+        cmdline = Path(f"/proc/{proc.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while b"time.sleep" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
     try:
         pid_file.write_text(f"{unrelated.pid}\n")
         check_not_running(pid_file)  # a reused pid of another program: stale

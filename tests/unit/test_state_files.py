@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from knocknft.admin import cli, cli_common
-from knocknft.admin.confirm import MARKER, OUTCOME, ROLLBACK, StateDir, boottime
+from knocknft.admin.confirmfiles import MARKER, OUTCOME, ROLLBACK, StateDir, boottime
 from knocknft.config import Options
 from knocknft.daemon import logs
 from knocknft.daemon.auditlog import EventLog
