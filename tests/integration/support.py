@@ -132,7 +132,11 @@ class RunningDaemon(LabDaemon):
         self.config = config
         # -v by default, for the detail a failing test needs; a flood test goes without, since
         # -v writes a line for every evicted attempt.
-        flags = ("-v",) if verbose else ()
+        flags: tuple[str, ...] = ("-v",) if verbose else ()
+        # A config that names no state_dir (every knockd.conf) would write the host's own
+        # /var/lib/knocknft, which the boot guard loads: keep it beside the test's log.
+        if "state_dir" not in config.read_text(errors="replace") and "--state-dir" not in extra:
+            flags += ("--state-dir", str(log_path.parent / "state"))
         super().__init__(
             lab.server,
             [*prefix, str(BIN / "knocknft"), "run", "-c", str(config), *flags, *extra],
