@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,12 @@ class Server:
     # apply keeps the table here for the guard: a test's own directory, not the host's
     # /var/lib/knocknft.
     state_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        # A config that names no state_dir (config.example.yaml, a knockd.conf) would have
+        # apply write the host's own /var/lib/knocknft, which the boot guard loads.
+        if self.state_dir is None and "state_dir" not in self.config.read_text(errors="replace"):
+            self.state_dir = Path(tempfile.mkdtemp(prefix="knocknft-test-state-"))
 
     def knocknft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         has_config = any(a in ("-c", "--config") for a in args)
