@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from knocklab.lab import Lab, Listener
-from knocklab.packets import SpoofedSyns, raw_socket, send_paced
+from knocklab.packets import raw_socket, send_paced, spoofed_sequences
 from tests.integration.support import RunningDaemon, write_config
 
 SERVER, CLIENT = Lab.SERVER_V4, Lab.CLIENT_V4
@@ -40,12 +40,6 @@ doors:
 """
 
 
-def completions(count: int) -> list[bytes]:
-    """The whole sequence from each of `count` spoofed sources, one source after another."""
-    steps = [SpoofedSyns(4, SERVER, port) for port in PORTS]
-    return [step.packet(i) for i in range(count) for step in steps]
-
-
 def set_size(lab: Lab) -> int:
     listing = lab.server.run("nft", "list", "set", "inet", "knocknft", "allow4", check=False).stdout
     return len(re.findall(r" \. tcp \. 22", listing))
@@ -58,7 +52,7 @@ def run(completed: int, rate: int, knock_after: float, patience: float) -> dict[
         listener = Listener(lab.server, 22)
         daemon = RunningDaemon(lab, cfg, tmp_path / "daemon.log", verbose=False)
         try:
-            packets = completions(completed)
+            packets = spoofed_sequences(SERVER, [(port, "tcp") for port in PORTS], completed)
             stop = threading.Event()
             sent: list[tuple[int, float]] = []
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from knocklab.lab import Lab
-from knocklab.packets import SpoofedSyns, raw_socket, send_paced
+from knocklab.packets import raw_socket, send_paced, spoofed_sequences
 from tests.integration.support import RunningDaemon, write_config
 
 SERVER, CLIENT = Lab.SERVER_V4, Lab.CLIENT_V4
@@ -41,19 +41,13 @@ doors:
 """
 
 
-def completions(count: int) -> list[bytes]:
-    """The whole sequence from each of `count` spoofed sources, one source after another."""
-    steps = [SpoofedSyns(4, SERVER, port) for port in PORTS]
-    return [step.packet(i) for i in range(count) for step in steps]
-
-
 def run(completed: int, rate: int, knock_after: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, Lab("stflood") as lab:
         tmp_path = Path(tmp)
         cfg = write_config(tmp_path, CONFIG.format(state=tmp_path / "state"))
         daemon = RunningDaemon(lab, cfg, tmp_path / "daemon.log", verbose=False)
         try:
-            packets = completions(completed)
+            packets = spoofed_sequences(SERVER, [(port, "tcp") for port in PORTS], completed)
             done = threading.Event()
             sent: list[tuple[int, float]] = []
 

@@ -55,12 +55,27 @@ def _pseudo_header(
     return source + destination + struct.pack("!I3xB", length, protocol)
 
 
+def _ip_header(source: bytes, destination: bytes, protocol: int, length: int) -> bytes:
+    """The IP header before a `length`-byte segment, for an IPPROTO_RAW socket."""
+    if len(destination) == 4:
+        # The kernel fills in the IPv4 header's id and checksum (IPPROTO_RAW).
+        return struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + length, 0, 0, 64, protocol, 0, source, destination
+        )
+    return struct.pack("!IHBB16s16s", 6 << 28, length, protocol, 64, source, destination)
+
+
+def _with_checksum(pseudo: bytes, segment: bytes, at: int) -> bytes:
+    """`segment` with the checksum over `pseudo` + `segment` written at offset `at`."""
+    checksum = ~_fold(_words(pseudo + segment)) & 0xFFFF or 0xFFFF  # UDP's 0 means "none"
+    return segment[:at] + struct.pack("!H", checksum) + segment[at + 2 :]
+
+
 def tcp_segment(source: str, destination: str, sport: int, dport: int, flags: int) -> bytes:
     """A 20-byte TCP header with a valid checksum (the kernel adds the IP header)."""
     src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
     header = _tcp_header(sport, dport, flags)
-    checksum = ~_fold(_words(_pseudo_header(src.packed, dst.packed, len(header)) + header))
-    return header[:16] + struct.pack("!H", checksum & 0xFFFF) + header[18:]
+    return _with_checksum(_pseudo_header(src.packed, dst.packed, len(header)), header, 16)
 
 
 @dataclass
@@ -79,17 +94,11 @@ class SpoofedSyns:
         dst = ipaddress.ip_address(self.destination).packed
         tcp = _tcp_header(SOURCE_PORT, self.dport, SYN)
         if self.family == 4:
-            self._base = int(SPOOFED_V4)
-            self.count = SPOOFED_V4_COUNT
-            # The kernel fills in the IPv4 header's id and checksum (IPPROTO_RAW).
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, bytes(4), dst)
-            self._source_at = 12
+            self._base, self.count, self._source_at = int(SPOOFED_V4), SPOOFED_V4_COUNT, 12
         else:
-            self._base = int(SPOOFED_V6)
-            self.count = SPOOFED_V6_COUNT
-            ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, bytes(16), dst)
-            self._source_at = 8
+            self._base, self.count, self._source_at = int(SPOOFED_V6), SPOOFED_V6_COUNT, 8
         self._width = len(dst)
+        ip = _ip_header(bytes(self._width), dst, socket.IPPROTO_TCP, len(tcp))
         self._template = bytearray(ip + tcp)
         self._checksum_at = len(ip) + 16
         # The sum over everything but the source, which packet() adds for each one.
@@ -211,17 +220,8 @@ def spoofed_packet(source: str, destination: str, dport: int, protocol: str = "t
         else _udp_header(SOURCE_PORT, dport)
     )
     pseudo = _pseudo_header(src.packed, dst.packed, len(segment), number)
-    checksum = ~_fold(_words(pseudo + segment)) & 0xFFFF or 0xFFFF  # UDP's 0 means "none"
-    at = 16 if protocol == "tcp" else 6
-    segment = segment[:at] + struct.pack("!H", checksum) + segment[at + 2 :]
-    if dst.version == 4:
-        # The kernel fills in the IPv4 header's id and checksum (IPPROTO_RAW).
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0, 0, 64, number, 0, src.packed, dst.packed
-        )
-    else:
-        ip = struct.pack("!IHBB16s16s", 6 << 28, len(segment), number, 64, src.packed, dst.packed)
-    return ip + segment
+    segment = _with_checksum(pseudo, segment, 16 if protocol == "tcp" else 6)
+    return _ip_header(src.packed, dst.packed, number, len(segment)) + segment
 
 
 def spoofed_sequence(
