@@ -15,9 +15,11 @@ VENV := .venv
 # knockd and iptables are for the tests only: Debian's knockd and knock are the real peers knocknft
 # is checked against, and the knockd.conf files users import run iptables (in the tests' own
 # network namespaces only). openssh-client is for the tests too: `ssh -p PORT` is how the articles
-# knock, a blocking connect whose SYN the kernel retransmits.
+# knock, a blocking connect whose SYN the kernel retransmits. fwknop-client is the peer whose
+# single packet authorization knocknft serves; fwknop-server is fwknopd, run by the benchmark in
+# its namespaces for the side-by-side figures (Debian ships it with START_DAEMON="no").
 APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables \
-	openssh-client
+	openssh-client fwknop-client fwknop-server
 
 .PHONY: demo test lint unit integration bench deps venv clean
 
@@ -45,16 +47,17 @@ bench: venv $(VENV)/.bench-installed
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python bench/peer_bench.py --publish docs $(BENCH_ARGS)
 
 # Debian enables knockd.service when the package is installed, and it would then sniff the host's
-# eth0. A knockd we installed is for the tests only, so it is stopped and disabled at once; one
-# the admin had installed before is left alone.
+# eth0; fwknop-server ships disabled, but is treated the same in case a derivative enables it. A
+# peer we installed is for the tests only, so it is stopped and disabled at once; one the admin
+# had installed before is left alone.
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	  case " $$missing " in *" knockd "*) \
-	    if [ -d /run/systemd/system ]; then systemctl disable --now knockd.service || true; fi;; \
-	  esac; \
+	  for unit in knockd fwknop-server; do case " $$missing " in *" $$unit "*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now $$unit.service || true; fi;; \
+	  esac; done; \
 	fi
 
 venv: deps $(VENV)/.installed
