@@ -4,7 +4,9 @@ the benchmarks and the demo. Never imported by knocknft itself.
     lab       namespaces joined by veth, their hosts (sockets, knocks, probes), a TCP listener
     daemons   programs under test in a namespace (LabDaemon, Debian's knockd) and their logs
     packets   hand-made TCP segments, spoofed SYNs and the paced, bounded sender (floods)
+    fwknop    Debian's fwknop client with known keys: SPA packets sent, or built to send again
 
-lab may import packets (a host sends hand-made segments); daemons imports lab; packets imports
-nothing of knocklab's at run time. knocklab imports knocknft, never the other way round.
+lab may import packets (a host sends hand-made segments); daemons and fwknop import lab;
+packets imports nothing of knocklab's at run time. knocklab imports knocknft, never the other
+way round.
 """
