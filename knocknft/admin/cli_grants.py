@@ -23,7 +23,7 @@ from knocknft.admin.status import format_bans, format_table
 from knocknft.config import DEFAULT_CONFIG_PATH, format_seconds
 from knocknft.nft.operations import (
     close_grants,
-    find_door,
+    granting_door,
     lift_bans,
     open_grant,
     parse_client_address,
@@ -109,14 +109,25 @@ def _duration(text: str | None) -> int | None:
     return None if text is None else option_seconds(text, "--for")
 
 
-@commands.command("open", epilog="Example: knocknft open 198.18.0.2 --door ssh --for 10m")
+@commands.command(
+    "open",
+    epilog="Examples: knocknft open 198.18.0.2 --door ssh --for 10m; knocknft open 2001:db8::2 "
+    "(a config with one door that grants)",
+)
 def open_(
     address: Annotated[
         str, typer.Argument(help="The client's IPv4 or IPv6 address.", metavar="ADDRESS")
     ],
     door: Annotated[
-        str, typer.Option("--door", "-d", help="The door whose services to grant.", metavar="NAME")
-    ],
+        str | None,
+        typer.Option(
+            "--door",
+            "-d",
+            help="The door whose services to grant. Default: the config's only door that "
+            "grants services; with several, the error lists them.",
+            metavar="NAME",
+        ),
+    ] = None,
     for_: Annotated[
         str | None,
         typer.Option(
@@ -135,9 +146,10 @@ def open_(
     with exit_on_error():
         cfg = load(config, show_warnings=False)
         client = parse_client_address(address)
-        grants = open_grant(
-            cli_common.nft_factory(), cfg, client, find_door(cfg, door), _duration(for_)
-        )
+        chosen = granting_door(cfg, door)
+        if door is None:
+            typer.echo(f"door {chosen.name}: the only door that grants services", err=True)
+        grants = open_grant(cli_common.nft_factory(), cfg, client, chosen, _duration(for_))
     for g in grants:
         typer.echo(
             f"opened {g.service} for {g.address} (door {g.door}) for {format_seconds(g.timeout)}"

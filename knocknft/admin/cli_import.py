@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from knocknft.admin.cli_common import EXIT_FAILURE, exit_on_error, fail
+from knocknft.admin.cli_common import EXIT_FAILURE, EXIT_INVALID, exit_on_error, fail
 from knocknft.config import read_config_text
 from knocknft.files import write_atomic
 from knocknft.knockd.grammar import KnockdConf, read_knockd_conf
@@ -36,6 +36,9 @@ def import_(
             metavar="OUT",
         ),
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="With -o: replace OUT if it exists.")
+    ] = False,
 ) -> None:
     """Turn a knockd.conf into a knocknft YAML config that does what knockd did.
 
@@ -50,8 +53,9 @@ def import_(
     line, and in the output.
 
     Exits 0 when the YAML was written, 2 when FILE is not a valid knockd.conf (every error with
-    its line; nothing is written).
+    its line; nothing is written) or OUT exists and --force is not given.
     """
+    refuse_overwrite(output, force)
     unread = _UnreadFiles()
     with exit_on_error():
         conf = read_knockd_conf(read_config_text(file), str(file), read_file=unread.read)
@@ -75,6 +79,16 @@ def import_(
     except OSError as exc:
         fail(EXIT_FAILURE, f"cannot write {output}: {exc.strerror or exc}")
     typer.echo(f"wrote {output}: {len(conf.config.doors)} door(s)", err=True)
+
+
+def refuse_overwrite(output: Path | None, force: bool) -> None:
+    """An existing OUT is someone's config, perhaps the one running: replaced only when asked,
+    and refused before any reading, so nothing is half done."""
+    if output is not None and not force and (output.exists() or output.is_symlink()):
+        fail(
+            EXIT_INVALID,
+            f"{output} exists; nothing was written: give another -o, or --force to replace it",
+        )
 
 
 def _trusted_list(conf: KnockdConf, file: Path) -> Path | None:

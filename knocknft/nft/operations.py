@@ -66,6 +66,21 @@ def find_door(config: Config, name: str) -> Door:
     return door
 
 
+def granting_door(config: Config, name: str | None) -> Door:
+    """The door `knocknft open` grants: the one named, or the config's only door with services
+    to grant (a closing, banning or command-only door grants nothing). With no name and not
+    exactly one such door, the error lists those there are."""
+    if name is not None:
+        return find_door(config, name)
+    granting = [d for d in config.doors if d.open and d.deny_for is None]
+    if len(granting) == 1:
+        return granting[0]
+    known = ", ".join(d.name for d in granting) or "none"
+    raise UsageError(
+        f"--door is needed: {config.source} has {len(granting)} doors that grant services ({known})"
+    )
+
+
 def open_grant(
     nft: Nft, config: Config, address: IPAddress, door: Door, seconds: int | None
 ) -> list[Grant]:
