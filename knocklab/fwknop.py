@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knocklab.lab import Host
+from knocklab.packets import send_spoofed, spoofed_packet
 
 # Debian's fwknop-client; the server side (fwknopd) is only the bench's peer.
 FWKNOP = Path("/usr/bin/fwknop")
@@ -118,10 +119,22 @@ def build_spa(host: Host, argv: list[str]) -> bytes:
 
 
 def send_payload(
-    host: Host, server: str, payload: bytes, port: int = SPA_PORT, source: str | None = None
+    host: Host,
+    server: str,
+    payload: bytes,
+    port: int = SPA_PORT,
+    source: str | None = None,
+    *,
+    spoofed: bool = False,
 ) -> None:
     """One UDP datagram holding `payload` from `host` (from `source`, one of its addresses) to
-    `server`, a lab address: a captured SPA packet sent again, or junk."""
+    `server`, a lab address: a captured SPA packet sent again, or junk. With `spoofed`, `source`
+    may be any address (a whole forged packet through a raw socket)."""
+    if spoofed:
+        if source is None:
+            raise ValueError("a spoofed packet needs a source")
+        send_spoofed(host, server, [spoofed_packet(source, server, port, "udp", payload)])
+        return
     family = socket.AF_INET6 if ":" in server else socket.AF_INET
     sock = host.socket(family, socket.SOCK_DGRAM)
     try:
@@ -130,3 +143,13 @@ def send_payload(
         sock.sendto(payload, (server, port))
     finally:
         sock.close()
+
+
+def time_offset(seconds: int) -> tuple[str, ...]:
+    """The client's options that move its packet's timestamp by `seconds` (for fwknop_argv's
+    `extra`): a stale packet, behind or ahead."""
+    if seconds > 0:
+        return ("--time-offset-plus", f"{seconds}sec")
+    if seconds < 0:
+        return ("--time-offset-minus", f"{-seconds}sec")
+    return ()

@@ -205,19 +205,24 @@ def flood(
         sock.close()
 
 
-def _udp_header(sport: int, dport: int) -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8, 0)
+def _udp_header(sport: int, dport: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
-def spoofed_packet(source: str, destination: str, dport: int, protocol: str = "tcp") -> bytes:
+def spoofed_packet(
+    source: str, destination: str, dport: int, protocol: str = "tcp", payload: bytes = b""
+) -> bytes:
     """One whole IP packet (for an IPPROTO_RAW socket) from any source address, forged ones
-    included: a TCP SYN or an empty UDP datagram to destination:dport, checksums right."""
+    included: a TCP SYN, or a UDP datagram carrying `payload` (an SPA packet, say), to
+    destination:dport, checksums right."""
     src, dst = ipaddress.ip_address(source), ipaddress.ip_address(destination)
     number = socket.IPPROTO_TCP if protocol == "tcp" else socket.IPPROTO_UDP
+    if payload and protocol == "tcp":
+        raise ValueError("only a UDP datagram carries a payload here")
     segment = (
         _tcp_header(SOURCE_PORT, dport, SYN)
         if protocol == "tcp"
-        else _udp_header(SOURCE_PORT, dport)
+        else _udp_header(SOURCE_PORT, dport, payload)
     )
     pseudo = _pseudo_header(src.packed, dst.packed, len(segment), number)
     segment = _with_checksum(pseudo, segment, 16 if protocol == "tcp" else 6)
