@@ -16,8 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "knocknft"
 
 # What decides, with no I/O: the engine, decide, the renderer and transactions, the config model
-# and its parsers, knockd.conf's grammar and the importer.
-PURE_PACKAGES = ("knocknft.core", "knocknft.config", "knocknft.knockd")
+# and its parsers, knockd.conf's grammar and the importer, SPA's codecs and verifier.
+PURE_PACKAGES = ("knocknft.core", "knocknft.config", "knocknft.knockd", "knocknft.spa")
 PURE_MODULES = ("knocknft.errors", "knocknft")
 # The one place of the pure layers that reads a file when called (the config, a door's one-time
 # sequences), through pathlib; parsing takes an injected reader, so tests never touch a disk.
@@ -52,30 +52,27 @@ IO_MODULES = frozenset(
     }
 )
 
+# The packages above the SPA codecs and the config: neither may import any of them.
+_UPPER_LAYERS = (
+    "knocknft.core",
+    "knocknft.netlink",
+    "knocknft.nft",
+    "knocknft.daemon",
+    "knocknft.admin",
+    "knocknft.knockd",
+    "knocknft.client",
+)
+
 # package -> the knocknft packages it must never import (the docstrings' "may import").
 FORBIDDEN = {
     "knocknft.core": ("knocknft.netlink", "knocknft.nft", "knocknft.daemon", "knocknft.admin"),
-    "knocknft.config": (
-        "knocknft.core",
-        "knocknft.netlink",
-        "knocknft.nft",
-        "knocknft.daemon",
-        "knocknft.admin",
-        "knocknft.knockd",
-        "knocknft.client",
-    ),
+    "knocknft.config": (*_UPPER_LAYERS, "knocknft.spa"),
+    "knocknft.spa": _UPPER_LAYERS,
     "knocknft.netlink": ("knocknft.nft", "knocknft.daemon", "knocknft.admin"),
     "knocknft.nft": ("knocknft.daemon", "knocknft.admin"),
     "knocknft.daemon": ("knocknft.admin",),
     "knocknft.knockd": ("knocknft.netlink", "knocknft.nft", "knocknft.daemon", "knocknft.admin"),
-    "knocknft.client": (
-        "knocknft.core",
-        "knocknft.netlink",
-        "knocknft.nft",
-        "knocknft.daemon",
-        "knocknft.admin",
-        "knocknft.knockd",
-    ),
+    "knocknft.client": tuple(p for p in _UPPER_LAYERS if p != "knocknft.client"),
 }
 
 
@@ -134,6 +131,7 @@ def test_the_pure_set_is_what_the_docstrings_say() -> None:
     assert "knocknft.core.engine" in PURE
     assert "knocknft.core.ruleset" in PURE
     assert "knocknft.config" in PURE
+    assert "knocknft.spa.request" in PURE
 
 
 @pytest.mark.parametrize("name", PURE)
