@@ -36,6 +36,12 @@ from knocknft.config.scalars import (
     parse_tcpflags,
     unused_one_time_lines,
 )
+from knocknft.config.spa import (
+    check_open_for,
+    is_spa_door,
+    parse_spa_door,
+    refuse_spa_only_keys,
+)
 from knocknft.config.walker import Walker, line_of
 
 T = TypeVar("T")
@@ -58,6 +64,9 @@ DOOR_KEYS = (
     "start_command_6",
     "stop_command_6",
     "cmd_timeout",
+    "fwknop",
+    "clients",
+    "max_open_for",
 )
 
 
@@ -134,10 +143,16 @@ def parse_door(
     door = _DoorNodes(w, base, name_node, w.mapping(node, base, DOOR_KEYS))
     errors_before = len(w.errors)
     fields: dict[str, object] = {"name": name, "line": line_of(name_node)}
-    fields.update(_knocks(door, read_file))
+    spa = is_spa_door(door.entries)
+    if spa:
+        fields.update(parse_spa_door(w, base, name_node, door.entries))
+    else:
+        fields.update(_knocks(door, read_file))
+        refuse_spa_only_keys(w, base, door.entries)
     fields.update(_settings(door))
     fields.update(_services(door))
-    _check_keys_together(door, close_sessions=fields.get("close_sessions") is True)
+    check_open_for(w, base, door.entries, fields)
+    _check_keys_together(door, close_sessions=fields.get("close_sessions") is True, spa=spa)
     if len(w.errors) != errors_before:
         return None
     return Door(**fields)  # type: ignore[arg-type]  # keys and types checked above
@@ -244,12 +259,12 @@ def _services(door: _DoorNodes) -> dict[str, tuple[PortSpec, ...]]:
     return services
 
 
-def _check_keys_together(door: _DoorNodes, *, close_sessions: bool) -> None:
+def _check_keys_together(door: _DoorNodes, *, close_sessions: bool, spa: bool) -> None:
     """Keys that only mean something with another: a door must do something, and a setting for
     what it opens needs an open."""
     has_open = door.has("open")
     has_command = any(door.has(k) for k in ("start_command", "start_command_6", "stop_command"))
-    bans = door.has("deny_for")
+    bans = door.has("deny_for") and not spa  # an SPA door's deny_for is an error of its own
     if bans and (has_open or door.has("close")):
         door.error_at(
             "deny_for",
@@ -281,7 +296,7 @@ def _check_keys_together(door: _DoorNodes, *, close_sessions: bool) -> None:
             "open_for has nothing to time: the door has no open",
             "add open: [22/tcp] or remove open_for",
         )
-    if not has_open and not has_command and not door.has("close") and not bans:
+    if not has_open and not has_command and not door.has("close") and not bans and not spa:
         door.error_at_door(
             "the door does nothing: it has neither open, close, deny_for nor a start_command",
             "add open: [22/tcp] with open_for: 30s, or a start_command",

@@ -23,6 +23,7 @@ from knocknft.config.model import (
 )
 from knocknft.config.options import check_rate_limit, parse_options
 from knocknft.config.scalars import one_time_line_starts
+from knocknft.config.spa import check_spa
 from knocknft.config.walker import Walker, compose_yaml, line_of
 from knocknft.errors import ConfigError, Problem
 
@@ -113,6 +114,7 @@ def parse_config(
     if not w.errors:
         check_doors(w, doors)
         check_rate_limit(w, options, [d for d, _ in doors], options_node)
+        check_spa(w, options, doors, options_node)
     if w.errors:
         raise ConfigError(w.errors)
     config = Config(options, tuple(d for d, _ in doors), file)

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -68,6 +69,33 @@ DOOR_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 TABLE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}\*?$")
 
+# Single packet authorization (SPA). The port and window are fwknopd's defaults (PCAP_FILTER's
+# udp port 62201, MAX_SPA_PACKET_AGE 120 s); the SPA NFLOG group is a second one, apart from the
+# knock path's. The window is also how long an accepted packet's digest is remembered, so a
+# longer one is a bigger replay cache: an hour at most.
+DEFAULT_SPA_PORT = 62201
+DEFAULT_SPA_NFLOG_GROUP = 8
+DEFAULT_SPA_WINDOW = 120
+MAX_SPA_WINDOW = 3600
+# Accepted digests remembered at most: the replay cache's bound, about 150 bytes each.
+DEFAULT_SPA_REPLAY_CACHE = 100_000
+MAX_SPA_REPLAY_CACHE = 1 << 22
+# fwknop's limits (lib/rijndael.h RIJNDAEL_MAX_KEYSIZE, lib/hmac.h MAX_DIGEST_BLOCK_LEN): a
+# longer key cannot be one its clients use.
+MAX_FWKNOP_KEY_BYTES = 32
+MAX_FWKNOP_HMAC_KEY_BYTES = 136
+ED25519_PUBLIC_KEY_BYTES = 32
+HmacDigest = Literal["md5", "sha1", "sha256", "sha384", "sha512", "sha3_256", "sha3_512"]
+HMAC_DIGESTS: tuple[HmacDigest, ...] = (
+    "md5",
+    "sha1",
+    "sha256",
+    "sha384",
+    "sha512",
+    "sha3_256",
+    "sha3_512",
+)
+
 # TCP header flag bits, as knockd names them (plus the two ECN bits).
 TCP_FLAG_BITS: dict[str, int] = {
     "fin": 0x01,
@@ -117,6 +145,31 @@ class OneTimeSequence:
 
 
 @dataclass(frozen=True)
+class FwknopKey:
+    """An fwknop access.conf stanza's keys and rules: who may send, with which keys.
+
+    The keys are secrets: kept out of repr, so that no log line or message shows them."""
+
+    source: tuple[IPNetwork, ...]  # SOURCE; empty: any
+    key: bytes = field(repr=False)  # KEY / KEY_BASE64, the Rijndael passphrase
+    hmac_key: bytes = field(repr=False)  # HMAC_KEY / HMAC_KEY_BASE64
+    hmac_digest: HmacDigest = "sha256"
+    # REQUIRE_SOURCE_ADDRESS: refuse a request that names 0.0.0.0 (fwknop -s).
+    require_source_address: bool = False
+    expires: date | None = None  # ACCESS_EXPIRE: refused after this day
+
+
+@dataclass(frozen=True)
+class ClientKey:
+    """One client of a public-key SPA door: its name (in logs and audit) and Ed25519 key."""
+
+    name: str
+    public_key: bytes  # the 32 raw bytes
+    expires: date | None = None
+    revoked: bool = False
+
+
+@dataclass(frozen=True)
 class Door:
     """A knock sequence and what completing it grants ("event" in knockd's words)."""
 
@@ -147,6 +200,17 @@ class Door:
     stop_command_6: str | None = None
     cmd_timeout: int = DEFAULT_CMD_TIMEOUT
     line: int | None = None
+    # An SPA door has one of these instead of a sequence: an fwknop stanza's keys, or the
+    # public keys of its clients.
+    fwknop: FwknopKey | None = None
+    clients: tuple[ClientKey, ...] = ()
+    # The longest grant an SPA client may ask for (fwknop -f, MAX_FW_TIMEOUT); None: open_for.
+    max_open_for: int | None = None
+
+    @property
+    def is_spa(self) -> bool:
+        """Opened by a single authorized packet, not by a knock sequence."""
+        return self.fwknop is not None or bool(self.clients)
 
     @property
     def knock_ports(self) -> frozenset[PortSpec]:
@@ -241,6 +305,12 @@ class Options:
     # filtered), or a closed port's answer (`reject`: a TCP reset, ICMP port unreachable), so
     # that a blocking connect (telnet, ssh, a browser) fails at once instead of retrying.
     knock_reply: KnockReply = "drop"
+    # SPA (doors with fwknop or clients): the UDP port its packets come to, the NFLOG group
+    # they are copied to, the timestamp window (seconds, either way) and the replay cache's size.
+    spa_port: int = DEFAULT_SPA_PORT
+    spa_nflog_group: int = DEFAULT_SPA_NFLOG_GROUP
+    spa_window: int = DEFAULT_SPA_WINDOW
+    spa_replay_cache: int = DEFAULT_SPA_REPLAY_CACHE
 
 
 @dataclass(frozen=True)
@@ -284,6 +354,11 @@ class Config:
 
     def door(self, name: str) -> Door | None:
         return next((d for d in self.doors if d.name == name), None)
+
+    @property
+    def spa_doors(self) -> tuple[Door, ...]:
+        """The doors opened by single packet authorization, in the config's order."""
+        return tuple(d for d in self.doors if d.is_spa)
 
     @property
     def protected(self) -> frozenset[PortSpec]:

@@ -15,7 +15,10 @@ from knocknft.config.model import (
     MAX_ALWAYS_ALLOW,
     MAX_ATTEMPTS_CEILING,
     MAX_NFLOG_GROUP,
+    MAX_PORT,
     MAX_RATE,
+    MAX_SPA_REPLAY_CACHE,
+    MAX_SPA_WINDOW,
     MAX_TIMEOUT_SECONDS,
     TABLE_NAME_RE,
     Door,
@@ -28,6 +31,7 @@ from knocknft.config.scalars import (
     Invalid,
     parse_abs_path,
     parse_bool,
+    parse_duration,
     parse_int,
     parse_listen_address,
     parse_rate,
@@ -52,6 +56,10 @@ OPTION_KEYS = (
     "event_log",
     "grant_mark",
     "knock_reply",
+    "spa_port",
+    "spa_nflog_group",
+    "spa_window",
+    "spa_replay_cache",
 )
 
 
@@ -72,8 +80,14 @@ def parse_options(  # noqa: C901, PLR0912 - one branch per option key, each with
             continue  # one value of two keys: _parse_rate_limit, _parse_always_allow
         key = f"options.{name}"
         parsed: object
-        if name == "nflog_group":
+        if name in ("nflog_group", "spa_nflog_group"):
             parsed = w.scalar(value, key, lambda t: parse_int(t, 0, MAX_NFLOG_GROUP))
+        elif name == "spa_port":
+            parsed = w.scalar(value, key, lambda t: parse_int(t, 1, MAX_PORT))
+        elif name == "spa_window":
+            parsed = w.scalar(value, key, lambda t: parse_duration(t, MAX_SPA_WINDOW))
+        elif name == "spa_replay_cache":
+            parsed = w.scalar(value, key, lambda t: parse_int(t, 1, MAX_SPA_REPLAY_CACHE))
         elif name == "table":
             parsed = w.scalar(value, key, _parse_table_name)
         elif name in ("log_file", "state_dir", "event_log"):

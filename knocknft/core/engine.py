@@ -208,7 +208,8 @@ class Engine:
         the oldest of them evicted if a lower cap leaves too many."""
         old = {s.door.name: s for s in self._doors}
         states: list[_DoorState] = []
-        for door in doors:
+        # An SPA door has no sequence: one authorized packet opens it, not knocks.
+        for door in (d for d in doors if not d.is_spa):
             previous = old.get(door.name)
             if previous is not None and _same_door(previous.door, door):
                 previous.door = door

@@ -4,14 +4,18 @@ never from each other."""
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from pathlib import Path
 from typing import cast
+
+import pytest
 
 from knocknft.config import Config, parse_config
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.run import source_stats
 from knocknft.daemon.stats import DaemonStats
 from knocknft.daemon.stops import PendingStops
+from knocknft.errors import ConfigError, Problem
 from knocknft.netlink.nflog_decoder import NflogCounters
 from knocknft.nft.fake import FakeNft
 from tests.unit.fakes import RecordingRunner
@@ -41,6 +45,20 @@ doors:
     sequence: [4000/tcp, 3000/udp, 2000/tcp]
     close: [22/tcp]
 """
+
+
+def errors_of(text: str) -> list[Problem]:
+    """Every problem `check` finds in a config text (dedented), file cfg.yaml."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), "cfg.yaml")
+    return info.value.problems
+
+
+def only_error(text: str) -> Problem:
+    problems = errors_of(text)
+    assert len(problems) == 1, problems
+    return problems[0]
+
 
 NOW = 1_700_000_000.0
 

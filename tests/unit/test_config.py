@@ -18,20 +18,8 @@ from knocknft.config import (
     load_config,
     parse_config,
 )
-from knocknft.errors import ConfigError, Problem
-from tests.unit.support import CLOSING, GOOD
-
-
-def errors_of(text: str) -> list[Problem]:
-    with pytest.raises(ConfigError) as info:
-        parse_config(textwrap.dedent(text), "cfg.yaml")
-    return info.value.problems
-
-
-def only_error(text: str) -> Problem:
-    problems = errors_of(text)
-    assert len(problems) == 1, problems
-    return problems[0]
+from knocknft.errors import ConfigError
+from tests.unit.support import CLOSING, GOOD, errors_of, only_error
 
 
 def warnings_of(text: str) -> list[str]:
