@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from knocknft.admin import cli_config, cli_doctor, cli_grants, cli_import, cli_run
+from knocknft.admin import cli_config, cli_doctor, cli_grants, cli_import, cli_keygen, cli_run
 from knocknft.admin.cli_common import EXIT_CODES_HELP, VersionOption
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ for group in (
     cli_grants.commands,
     cli_run.commands,
     cli_import.commands,
+    cli_keygen.commands,
 ):
     app.add_typer(group)
 

@@ -1,7 +1,8 @@
 """The `knock` client, with knockd's command line:
 `knock [-u] [-d ms] [-4|-6] [-v] [-V] [-h] host port[:proto]...`, plus named profiles
-(`knock home`, see knocknft.client.profiles) and a command to run once the knock is sent
-(`knock home -- ssh me@server`).
+(`knock home`, see knocknft.client.profiles), a command to run once the knock is sent
+(`knock home -- ssh me@server`), and single packet authorization instead of a sequence
+(`knock --door ssh server`, see knocknft.client.spa).
 
 A TCP knock is exactly one SYN: a non-blocking connect() and an immediate close(), so the kernel
 never retransmits it (a blocking connect does, after 1 s and 3 s, and a repeated SYN breaks a
@@ -27,6 +28,15 @@ from knocknft.client.profiles import (
     Profile,
     default_profiles_path,
     load_profiles,
+)
+from knocknft.client.spa import (
+    SPA_FLAGS,
+    SPA_HELP,
+    SpaPlan,
+    add_spa_options,
+    make_spa_plan,
+    send_spa,
+    wants_spa,
 )
 from knocknft.config import Invalid, PortSpec, parse_port_spec
 from knocknft.errors import ConfigError, UsageError
@@ -86,9 +96,12 @@ def knock(
 
 USAGE = """\
 knock [-u] [-d MS] [-4|-6] [-v] HOST PORT[:PROTO]... [-- COMMAND [ARG]...]
-       knock [-u] [-d MS] [-4|-6] [-v] PROFILE [-- COMMAND [ARG]...]"""
+       knock [-u] [-d MS] [-4|-6] [-v] PROFILE [-- COMMAND [ARG]...]
+       knock [-4|-6] [-v] --door NAME [--spa-key FILE] [-a ADDR|-s] [-f TIME] [-p PORT]
+             HOST|PROFILE [-- COMMAND [ARG]...]"""
 
-DESCRIPTION = """\
+DESCRIPTION = (
+    """\
 Send a port-knock sequence to HOST, as knockd's knock does (same options, same output with -v).
 Each PORT is PORT[:PROTO] (or PORT/PROTO), PROTO tcp or udp, tcp by default. A TCP knock is a
 single SYN (a non-blocking connect, closed at once, so it is never retransmitted); a UDP knock
@@ -101,7 +114,11 @@ both a profile and a host is the profile when no ports follow it, the host when 
 
 After --, COMMAND is run once the last knock is sent and then_wait milliseconds have passed
 (the profile's then_wait, or --then-wait; default 200): knock replaces itself with COMMAND, so
-the exit status is COMMAND's, e.g. knock home -- ssh me@server.example.org"""
+the exit status is COMMAND's, e.g. knock home -- ssh me@server.example.org
+
+"""
+    + SPA_HELP
+)
 
 EPILOG = """\
 profiles file:
@@ -113,14 +130,22 @@ profiles file:
       family: 4         # 4, 6 or any, like -4/-6 (default any)
       udp: false        # every knock UDP, like -u (default false)
       then_wait: 200    # ms before -- COMMAND (default 200)
+    office:             # SPA: one signed packet instead of a sequence
+      host: gw.example.org
+      door: ssh         # like --door
+      key: spa_ed25519  # like --spa-key, from this file's directory
+      spa_port: 62201   # like -p
+      address: source   # an address like -a, or source like -s
+      open_for: 5m      # like -f
 
-exit status: 0 knocks sent; 1 HOST could not be resolved or a knock could not be sent;
+exit status: 0 knocks (or the SPA packet) sent; 1 HOST could not be resolved or a packet not sent;
 2 invalid arguments or profiles file; after --, COMMAND's own status (127: not found,
 126: cannot be run).
 
 examples:
   knock -v 198.18.0.1 7000 9000:udp 8000
-  knock home -- ssh me@server.example.org"""
+  knock home -- ssh me@server.example.org
+  knock --door ssh -6 server.example.org -- ssh me@server.example.org"""
 
 EXIT_NETWORK = 1
 EXIT_USAGE = 2
@@ -174,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "ports", nargs="*", default=[], metavar="PORT[:PROTO]", help="the sequence, in order"
     )
+    add_spa_options(parser)
     return parser
 
 
@@ -200,7 +226,7 @@ def split_command(argv: Sequence[str]) -> tuple[list[str], tuple[str, ...] | Non
     return words[:cut], tuple(words[cut + 1 :])
 
 
-def make_plan(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Plan:
+def make_plan(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Plan | SpaPlan:
     """Parse knock's command line (and the profile it names). argparse's own errors exit 2;
     others raise UsageError, or ConfigError for a broken profiles file."""
     words, command = split_command(argv)
@@ -210,14 +236,20 @@ def make_plan(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> Plan:
     for flag, value in (("--delay", args.delay), ("--then-wait", args.then_wait)):
         if value is not None and value < 0:
             raise UsageError(f"{flag} must be 0 or more milliseconds")
+    profile = None
     if args.ports:
         try:
             steps = tuple(parse_port_spec(p) for p in args.ports)
         except Invalid as exc:
             raise UsageError(f"{exc.message} ({exc.hint})" if exc.hint else exc.message) from None
-        profile = None
+    elif any(getattr(args, flag) is not None for flag in SPA_FLAGS):
+        # `knock --door ssh NAME`: NAME is a profile if there is one, else a host.
+        profile = _lookup(args.host, args.profiles, env, required=False)
     else:
-        profile = _profile(args.host, args.profiles, env)
+        profile = _lookup(args.host, args.profiles, env, required=True)
+    if wants_spa(args, profile):
+        return make_spa_plan(args, profile, command or (), env)
+    if profile is not None:
         steps = profile.sequence
     if args.udp or (profile is not None and profile.udp):
         steps = tuple(PortSpec(s.port, "udp") for s in steps)
@@ -241,20 +273,23 @@ def _first(given: int | None, from_profile: int | None, default: int) -> int:
     return default if from_profile is None else from_profile
 
 
-def _profile(name: str, path: Path | None, env: Mapping[str, str]) -> Profile:
+def _lookup(name: str, path: Path | None, env: Mapping[str, str], required: bool) -> Profile | None:
+    """The profile `name`; when not `required`, None if there is none (a host name then)."""
     file = path or default_profiles_path(env)
     if path is None and not file.exists():
+        if not required:
+            return None
         raise UsageError(
             f"no ports given, and there is no profiles file {file} for a profile {name!r}: "
             "give PORT[:PROTO]... or create the file (see --help)"
         )
     profiles = load_profiles(file)
-    if name not in profiles:
+    if name not in profiles and required:
         known = ", ".join(sorted(profiles)) or "none"
         raise UsageError(
             f"no ports given, and {name!r} is not a profile in {file} (profiles: {known})"
         )
-    return profiles[name]
+    return profiles.get(name)
 
 
 def run_command(command: Sequence[str], then_wait: int, verbose: bool = False) -> NoReturn:
@@ -287,7 +322,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _parser().error(str(exc))  # prints the usage too, exits 2
     try:
         target = resolve(plan.host, plan.family)
-        knock(target, plan.steps, plan.delay, plan.verbose)
+        if isinstance(plan, SpaPlan):
+            send_spa(plan, target.family, target.address)
+        else:
+            knock(target, plan.steps, plan.delay, plan.verbose)
     except OSError as exc:
         print(f"knock: {plan.host}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(EXIT_NETWORK)

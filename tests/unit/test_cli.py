@@ -111,4 +111,5 @@ def test_help_lists_every_command_in_the_order_of_the_workflow() -> None:
         "close",
         "run",
         "import",
+        "keygen",
     ]
