@@ -29,11 +29,11 @@ from knocknft.admin.cli import app
 from knocknft.client.knock import Plan, main, make_plan
 from knocknft.client.profiles import parse_profiles
 from knocknft.client.spa import SpaPlan, send_spa
-from knocknft.config import ClientKey, Door, PortSpec
+from knocknft.config import ClientKey, Door, PortSpec, parse_config
 from knocknft.errors import ConfigError, UsageError
 from knocknft.spa.keys import load_private_key, private_key_pem, public_key_line
 from knocknft.spa.request import SpaRequest
-from knocknft.spa.signed import check_signed, public_bytes
+from knocknft.spa.signed import check_signed, public_bytes, sign_request
 
 runner = CliRunner()
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -358,6 +358,22 @@ def test_keygen_and_knock_fit_together_through_a_file(tmp_path: Path) -> None:
     result = check_signed(packet, ipaddress.ip_address("198.18.0.2"), (door,), 120, time.time())
     assert isinstance(result, SpaRequest)
     assert result.key == "bob"
+
+
+def test_the_lines_keygen_prints_are_a_door_the_server_accepts(tmp_path: Path) -> None:
+    """Pasted under a door as printed, the server's config takes them, and the key keygen wrote
+    opens that door: what an admin does, with nothing retyped."""
+    path = tmp_path / "k"
+    printed = runner.invoke(app, ["keygen", "-o", str(path), "--name", "carol"])
+    assert printed.exit_code == 0
+    snippet = "".join(f"    {line}\n" for line in printed.stdout.splitlines())
+    text = f"doors:\n  ssh-keys:\n{snippet}    open: [22/tcp]\n    open_for: 30s\n"
+    config = parse_config(text, "config.yaml").config
+    key = load_private_key(path.read_bytes())
+    packet = sign_request(key, "ssh-keys", None, 0, now=1e9, nonce=bytes(16))
+    result = check_signed(packet, ipaddress.ip_address("198.18.0.2"), config.doors, 120, 1e9)
+    assert isinstance(result, SpaRequest)
+    assert (result.door, result.key) == ("ssh-keys", "carol")
 
 
 def _public_from(path: Path) -> bytes:
