@@ -31,7 +31,6 @@ from knocknft.core.decide import (
     RefusedSource,
     ReportBan,
     ReportGrant,
-    Revocation,
     RevokeServices,
     RunCommand,
     ScheduleStop,
@@ -49,20 +48,21 @@ from knocknft.core.engine import (
     Progress,
     TimedOut,
 )
-from knocknft.core.grants import Grant, revoke_transaction
+from knocknft.core.grants import Grant
 from knocknft.core.sources import as_shown, from_loopback, hears_loopback, refusal
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.bans import Banner
 from knocknft.daemon.commands import CommandRunner
+from knocknft.daemon.grantends import GrantEnds
 from knocknft.daemon.granter import Granter
 from knocknft.daemon.keeper import TableKeeper
 from knocknft.daemon.loglimit import KnockLog
+from knocknft.daemon.logs import VERBOSE
 from knocknft.daemon.names import Labelled, NameCache
 from knocknft.daemon.onetime import mark_first
 from knocknft.daemon.stats import NO_SOURCE_STATS, DaemonStats, SourceStats
 from knocknft.daemon.stops import STATE_FILE, PendingStops
 from knocknft.daemon.trusted import Resolved, refill
-from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import TableEvent
 from knocknft.nft.libnft import Nft
 from knocknft.nft.operations import ApplyResult, apply_config
@@ -107,8 +107,16 @@ class Daemon:
         # OPEN, grant and refused-source lines: one per completion, so a flood of completed
         # sequences is limited too, by a bucket of its own so knock lines cannot starve it.
         self.grant_log = KnockLog(self.clock, what="OPEN and grant log lines")
+        self.ends = GrantEnds(
+            self.clock, allow=self.grant_log.allow, audit=self._audit, who=self._who
+        )
         self.granter = Granter(
-            self.nft, self.clock, allow=self.grant_log.allow, audit=self._audit, who=self._who
+            self.nft,
+            self.clock,
+            allow=self.grant_log.allow,
+            audit=self._audit,
+            who=self._who,
+            taken=self.ends.taken,
         )
         self.banner = Banner(self.nft, allow=self.grant_log.allow, audit=self._audit, who=self._who)
         self.keeper = TableKeeper(self.nft, self.clock)
@@ -126,6 +134,7 @@ class Daemon:
         result = apply_config(self.nft, self.config)
         self.keeper.seed(result.grants)
         self.granter.seed(result.grants)
+        self.ends.seed(result.grants)
         log.info(
             "table inet %s %s, %d open grant(s) kept",
             self.config.options.table,
@@ -143,6 +152,7 @@ class Daemon:
         warn_if_unsaved(result)
         self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
         self.granter.seed(result.grants)
+        self.ends.seed(result.grants)
         self.config = config
         self.engine.reload(config.doors, config.options.max_attempts)
         self._one_time = _has_one_time(config)
@@ -153,6 +163,7 @@ class Daemon:
 
     def on_table_events(self, events: Sequence[TableEvent]) -> None:
         """News of our table from the kernel: grants to remember, or the table gone."""
+        self.ends.on_events(events)
         self.keeper.on_events(self.config, events)
 
     def check_table(self) -> None:
@@ -185,6 +196,7 @@ class Daemon:
         """Timer work: expire attempts, run due stop commands, fsync new stop records."""
         now = self.clock()
         self.execute(self.engine.expire(now))
+        self.ends.due(now)
         self._run_due_stops(now)
         self.pending.sync(now)
 
@@ -217,8 +229,8 @@ class Daemon:
         return stop_command_for(door, address)
 
     def next_wakeup(self) -> float | None:
-        times = [t for t in (self.engine.next_deadline(), self.pending.next_due()) if t is not None]
-        return min(times, default=None)
+        times = (self.engine.next_deadline(), self.pending.next_due(), self.ends.next_due())
+        return min((t for t in times if t is not None), default=None)
 
     def execute(self, events: Sequence[Event]) -> None:
         """Carry out what the events mean."""
@@ -256,7 +268,7 @@ class Daemon:
     def carry_out(self, effects: Sequence[Effect]) -> None:  # noqa: C901, PLR0912 - per-packet dispatch, flat on purpose: a call per effect costs more
         """Each effect in turn, in the order decided. The per-knock lines come first in this
         chain, by `type(e) is`: under a flood they are nearly all there is."""
-        debug = log.isEnabledFor(logging.DEBUG)
+        verbose = log.isEnabledFor(VERBOSE)
         knock_log = self.knock_log
         failed: set[Grant] = set()  # this batch's grants that did not go in: no report for them
         for effect in effects:
@@ -267,8 +279,9 @@ class Daemon:
                     )
             elif type(effect) is Evicted:
                 # Per-attempt detail, one line per forged source under a flood: limited too.
-                if debug and knock_log.allow():
-                    log.debug(
+                if verbose and knock_log.allow():
+                    log.log(
+                        VERBOSE,
                         "%s: %s: attempt evicted (cap %d)",
                         self._who(effect.source),
                         effect.door.name,
@@ -283,8 +296,9 @@ class Daemon:
                         effect.stage,
                     )
             elif type(effect) is Invalidated:
-                if debug and knock_log.allow():
-                    log.debug(
+                if verbose and knock_log.allow():
+                    log.log(
+                        VERBOSE,
                         "%s: %s: sequence broken at stage %d",
                         self._who(effect.source),
                         effect.door.name,
@@ -305,7 +319,7 @@ class Daemon:
             case Audit(event, fields):
                 self._audit(event, **fields)
             case RevokeServices(revocations):
-                self._revoke(revocations)
+                self.ends.close(self.nft, self.config.options.table, revocations)
             case BanSources(bans):
                 self.banner.ban(self.config.options.table, bans)
             case ReportBan(ban):
@@ -363,18 +377,6 @@ class Daemon:
                 "%s: %s: granted %s for %ds", self._who(g.address), g.door, g.service, g.timeout
             )
         self._audit("grant", source=g.address, door=g.door, service=g.service, timeout=g.timeout)
-
-    def _revoke(self, revocations: Sequence[Revocation]) -> None:
-        """A closing door: remove the knocker's grants, as knockd's closeSSH deleted the rule."""
-        keys = [(r.address, r.service) for r in revocations]
-        try:
-            self.nft.apply(revoke_transaction(self.config.options.table, keys))
-        except KnocknftError as exc:
-            log.error("could not close %s: %s", ", ".join(f"{a} {s}" for a, s in keys), exc)
-            return
-        for r in revocations:
-            log.info("%s: %s: closed %s", self._who(r.address), r.door, r.service)
-            self._audit("close", source=r.address, door=r.door, service=r.service)
 
     def _report_one_time(self, effect: MarkOneTime) -> None:
         # Marked already, before the grant (see onetime.mark_first): what is left is to say so.

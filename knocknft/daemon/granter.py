@@ -36,9 +36,12 @@ class Granter:
         allow: Callable[[], bool],
         audit: Callable[..., None],
         who: Callable[[IPAddress], object],
+        taken: Callable[[Sequence[Key]], object] = lambda keys: None,
     ) -> None:
         self.nft = nft
         self.clock = clock
+        # Told of the grants that gave way, whose end is reported here (grantends.GrantEnds).
+        self._taken = taken
         self.room = GrantRoom(ALLOW_SET_SIZE)
         self._allow = allow
         self._audit = audit
@@ -113,6 +116,7 @@ class Granter:
 
     def _evicted(self, table: str, keys: Sequence[Key]) -> None:
         self.evicted += len(keys)
+        self._taken(keys)
         for address, service in keys:
             if self._allow():
                 log.warning(

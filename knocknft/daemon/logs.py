@@ -1,5 +1,13 @@
 """Logging set-up: stderr always (systemd's journal reads it), plus log_file and syslog as
 configured. Lines keep knockd's shape (`198.18.0.2: ssh: OPEN SESAME`) so admins' greps work.
+
+Three levels of detail, knockd's flags: by default the daemon's life, every stage, open,
+grant, grant end and command; `-v` (VERBOSE) adds what happens to attempts (broken sequences,
+evictions); `-D` (DEBUG) adds every knock packet and the kernel's news of our table.
+
+Each line reaches the journal and syslog with its priority: syslog's own, and on a stderr that
+is systemd's journal stream (JOURNAL_STREAM names it) sd-daemon(3)'s `<N>` prefix on every
+line, so `journalctl -p warning` finds the warnings and errors.
 """
 
 from __future__ import annotations
@@ -10,7 +18,9 @@ import logging.handlers
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 from knocknft.config import Options
 
@@ -21,14 +31,53 @@ SYSLOG_SOCKET = "/dev/log"
 LOG_FILE_MODE = 0o600
 
 
+# -v's detail: between INFO (always logged) and DEBUG (-D's packets and netlink news).
+VERBOSE = 15
+logging.addLevelName(VERBOSE, "VERBOSE")
+
+# syslog(3)'s priorities (sd-daemon(3) uses the same numbers), by the lowest level that has each.
+_PRIORITIES = (
+    (logging.CRITICAL, 2, "critical"),
+    (logging.ERROR, 3, "error"),
+    (logging.WARNING, 4, "warning"),
+    (VERBOSE, 6, "info"),  # asked for with -v: shown where info is
+    (0, 7, "debug"),
+)
+
+
+def priority(levelno: int) -> tuple[int, str]:
+    """The syslog priority of a logging level: its number and SysLogHandler's name for it."""
+    return next((number, name) for floor, number, name in _PRIORITIES if levelno >= floor)
+
+
+def is_journal(stream: TextIO, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `stream` is the journal's stream that systemd gave this service: JOURNAL_STREAM
+    says DEVICE:INODE of it, which is checked against the stream itself (a child whose stderr
+    was redirected inherits the variable, not the stream)."""
+    device, _, inode = environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        stat = os.fstat(stream.fileno())
+        return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
 class _StderrFormatter(logging.Formatter):
+    def __init__(self, journal: bool = False) -> None:
+        super().__init__()
+        self.journal = journal
+
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
         if record.levelno >= logging.ERROR:
-            return f"error: {text}"
-        if record.levelno >= logging.WARNING:
-            return f"warning: {text}"
-        return text
+            text = f"error: {text}"
+        elif record.levelno >= logging.WARNING:
+            text = f"warning: {text}"
+        if not self.journal:
+            return text
+        # The journal takes each line as an entry of its own: each gets the prefix.
+        prefix = f"<{priority(record.levelno)[0]}>"
+        return "\n".join(prefix + line for line in text.split("\n"))
 
 
 def setup_logging(options: Options, verbose: bool = False, debug: bool = False) -> logging.Logger:
@@ -36,11 +85,10 @@ def setup_logging(options: Options, verbose: bool = False, debug: bool = False) 
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    # -v adds the per-knock detail (broken sequences, evictions); -D adds every packet too.
-    logger.setLevel(logging.DEBUG if verbose or debug else logging.INFO)
+    logger.setLevel(logging.DEBUG if debug else VERBOSE if verbose else logging.INFO)
     logger.propagate = False
     stderr = logging.StreamHandler()
-    stderr.setFormatter(_StderrFormatter())
+    stderr.setFormatter(_StderrFormatter(journal=is_journal(sys.stderr)))
     logger.addHandler(stderr)
     if options.log_file is not None:
         logger.addHandler(file_handler(options.log_file))
@@ -79,6 +127,12 @@ class _Syslog(logging.handlers.SysLogHandler):
 
     failing = False  # said so; quiet until a line goes through again
     _failed = False  # the line being sent failed
+
+    def mapPriority(self, level_name: str) -> str:  # noqa: N802 - logging's name
+        # By number, so that VERBOSE (unknown to the handler's table, which would say
+        # "warning") is info, and every level between two named ones is the lower's.
+        number = logging.getLevelName(level_name)
+        return priority(number)[1] if isinstance(number, int) else "warning"
 
     def emit(self, record: logging.LogRecord) -> None:
         self._failed = False

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from knocknft.config import parse_config
+from knocknft.config import PortSpec, parse_config
 from knocknft.core.engine import DoorDisabled, Evicted, Invalidated, Opened, Progress, TimedOut
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops
 from knocknft.errors import KnocknftError, NftError
+from knocknft.netlink.nftevents import ElementAdded
 from knocknft.nft.fake import FakeNft
 from tests.unit.fakes import RecordingRunner, loaded_nft
 from tests.unit.support import CLOSING
@@ -45,10 +46,12 @@ def test_an_open_and_its_grants_and_a_close_are_logged(tmp_path: Path) -> None:
     daemon = daemon_with_log(tmp_path)
     open_door, close_door = daemon.config.doors
     daemon.execute([Progress(KNOCKER, open_door, 3), Opened(KNOCKER, open_door, NOW)])
+    # The kernel's announcement of the grant: the daemon learns its door from it.
+    daemon.on_table_events([ElementAdded(KNOCKER, PortSpec(22), "openSSH", 3600.0)])
     daemon.execute([Opened(KNOCKER, close_door, NOW)])
     events = lines(tmp_path / "log" / "events.jsonl")
     # In the order they happen: the kernel first (grant, revoke), then the lines about them.
-    assert [e["event"] for e in events] == ["open", "grant", "close", "open"]
+    assert [e["event"] for e in events] == ["open", "grant", "grant_end", "open"]
     assert events[1] == {
         "time": events[1]["time"],
         "event": "grant",
@@ -57,7 +60,15 @@ def test_an_open_and_its_grants_and_a_close_are_logged(tmp_path: Path) -> None:
         "service": "22/tcp",
         "timeout": 3600,
     }
-    assert events[2]["door"] == "closeSSH" and events[2]["service"] == "22/tcp"
+    assert events[2] == {
+        "time": events[2]["time"],
+        "event": "grant_end",
+        "source": "198.18.0.2",
+        "door": "openSSH",
+        "service": "22/tcp",
+        "reason": "closed",
+        "by": "closeSSH",
+    }
     assert events[0]["time"].startswith("2023-11-1") and events[0]["time"][19:23] == ".500"
 
 
@@ -94,7 +105,7 @@ def test_a_stop_command_falling_due_is_logged(tmp_path: Path) -> None:
     daemon.execute([Opened(KNOCKER, daemon.config.doors[1], NOW - 10)])
     daemon.tick()
     events = lines(tmp_path / "log" / "events.jsonl")
-    assert [e["event"] for e in events] == ["close", "open", "command_timeout"]
+    assert [e["event"] for e in events] == ["grant_end", "open", "command_timeout"]
     assert events[2] == {
         "time": events[2]["time"],
         "event": "command_timeout",
