@@ -19,13 +19,14 @@ import json
 import os
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from knocklab.daemons import LabDaemon, start_knockd
 from knocklab.lab import Host, Lab, run_in_netns
@@ -38,8 +39,11 @@ from knocknft.netlink.base import (
 )
 
 BIN = Path(sys.executable).parent
-# The message type nf_tables announces a new set element with.
+# The message types nf_tables announces a new set element and a new rule with: knocknft and
+# knockd's start command grant with an element, fwknopd with an iptables(-nft) rule.
 NEW_ELEMENT = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM
+NFT_MSG_NEWRULE = 6  # include/uapi/linux/netfilter/nf_tables.h
+NEW_RULE = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE
 
 # On a machine with two cores or more, the daemon gets a core of its own and the sender (with
 # the kernel work its packets cause: veth, nftables, NFLOG, pcap) the other: "one core" for the
@@ -217,12 +221,15 @@ def element_monitor(host: Host) -> socket.socket:
     return sock
 
 
-def has_new_element(data: bytes) -> bool:
-    return any(kind == NEW_ELEMENT for _, _, kind, _ in iter_messages(data))
+def has_new_element(data: bytes, kinds: Collection[int] = (NEW_ELEMENT,)) -> bool:
+    return any(kind in kinds for _, _, kind, _ in iter_messages(data))
 
 
-def wait_new_element(monitor: socket.socket, timeout: float = 2.0) -> float | None:
-    """perf_counter() when the next new set element is announced, None after `timeout`."""
+def wait_new_element(
+    monitor: socket.socket, timeout: float = 2.0, kinds: Collection[int] = (NEW_ELEMENT,)
+) -> float | None:
+    """perf_counter() when the next new set element (or other message of `kinds`) is announced,
+    None after `timeout`."""
     deadline = time.perf_counter() + timeout
     while True:
         left = deadline - time.perf_counter()
@@ -230,8 +237,50 @@ def wait_new_element(monitor: socket.socket, timeout: float = 2.0) -> float | No
             return None
         data = monitor.recv(1 << 16)
         now = time.perf_counter()
-        if has_new_element(data):
+        if has_new_element(data, kinds):
             return now
+
+
+Timing = tuple[float | None, float | None]  # ms to the grant announced, to port 22 reachable
+
+
+def tcp_from(source: str) -> socket.socket:
+    """A non-blocking TCP socket bound to `source`, in the namespace of the calling thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    return sock
+
+
+def time_grant(
+    monitor: socket.socket,
+    server: str,
+    source: str,
+    fire: Callable[[], object],
+    *,
+    timeout: float = 2.0,
+    kinds: Collection[int] = (NEW_ELEMENT,),
+) -> Timing:
+    """Runs in the client's namespace: `fire()` the request that should grant `source` (its last
+    knock, its SPA packet), and time the grant's announcement and then a connection from `source`
+    to the server's port 22, made right after it, being established. The probe's socket exists
+    before the clock starts: only the request and the grant are timed."""
+    probe = tcp_from(source)
+    try:
+        sent = time.perf_counter()
+        fire()
+        seen = wait_new_element(monitor, timeout, kinds)
+        reached = None
+        if seen is not None:
+            probe.connect_ex((server, PROTECTED_PORT))
+            writable = select.select([], [probe], [], 0.5)[1]
+            done = time.perf_counter()
+            if writable and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                reached = (done - sent) * 1000
+    finally:
+        probe.close()
+    drain(monitor)
+    return (None if seen is None else (seen - sent) * 1000, reached)
 
 
 def drain(monitor: socket.socket, quiet: float = 0.005) -> None:
@@ -248,20 +297,78 @@ def cpu_seconds(pid: int) -> float:
     return time.clock_gettime(process_sched_clock)
 
 
-def wait_idle(pid: int, timeout: float, quiet: float = 0.3) -> bool:
-    """Wait until the process has used no CPU for `quiet` seconds (it has worked off what was
-    sent); False if it was still busy after `timeout`."""
+def wait_idle(pid: int, timeout: float, quiet: float = 0.3, busy: float = 0.0) -> bool:
+    """Wait until the process has used no more than `busy` of a CPU for `quiet` seconds (it has
+    worked off what was sent; fwknopd, which wakes every 100 ms with nothing to do, needs a
+    share above 0); False if it was still busy after `timeout`."""
     deadline = time.monotonic() + timeout
-    last = cpu_seconds(pid)
-    still_since = time.monotonic()
+    last, last_at = cpu_seconds(pid), time.monotonic()
+    still_since = last_at
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        now = cpu_seconds(pid)
-        if now > last:
-            last, still_since = now, time.monotonic()
-        elif time.monotonic() - still_since >= quiet:
+        now, now_at = cpu_seconds(pid), time.monotonic()
+        if now - last > busy * (now_at - last_at):
+            still_since = now_at
+        elif now_at - still_since >= quiet:
             return True
+        last, last_at = now, now_at
     return False
+
+
+def rate_step(
+    rate: int, sent: int, took: float, *, judged: int, idle: bool, cpu: float, label: str = ""
+) -> dict[str, Any]:
+    """One step of a rate search: `sent` packets in `took` s at `rate` asked, `judged` of them
+    by the daemon, which went `idle` (or not) having used `cpu` s; printed as it goes."""
+    step = {
+        "target_rate": rate,
+        "sent": sent,
+        "achieved_rate": round(sent / took),
+        "judged": judged,
+        "drained": idle,
+        "ok": idle and judged == sent,
+        "cpu_s_per_100k": round(cpu / judged * 100_000, 3) if judged else None,
+    }
+    print(
+        f"  {label}{step['achieved_rate']}/s: sent {sent}, judged {judged}"
+        f"{'' if idle else ' (still busy)'}, {step['cpu_s_per_100k']} CPU s per 100k",
+        flush=True,
+    )
+    return step
+
+
+def rate_search(
+    rates: Sequence[int], tries: int, step: Callable[[int], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Rates stepped up until two in a row lose packets, a lossy rate tried again up to `tries`
+    times (on a shared machine another program's burst can cost a daemon a few packets, and the
+    question is what the daemon can take); every step, and the fastest with nothing lost."""
+    steps: list[dict[str, Any]] = []
+    failed_in_a_row = 0
+    for rate in rates:
+        for attempt in range(1, tries + 1):
+            result = step(rate) | {"try": attempt}
+            steps.append(result)
+            if result["ok"]:
+                break
+        failed_in_a_row = 0 if result["ok"] else failed_in_a_row + 1
+        if failed_in_a_row == 2:
+            break
+    best = max((s for s in steps if s["ok"]), key=lambda s: s["achieved_rate"], default=None)
+    return steps, best
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """count, p50, p99, max and mean of a measurement's values (the count alone of none)."""
+    if not values:
+        return {"count": 0}
+    return {
+        "count": len(values),
+        "p50": round(percentile(list(values), 50), 3),
+        "p99": round(percentile(list(values), 99), 3),
+        "max": round(max(values), 3),
+        "mean": round(statistics.fmean(values), 3),
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -285,14 +392,15 @@ def machine() -> dict[str, object]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "daemon_cpu": DAEMON_CPU,
         "sender_cpus": sorted(SENDER_CPUS),
-        "knockd": _knockd_version(),
+        "knockd": _package_version("knockd"),
+        "fwknopd": _package_version("fwknop-server"),
     }
 
 
-def _knockd_version() -> str:
+def _package_version(package: str) -> str:
     try:
         out = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Version}", "knockd"],
+            ["dpkg-query", "-W", "-f=${Version}", package],
             check=False,
             capture_output=True,
             text=True,

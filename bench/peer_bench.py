@@ -28,26 +28,22 @@ creates, every load is bounded in count and time, and the namespaces are removed
 from __future__ import annotations
 
 import argparse
-import itertools
+import functools
 import math
-import multiprocessing
 import os
-import select
 import shlex
 import socket
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from multiprocessing.queues import Queue
-from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any, cast
 
 import report
+import spa_bench
 from harness import (
     CONTENDERS,
     FIRST_PORT,
@@ -55,20 +51,25 @@ from harness import (
     SENDER_CPUS,
     SEQUENCE,
     Contender,
+    Timing,
     add_knockers,
     bench_lab,
     cpu_seconds,
     drain,
     element_monitor,
     machine,
-    percentile,
+    rate_search,
+    rate_step,
+    summary,
+    tcp_from,
+    time_grant,
     wait_idle,
     wait_new_element,
 )
 
 from knocklab.daemons import LabDaemon, rss_bytes
 from knocklab.lab import Lab, Listener, run_in_netns
-from knocklab.packets import SpoofedSyns, raw_socket, send_paced
+from knocklab.packets import BackgroundFlood, SpoofedSyns, raw_socket, send_paced
 from knocknft import __version__
 from knocknft.client.knock import Target, knock_once
 from knocknft.config import parse_port_spec
@@ -108,25 +109,6 @@ class Run:
         return c.judged(d, w), c.lost(d, w), c.counters(d, w)
 
 
-def summary(values: Sequence[float]) -> Result:
-    if not values:
-        return {"count": 0}
-    return {
-        "count": len(values),
-        "p50": round(percentile(list(values), 50), 3),
-        "p99": round(percentile(list(values), 99), 3),
-        "max": round(max(values), 3),
-        "mean": round(statistics.fmean(values), 3),
-    }
-
-
-def _tcp(source: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((source, 0))
-    sock.setblocking(False)
-    return sock
-
-
 def _knock_all_but_last(source: str) -> tuple[Target, int]:
     """In the client's namespace: the sequence but its last knock; (target, last port)."""
     target = Target(socket.AF_INET, SERVER)
@@ -139,30 +121,15 @@ def _knock_all_but_last(source: str) -> tuple[Target, int]:
 # -- 1. latency -------------------------------------------------------------------------------
 
 
-Timing = tuple[float | None, float | None]  # ms to the element, to port 22 reachable
-
-
 def _latency_loop(monitor: socket.socket, sources: Sequence[str], pause: float) -> list[Timing]:
     """Runs in the client's namespace. Per source: knock, time the grant, probe port 22."""
     timings: list[Timing] = []
     for source in sources:
         _, last_port = _knock_all_but_last(source)
-        # Both sockets exist before the clock starts: only the knock and the grant are timed.
-        last, probe = _tcp(source), _tcp(source)
-        sent = time.perf_counter()
-        last.connect_ex((SERVER, last_port))  # one SYN, as knock_once sends it
-        seen = wait_new_element(monitor, timeout=2.0)
-        reached = None
-        if seen is not None:
-            probe.connect_ex((SERVER, PROTECTED_PORT))
-            writable = select.select([], [probe], [], 0.5)[1]
-            done = time.perf_counter()
-            if writable and probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
-                reached = (done - sent) * 1000
-        timings.append((None if seen is None else (seen - sent) * 1000, reached))
+        last = tcp_from(source)  # made before the clock starts
+        knock = functools.partial(last.connect_ex, (SERVER, last_port))  # one SYN, as knock_once
+        timings.append(time_grant(monitor, SERVER, source, knock))
         last.close()
-        probe.close()
-        drain(monitor)
         time.sleep(pause)
     return timings
 
@@ -212,23 +179,8 @@ def _rate_step(bench: Bench, contender: Contender, rate: int, packets: list[byte
     finally:
         sock.close()
         judged, lost, _ = run.stop()
-    step = {
-        "target_rate": rate,
-        "sent": sent,
-        "achieved_rate": round(sent / took),
-        "judged": judged,
-        "not_judged": sent - judged,
-        "lost_reported": lost,
-        "drained": idle,
-        "ok": idle and judged == sent,
-        "cpu_s_per_100k": round(cpu / judged * 100_000, 3) if judged else None,
-    }
-    print(
-        f"  {step['achieved_rate']}/s: sent {sent}, judged {judged}"
-        f"{'' if idle else ' (still busy)'}, {step['cpu_s_per_100k']} CPU s per 100k",
-        flush=True,
-    )
-    return step
+    step = rate_step(rate, sent, took, judged=judged, idle=idle, cpu=cpu)
+    return step | {"not_judged": sent - judged, "lost_reported": lost}
 
 
 def measure_throughput(bench: Bench, contender: Contender) -> Result:
@@ -236,21 +188,12 @@ def measure_throughput(bench: Bench, contender: Contender) -> Result:
     (--tries): on a shared machine another program's burst can cost a daemon a few knocks, and
     the question is what the daemon can take, not whether the machine stayed quiet."""
     knocks = SpoofedSyns(4, SERVER, FIRST_PORT)
-    steps: list[Result] = []
-    failed_in_a_row = 0
-    for rate in bench.args.rates:
+
+    def step(rate: int) -> Result:
         count = min(int(rate * bench.args.rate_seconds), knocks.count)
-        packets = list(knocks.packets(0, count))
-        for attempt in range(1, bench.args.tries + 1):
-            step = _rate_step(bench, contender, rate, packets) | {"try": attempt}
-            steps.append(step)
-            if step["ok"]:
-                break
-        failed_in_a_row = 0 if step["ok"] else failed_in_a_row + 1
-        if failed_in_a_row == 2:
-            break
-    lossless = [s for s in steps if s["ok"]]
-    best = max(lossless, key=lambda s: s["achieved_rate"], default=None)
+        return _rate_step(bench, contender, rate, list(knocks.packets(0, count)))
+
+    steps, best = rate_search(bench.args.rates, bench.args.tries, step)
     return {
         "steps": steps,
         "max_lossless_rate": best["achieved_rate"] if best else 0,
@@ -366,20 +309,6 @@ def _fill_estimate(points: Sequence[Result], n: int) -> float | None:
 # -- 4. flood ---------------------------------------------------------------------------------
 
 
-def _flood(
-    sock: socket.socket,
-    packets: list[bytes],
-    rate: float,
-    *,
-    seconds: float,
-    stop: Event,
-    result: Queue[tuple[int, float]],
-) -> None:
-    """The flood, in a process of its own so that the legitimate knocker is not held up by it."""
-    forever = itertools.cycle(packets)
-    result.put(send_paced(sock, SERVER, forever, rate, max_seconds=seconds, stop=stop))
-
-
 def _legit_loop(monitor: socket.socket, sources: Sequence[str], timeout: float) -> list[float]:
     """Runs in the client's namespace: each source knocks once; the grant latencies seen."""
     seen_ms = []
@@ -402,39 +331,26 @@ def measure_flood(bench: Bench, contender: Contender) -> Result:
     packets = list(knocks.packets(0, knocks.count))
     run = Run(bench, contender, "flood", seq_timeout=5)
     monitor = element_monitor(lab.server)
-    sock = raw_socket(lab.client, 4)
-    context = multiprocessing.get_context("fork")  # the child inherits socket and packets
-    stop = context.Event()
-    result: Queue[tuple[int, float]] = context.Queue()
     seconds = 1 + len(sources) * (timeout + 0.05) + 5
-    sender = context.Process(
-        target=_flood,
-        args=(sock, packets, rate),
-        kwargs={"seconds": seconds, "stop": stop, "result": result},
-    )
-    sender.start()
+    flood = BackgroundFlood(lab.client, SERVER, packets, rate, seconds)
     try:
-        time.sleep(1.0)  # the flood is in full swing before the first legitimate knock
-        opened = cast(
-            list[float],
-            run_in_netns(lab.client.netns, lambda: _legit_loop(monitor, sources, timeout)),
-        )
+        with flood:
+            opened = cast(
+                list[float],
+                run_in_netns(lab.client.netns, lambda: _legit_loop(monitor, sources, timeout)),
+            )
     finally:
-        stop.set()
-        flood_sent, flood_took = result.get(timeout=seconds + 10)
-        sender.join(timeout=10)
-        sock.close()
         monitor.close()
         judged, lost, counters = run.stop()
-    print(f"  {len(opened)}/{len(sources)} opened, flood {flood_sent / flood_took:.0f}/s")
+    print(f"  {len(opened)}/{len(sources)} opened, flood {flood.rate:.0f}/s")
     return {
         "legit": len(sources),
         "succeeded": len(opened),
         "success_rate": round(len(opened) / len(sources), 4),
         "grant_ms": summary(opened),
         "flood_target_rate": rate,
-        "flood_sent": flood_sent,
-        "flood_rate": round(flood_sent / flood_took),
+        "flood_sent": flood.sent,
+        "flood_rate": round(flood.rate),
         "judged": judged,
         "lost_reported": lost,
         "counters": counters,
@@ -452,7 +368,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--contenders", default="knockd,knocknft", help="who runs, in this order")
-    add("--sections", default="latency,throughput,memory,flood", help="what is measured")
+    add("--sections", default="latency,throughput,memory,flood", help="what is measured (and spa)")
     add("--sequences", type=int, default=300, help="latency: sequences per daemon")
     add("--pause", type=float, default=0.005, help="latency: seconds between sequences")
     add("--warmup", type=int, default=10, help="latency: sequences first, not counted")
@@ -467,6 +383,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add("--flood-rate", type=float, default=50_000, help="flood: spoofed knocks/s")
     add("--legit", type=int, default=100, help="flood: legitimate sequences")
     add("--legit-timeout", type=float, default=0.5, help="flood: s for a grant to appear")
+    spa_bench.add_arguments(parser)
     add("--results", type=Path, default=REPO / "bench" / "results", help="where runs go")
     add("--publish", type=Path, help="also write DIR/BENCHMARKS.md and DIR/bench/*.png")
     add("--note", default="", help="a line for the report, e.g. that the machine was busy")
@@ -496,11 +413,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "flood": measure_flood,
     }
     with bench_lab("bench") as lab, tempfile.TemporaryDirectory() as tmp:
-        knockers = add_knockers(lab.client, max(args.warmup + args.sequences, args.legit))
+        wanted = (args.warmup + args.sequences, args.legit, args.spa_warmup + args.spa_requests)
+        knockers = add_knockers(lab.client, max(*wanted, args.spa_legit))
         bench = Bench(lab, Path(tmp), args, knockers)
         listener = Listener(lab.server, PROTECTED_PORT)
         try:
             for section in sections:
+                if section == "spa":  # fwknopd, not knockd, is the peer there
+                    results["sections"]["spa"] = spa_bench.measure(lab, bench.root, args, knockers)
+                    continue
                 for contender in contenders:
                     print(f"{section}: {contender.name}", flush=True)
                     t0 = time.monotonic()

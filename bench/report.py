@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import spa_report
+
 Result = dict[str, Any]
 NAMES = ("knockd", "knocknft")
 COLOURS = {"knockd": "tab:red", "knocknft": "tab:blue"}
@@ -95,6 +97,8 @@ def targets(results: Result) -> list[Result]:
         rate = ours["flood"]["success_rate"]
         name = f"legit knocker >= {TARGET_SUCCESS:.0%} during the flood"
         rows.append(_target(name, f"{rate:.1%}", rate >= TARGET_SUCCESS))
+    if "spa" in sections:
+        rows += spa_report.targets(sections["spa"])
     return rows
 
 
@@ -163,7 +167,7 @@ def markdown(results: Result, images: dict[str, str]) -> str:
     m = results["machine"]
     s = results["sections"]
     lines = [
-        "# Benchmarks: knocknft against knockd",
+        "# Benchmarks: knocknft against knockd and fwknopd",
         "",
         *([f"**{results['note']}**", ""] if results.get("note") else []),
         f"- Measured {results['date']} in {results.get('seconds', '?')} s with "
@@ -174,7 +178,8 @@ def markdown(results: Result, images: dict[str, str]) -> str:
         f"- Load average {_load(m.get('load_average'))} at the start, "
         f"{_load(m.get('load_average_end'))} at the end: other work on the machine moves the "
         "numbers.",
-        f"- knockd {m['knockd']} (Debian's package), knocknft {results['knocknft']}.",
+        f"- knockd {m['knockd']} and fwknopd {m.get('fwknopd', '?')} (Debian's packages), "
+        f"knocknft {results['knocknft']}.",
         "",
     ]
     if results.get("targets"):
@@ -192,7 +197,9 @@ def markdown(results: Result, images: dict[str, str]) -> str:
         lines += _memory_section(s["memory"], images.get("memory"))
     if "flood" in s:
         lines += _flood_section(s["flood"], results["options"])
-    lines.append(METHOD)
+    if "spa" in s:
+        lines += spa_report.section(s["spa"])
+    lines.append(METHOD + spa_report.METHOD)
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
-"""Hand-made packets for the lab: single TCP segments with chosen flags, and spoofed SYNs from a
-large range of sources, sent paced and bounded from a raw socket. The tests' flood, the daemon
-benchmark and the peer benchmark all build and send them here.
+"""Hand-made packets for the lab: single TCP segments with chosen flags, spoofed SYNs from a
+large range of sources and UDP datagrams from any source, sent paced and bounded from a raw
+socket, also from a process of its own while the caller goes on (BackgroundFlood). The tests'
+flood, the daemon benchmark and the peer benchmark all build and send them here.
 
 Spoofed sources stay in the test ranges and off the addresses the lab gives real hosts:
 - IPv4: 198.18.64.0 to 198.19.255.255 (114688 sources, more than the engine's default cap of
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import multiprocessing
 import socket
 import struct
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from typing import Protocol
 
 SPOOFED_V4 = ipaddress.IPv4Address("198.18.64.0")
@@ -203,6 +207,56 @@ def flood(
         )
     finally:
         sock.close()
+
+
+def _flood(
+    sock: socket.socket,
+    destination: str,
+    packets: list[bytes],
+    rate: float,
+    *,
+    seconds: float,
+    stop: Event,
+    result: Queue[tuple[int, float]],
+) -> None:
+    forever = itertools.cycle(packets)
+    result.put(send_paced(sock, destination, forever, rate, max_seconds=seconds, stop=stop))
+
+
+class BackgroundFlood:
+    """Whole IPv4 `packets` (spoofed ones, say), round-robin from `host` to `destination` at
+    `rate`, in a process of its own, so that a legitimate client is not held up by it, for as
+    long as the `with` block lasts and never longer than `seconds`. Afterwards `sent` and `rate`
+    say what it sent."""
+
+    def __init__(
+        self, host: Host, destination: str, packets: list[bytes], rate: float, seconds: float
+    ) -> None:
+        self.seconds = seconds
+        self._sock = raw_socket(host, 4)
+        context = multiprocessing.get_context("fork")  # the child inherits socket and packets
+        self._stop = context.Event()
+        self._result: Queue[tuple[int, float]] = context.Queue()
+        self._process = context.Process(
+            target=_flood,
+            args=(self._sock, destination, packets, rate),
+            kwargs={"seconds": seconds, "stop": self._stop, "result": self._result},
+        )
+        self.sent, self.rate = 0, 0.0
+
+    def __enter__(self) -> BackgroundFlood:
+        self._process.start()
+        time.sleep(1.0)  # the flood is in full swing before the first legitimate request
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        try:
+            self.sent, took = self._result.get(timeout=self.seconds + 10)
+            self.rate = self.sent / took
+        finally:
+            self._process.join(timeout=10)
+            self._sock.close()
 
 
 def _udp_header(sport: int, dport: int, payload: bytes = b"") -> bytes:

@@ -14,8 +14,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import harness
 import peer_bench
 import report
+import spa_bench
+import spa_report
 
 from knocklab.lab import Lab
 from knocklab.packets import SPOOFED_V4_COUNT
@@ -56,12 +59,12 @@ def results(rss_1m: int = 79_000, tracked: int = 65536) -> dict[str, Any]:
         "sequences": 3,
         "missed": 0,
         "unreachable": 0,
-        "element_ms": peer_bench.summary([0.4, 0.5, 1.5]),
-        "reachable_ms": peer_bench.summary([0.5, 0.6, 1.6]),
+        "element_ms": harness.summary([0.4, 0.5, 1.5]),
+        "reachable_ms": harness.summary([0.5, 0.6, 1.6]),
         "samples_element_ms": [0.4, 0.5, 1.5],
         "samples_reachable_ms": [0.5, 0.6, 1.6],
     }
-    slow = latency | {"element_ms": peer_bench.summary([30.0, 40.0, 50.0])}
+    slow = latency | {"element_ms": harness.summary([30.0, 40.0, 50.0])}
     step = {
         "target_rate": 100_000,
         "sent": 100_000,
@@ -92,7 +95,7 @@ def results(rss_1m: int = 79_000, tracked: int = 65536) -> dict[str, Any]:
         "legit": 100,
         "succeeded": 100,
         "success_rate": 1.0,
-        "grant_ms": peer_bench.summary([1.0]),
+        "grant_ms": harness.summary([1.0]),
         "flood_rate": 50_000,
     }
     return {
@@ -127,13 +130,31 @@ def results(rss_1m: int = 79_000, tracked: int = 65536) -> dict[str, Any]:
             },
             "memory": {"knockd": knockd_memory, "knocknft": memory},
             "flood": {"knockd": flood | {"succeeded": 3, "success_rate": 0.03}, "knocknft": flood},
+            "spa": {"fwknopd": spa(150.0, 1000, opened=4), "knocknft": spa(1.5, 50_000)},
         },
     }
 
 
+def spa(ms: float, rate: int, opened: int = 10) -> dict[str, Any]:
+    """One server's spa results: latency `ms`, junk handled up to `rate`, `opened` of 10 requests
+    during a flood of 10000 junk/s."""
+    timings = harness.summary([ms, ms, 2 * ms])
+    step: dict[str, Any] = {"target_rate": rate, "sent": 3 * rate, "achieved_rate": rate}
+    step |= {"judged": 3 * rate, "drained": True, "ok": True, "cpu_s_per_100k": 1.0, "try": 1}
+    flood: dict[str, Any] = {"legit": 10, "opened": opened, "missed": 10 - opened}
+    flood |= {"unreachable": 0, "grant_ms": timings, "reachable_ms": timings}
+    flood |= {"flood_target_rate": 10_000, "flood_sent": 30_000, "flood_rate": 10_000}
+    flood |= {"junk_judged": 30_000}
+    latency: dict[str, Any] = {"requests": 3, "warmup": 1, "opened": 3, "missed": 0}
+    latency |= {"unreachable": 0, "grant_ms": timings, "reachable_ms": timings, "accepted": 4}
+    junk: dict[str, Any] = {"packet_bytes": 204, "steps": [step], "max_lossless_rate": rate}
+    junk |= {"cpu_s_per_100k_at_max": 1.0}
+    return {"latency": latency, "junk": junk, "floods": [flood]}
+
+
 def test_targets_are_checked_against_the_run() -> None:
     rows = {row["target"]: row for row in report.targets(results())}
-    assert [row["met"] for row in rows.values()] == [True, True, True, True, True]
+    assert [row["met"] for row in rows.values()] == [True] * 7
     assert rows["p99 >= 10x better than knockd's"]["value"] == "33.3x"
     memory = rows["memory within the cap at 1M sources (<= 96 MiB)"]["value"]
     assert memory == "77.1 MiB, 65536 attempts tracked (cap 65536); +1% since 300,000 sources"
@@ -181,3 +202,39 @@ def test_the_rate_target_needs_the_rate_reached_and_nothing_lost(
     step.update(achieved_rate=achieved, ok=ok)
     rows = {row["target"]: row["met"] for row in report.targets(run)}
     assert rows[">= 100000 knock packets/s, none lost"] is met
+
+
+def test_the_spa_section_sets_fwknopd_and_knocknft_side_by_side_with_ratios() -> None:
+    page = report.markdown(results(), {})
+    assert "## 5. Single packet authorization: fwknopd against knocknft" in page
+    row = "| SPA packet to port 22 reachable, p50 / p99 / max (ms) | 150.0 / 300.0 / 300.0 | "
+    assert row + "1.5 / 3.0 / 3.0 | p50 100.0x, p99 100.0x |" in page
+    assert "| **1000/s** (1.0) | **50000/s** (1.0) | 50.0x |" in page
+    assert "| during 10000 junk/s: requests opened | 4/10 | 10/10 |  |" in page
+    assert "| 1000/s | 3000/3000 at 1000/s | - |" in page
+    assert "5. **SPA**" in page
+
+
+def test_spa_targets_need_every_request_opened_during_the_flood() -> None:
+    run = results()
+    rows = {row["target"]: row for row in report.targets(run)}
+    assert rows["SPA: every legitimate request opens during 10000 junk/s"]["met"]
+    assert rows["SPA: p50 during 10000 junk/s below fwknopd's with no flood"]["met"]
+    run["sections"]["spa"]["knocknft"]["floods"][0]["opened"] = 9
+    rows = {row["target"]: row for row in report.targets(run)}
+    assert not rows["SPA: every legitimate request opens during 10000 junk/s"]["met"]
+    assert spa_report.targets({"fwknopd": spa(150.0, 1000)}) == []
+
+
+def test_spa_junk_is_base64_as_long_as_a_real_packet_each_from_its_own_source() -> None:
+    packets = spa_bench.junk_packets(3, 204)
+    sources = {packet[12:16] for packet in packets}
+    assert len(sources) == 3
+    for packet in packets:
+        assert packet[9] == 17  # UDP
+        assert int.from_bytes(packet[22:24], "big") == 62201
+        payload = packet[28:]
+        assert len(payload) == 204
+        assert set(payload) <= set(
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        )
