@@ -17,7 +17,7 @@ Skipped, saying why, when the fwknop packages are not installed; `make deps` ins
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +46,8 @@ SERVER = Lab.SERVER_V4
 CLIENT = Lab.CLIENT_V4
 OTHER = "198.18.0.3"  # a second address on the client, that never asked for anything
 SPOOFED = "198.18.0.77"  # an address nobody has, forged by a raw socket
+# The HMAC digests Debian's client offers (--hmac-digest-type), and its inner ones (-m).
+HMAC_DIGESTS = ("md5", "sha1", "sha256", "sha384", "sha512")
 KEYS = FwknopKeys.random()
 # The reasons a refusal is counted under (knocknft's Rejection values).
 REASONS = ("bad_auth", "stale", "replay", "not_allowed")
@@ -105,29 +107,40 @@ class Fwknopd:
 SERVERS = {"fwknopd": Fwknopd}
 
 
-def _spa_server(
-    request: pytest.FixtureRequest, lab: Lab, tmp_path: Path, stanza: Stanza
-) -> Iterator[SpaServer]:
+Serve = Callable[[Stanza], SpaServer]
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def serve(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[Serve]:
+    """Start a server of the fixture's kind for a stanza, port 22 listening behind it, and a
+    second address on the client; all stopped at the end."""
     listener = Listener(lab.server, 22)
     lab.client.add_address(OTHER)
-    server: SpaServer = SERVERS[request.param](lab, tmp_path, stanza)
+    started: list[SpaServer] = []
+
+    def start(stanza: Stanza) -> SpaServer:
+        server: SpaServer = SERVERS[request.param](lab, tmp_path / f"s{len(started)}", stanza)
+        started.append(server)
+        return server
+
     try:
-        yield server
+        yield start
     finally:
-        server.stop()
+        for server in started:
+            server.stop()
         listener.close()
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def spa(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[SpaServer]:
+@pytest.fixture
+def spa(serve: Serve) -> SpaServer:
     """A server of the plain stanza: 22/tcp for 3 s, any source."""
-    yield from _spa_server(request, lab, tmp_path, Stanza(KEYS, access_timeout=3))
+    return serve(Stanza(KEYS, access_timeout=3))
 
 
-@pytest.fixture(params=sorted(SERVERS))
-def strict(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[SpaServer]:
+@pytest.fixture
+def strict(serve: Serve) -> SpaServer:
     """A server of a stanza with REQUIRE_SOURCE_ADDRESS."""
-    yield from _spa_server(request, lab, tmp_path, Stanza(KEYS, require_source_address=True))
+    return serve(Stanza(KEYS, require_source_address=True))
 
 
 def judge(lab: Lab, server: SpaServer, payload: bytes, **send: object) -> dict[str, int]:
@@ -168,6 +181,16 @@ def test_the_client_opens_the_port_for_its_address_only_until_the_timeout(
     assert not reachable(lab, OTHER), "the grant is for the address inside the packet only"
     time.sleep(3.5)
     assert not reachable(lab), "the port closes after FW_ACCESS_TIMEOUT"
+
+
+@pytest.mark.parametrize("digest", HMAC_DIGESTS)
+def test_every_hmac_digest_the_client_offers_opens(lab: Lab, serve: Serve, digest: str) -> None:
+    # The inner digest follows the HMAC's, so each of the client's -m choices is sent once too.
+    keys = FwknopKeys.random(digest)
+    server = serve(Stanza(keys))
+    argv = fwknop_argv(keys, SERVER, allow=CLIENT, extra=("-m", digest))
+    assert judge(lab, server, build_spa(lab.client, argv)) == {"accepted": 1}
+    assert reachable(lab)
 
 
 def test_a_captured_packet_is_refused_again_from_anywhere_also_after_a_restart(
