@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 from knocknft.config import MAX_NFLOG_GROUP
 from knocknft.errors import KnocknftError
@@ -29,6 +29,7 @@ from knocknft.netlink.base import (
     NLMSG_HDRLEN,
     NLMSGERR,
     SOL_NETLINK,
+    Buffer,
     iter_messages,
     set_socket_buffer,
 )
@@ -41,8 +42,9 @@ from knocknft.netlink.nflog_messages import (
     config_request,
 )
 from knocknft.netlink.packet import KnockPacket
+from knocknft.netlink.spa_nflog import SPA_COPY_RANGE, SpaDatagram, SpaNflogDecoder
 
-__all__ = ["NflogError", "NflogGroupBusy", "NflogSocket"]
+__all__ = ["NflogError", "NflogGroupBusy", "NflogReader", "NflogSocket", "spa_socket"]
 
 _CAP_NET_ADMIN: Final = 12
 
@@ -73,8 +75,20 @@ _RECEIVE_BUFFER: Final = 8 << 20
 _BATCH_RECVS: Final = 256
 
 
-class NflogSocket:
-    """A netlink socket bound to one NFLOG group, yielding knock packets.
+P = TypeVar("P")
+
+
+class PacketDecoder(Protocol[P]):
+    """What a reader needs of its decoder: NflogDecoder (knocks), SpaNflogDecoder (SPA)."""
+
+    @property
+    def counters(self) -> NflogCounters: ...
+
+    def decode(self, buffer: Buffer, now: float) -> list[P]: ...
+
+
+class NflogReader(Generic[P]):
+    """A netlink socket bound to one NFLOG group, yielding what its decoder makes of each packet.
 
     The socket is non-blocking: wait for :meth:`fileno` to be readable (select,
     poll, an event loop), then call :meth:`read_batch`, which does one
@@ -82,14 +96,15 @@ class NflogSocket:
     :class:`NflogGroupBusy` when another socket owns the group.
 
     Each packet is handed over as soon as it is logged (queue threshold 1), and
-    only its first ``copy_range`` bytes are copied: enough for IP, extension
+    only its first ``copy_range`` bytes are copied: for knocks, enough for IP, extension
     and transport headers, while keeping each message small so a burst fits the
-    receive buffer.
+    receive buffer; for SPA (:func:`spa_socket`), the whole packet.
     """
 
     def __init__(
         self,
         group: int,
+        decoder: PacketDecoder[P],
         *,
         copy_range: int = 128,
         queue_threshold: int = 1,
@@ -107,7 +122,7 @@ class NflogSocket:
         self._backlog: list[bytes] = []
         self._buffer = bytearray(_RECV_SIZE)
         self._view = memoryview(self._buffer)
-        self._decoder = NflogDecoder(next_seq=0)
+        self._decoder = decoder
         try:
             self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
         except OSError as exc:
@@ -146,7 +161,7 @@ class NflogSocket:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def read_batch(self, limit: int = _BATCH_RECVS) -> list[KnockPacket]:
+    def read_batch(self, limit: int = _BATCH_RECVS) -> list[P]:
         """Decode what is queued, up to ``limit`` ``recv()`` calls; [] when nothing is pending.
 
         With queue threshold 1 each ``recv()`` returns one message, so a batch of many saves
@@ -156,7 +171,7 @@ class NflogSocket:
         now = self._clock()
         if self._backlog:
             return decode(self._backlog.pop(0), now)
-        packets: list[KnockPacket] = []
+        packets: list[P] = []
         recv = self._recv_into
         view = self._view
         for _ in range(limit):
@@ -286,3 +301,15 @@ class NflogSocket:
                 self._backlog.append(data)
             if answer is not None:
                 return answer
+
+
+class NflogSocket(NflogReader[KnockPacket]):
+    """The knock reader: knock packets from group `group`, decoded on the hot path."""
+
+    def __init__(self, group: int, **options: Any) -> None:
+        super().__init__(group, NflogDecoder(next_seq=0), **options)
+
+
+def spa_socket(group: int, **options: Any) -> NflogReader[SpaDatagram]:
+    """The SPA reader: every packet to the SPA port, copied whole, as (source, UDP payload)."""
+    return NflogReader(group, SpaNflogDecoder(next_seq=0), copy_range=SPA_COPY_RANGE, **options)
