@@ -65,6 +65,17 @@ def _any_source(address: IPAddress) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class SpaOpened(Opened):
+    """An SPA request accepted: an opening like a completed sequence's, its door cut to the
+    services and time asked for, with who asked (`key`: a stanza's door, a client's name),
+    the packet's `mode` and its `sender` (the packet's source; `source` is the address granted)."""
+
+    key: str
+    mode: str
+    sender: IPAddress
+
+
 # -- effects ----------------------------------------------------------------------------------
 
 # A per-knock log line: the attempt event itself, shown only as the executor's rate limit allows
@@ -237,8 +248,7 @@ def decide(  # noqa: C901 - one branch per event kind, in the order effects must
                 append(RefusedSource(source, door, reason))
                 continue
             opened.append(event)
-            append(LogLine("info", "%s: %s: OPEN SESAME", (source, door), limited=True))
-            append(Audit("open", {"source": source, "door": door}))
+            effects += _open_lines(event)
             if event.door.deny_for is not None:
                 # Only a native config bans: a knockd.conf door has no deny_for.
                 ban = Ban(source, door, event.door.deny_for, event.door.deny)
@@ -263,6 +273,24 @@ def decide(  # noqa: C901 - one branch per event kind, in the order effects must
     if bans:
         first.append(BanSources(tuple(bans)))
     return first + effects
+
+
+def _open_lines(event: Opened) -> list[Effect]:
+    """The opening's log line and audit event: knockd's OPEN SESAME, or the SPA request's
+    (naming its key, never a key's bytes)."""
+    source, door = event.source, event.door.name
+    if not isinstance(event, SpaOpened):
+        return [
+            LogLine("info", "%s: %s: OPEN SESAME", (source, door), limited=True),
+            Audit("open", {"source": source, "door": door}),
+        ]
+    key, mode, sender = event.key, event.mode, event.sender
+    text = "%s: %s: SPA request accepted (key %s, %s, sent from %s)"
+    fields: dict[str, object] = {"source": source, "door": door, "key": key, "mode": mode}
+    return [
+        LogLine("info", text, (source, door, key, mode, sender), limited=True),
+        Audit("spa_open", {**fields, "sender": sender}),
+    ]
 
 
 def _kernel_first(opened: Sequence[Opened], grants_of: dict[Opened, list[Grant]]) -> list[Effect]:

@@ -32,6 +32,7 @@ from knocknft.config import (
 from knocknft.core.bans import DENY_SETS, deny_sets
 from knocknft.core.grants import ALLOW4, ALLOW6
 from knocknft.core.sources import hears_loopback
+from knocknft.core.spa_rules import spa_rules
 from knocknft.core.transaction import (
     Chain,
     Rule,
@@ -194,6 +195,7 @@ def ruleset_transaction(config: Config) -> Transaction:
     bodies += _session_rules(config)
     bodies.append("ct state established,related accept")
     bodies += _knock_rules(config, iif)
+    bodies += spa_rules(config, iif)
     bodies += _gate_rules(config)
     for body in bodies:
         tx.add(Rule(chain, body))
@@ -211,7 +213,8 @@ def _knock_rules(config: Config, iif: str) -> list[str]:
     log = f"log group {opts.nflog_group} snaplen {NFLOG_SNAPLEN} queue-threshold 1"
     verdict = f"jump {KNOCK_REPLY_CHAIN}" if opts.knock_reply == "reject" else "drop"
     bodies = []
-    for target, doors in _doors_by_target(config.doors):
+    # SPA doors have no knock ports: their packets have a rule of their own (core.spa_rules).
+    for target, doors in _doors_by_target(d for d in config.doors if not d.is_spa):
         ports = {p for d in doors for p in d.knock_ports}
         if ports:
             names = quoted(_knock_comment(doors))

@@ -1,4 +1,5 @@
-"""The NFLOG socket against the real kernel: binding, a busy group, unbinding, reading knocks."""
+"""The NFLOG sockets against the real kernel: binding, a busy group, unbinding, reading knocks,
+and SPA packets read whole."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import select
 
 import pytest
 
+from knocklab.fwknop import send_payload
 from knocklab.lab import Lab, run_in_netns
-from knocknft.netlink.nflog import NflogGroupBusy, NflogSocket
+from knocknft.netlink.nflog import NflogGroupBusy, NflogReader, NflogSocket, spa_socket
 from knocknft.netlink.packet import KnockPacket
+from knocknft.netlink.spa_nflog import SpaDatagram
 from tests.scenarios import SCENARIOS
 
 
@@ -45,3 +48,27 @@ def test_reads_knocks_from_the_kernel(lab: Lab) -> None:
         assert sock.counters.lost == 0 and sock.counters.balanced()
     finally:
         sock.close()
+
+
+def test_reads_spa_packets_whole_and_the_knock_group_sees_none(lab: Lab) -> None:
+    lab.server.run("nft", "-f", str(SCENARIOS / "spa" / "expected.nft"))
+    knocks = bind(lab, 7)
+    spa = run_in_netns(lab.server.netns, lambda: spa_socket(8))
+    assert isinstance(spa, NflogReader)
+    try:
+        # 1536 bytes: more than fwknop's largest packet, and more than the link's MTU: the
+        # kernel reassembles the fragments before the rule sees the datagram.
+        big = bytes(range(256)) * 6
+        send_payload(lab.client, Lab.SERVER_V4, b"spa over IPv4")
+        send_payload(lab.client, Lab.SERVER_V6, big)
+        found: list[SpaDatagram] = []
+        while len(found) < 2 and select.select([spa], [], [], 2.0)[0]:
+            found += spa.read_batch()
+        assert found == [
+            SpaDatagram(lab.client.v4, b"spa over IPv4"),
+            SpaDatagram(lab.client.v6, big),
+        ]
+        assert knocks.read_batch() == [], "SPA packets are not knocks"
+    finally:
+        spa.close()
+        knocks.close()
