@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import typer
 
-from knocknft.admin import cli_config, cli_doctor, cli_grants, cli_import, cli_keygen, cli_run
+from knocknft.admin import (
+    cli_config,
+    cli_doctor,
+    cli_grants,
+    cli_import,
+    cli_keygen,
+    cli_run,
+    cli_status,
+)
 from knocknft.admin.cli_common import EXIT_CODES_HELP, VersionOption
 
 app = typer.Typer(
@@ -28,6 +36,7 @@ app = typer.Typer(
 for group in (
     cli_config.commands,
     cli_doctor.commands,
+    cli_status.commands,
     cli_grants.commands,
     cli_run.commands,
     cli_import.commands,

@@ -109,11 +109,16 @@ VersionOption = Annotated[
 ]
 
 
-def options_for(config: Path) -> Options:
-    """The options to read: from the config when there is one; the defaults otherwise."""
+def config_or_defaults(config: Path) -> Config:
+    """The config to read: the one given, or, when the default one does not exist, no doors
+    and the default options (a table applied with them, a daemon's state dir)."""
     if config == DEFAULT_CONFIG_PATH and not config.exists():
-        return Options()
-    return load(config, show_warnings=False).options
+        return Config(Options(), ())
+    return load(config, show_warnings=False)
+
+
+def options_for(config: Path) -> Options:
+    return config_or_defaults(config).options
 
 
 def table_name(config: Path) -> str:

@@ -1,25 +1,19 @@
-"""`knocknft status`, `open` and `close`: the grants in the kernel's sets, read and changed by
-hand."""
+"""`knocknft open` and `close`: the grants in the kernel's sets, changed by hand."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from knocknft.admin import cli_common
 from knocknft.admin.cli_common import (
-    EXIT_FAILURE,
     ConfigOption,
     exit_on_error,
     load,
     option_seconds,
-    options_for,
     table_name,
 )
-from knocknft.admin.status import format_bans, format_table
 from knocknft.config import DEFAULT_CONFIG_PATH, format_seconds
 from knocknft.nft.operations import (
     close_grants,
@@ -28,81 +22,9 @@ from knocknft.nft.operations import (
     open_grant,
     parse_client_address,
 )
-from knocknft.nft.queries import doctor_warnings, read_bans, read_grants
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
-
-
-@commands.command(
-    epilog="Examples: knocknft status; knocknft status --json | jq '.grants[].address'; "
-    "knocknft status --stats"
-)
-def status(
-    config: ConfigOption = DEFAULT_CONFIG_PATH,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Machine-readable output (stable).")
-    ] = False,
-    stats: Annotated[
-        bool,
-        typer.Option(
-            "--stats",
-            help="Instead of the grants, the running daemon's counters, from its stats.json; "
-            "exits 1 when the daemon is not running or its stats are stale.",
-        ),
-    ] = False,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            help="With --stats: the daemon's state directory; overrides options.state_dir.",
-            metavar="DIR",
-        ),
-    ] = None,
-) -> None:
-    """List the open grants (address, door, service, time left), then the banned sources.
-
-    Reads the kernel's sets, so it works with or without the daemon. The --json form is a
-    stable object {"table": ..., "grants": [{"address", "family", "door", "service", "port",
-    "protocol", "timeout", "expires_in"}], "bans": [{"address", "family", "door", "deny",
-    "timeout", "expires_in"}]} with times in seconds.
-
-    With --stats: the daemon's counters (knocks, stages, opens, timeouts, evictions, lost NFLOG
-    messages, failed commands...) as it last wrote them (every 5s), and whether it is running.
-    --json then gives {"state": "running"|"stale"|"stopped"|"absent", "running", "reason",
-    "path", "age", "stats": {...} or null}.
-    """
-    if stats:
-        _daemon_stats(config, state_dir, as_json)
-        return
-    with exit_on_error():
-        options = options_for(config)
-        nft = cli_common.nft_factory()
-        grants = read_grants(nft, options.table)
-        bans = read_bans(nft, options.table)
-        blocked = doctor_warnings(nft, load(config, show_warnings=False)) if config.exists() else []
-    if as_json:
-        report = {"table": options.table, "effective": not blocked}
-        report["grants"] = [g.to_json() for g in grants]
-        report["bans"] = [b.to_json() for b in bans]
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        typer.echo(format_table(grants) + format_bans(bans), nl=False)
-    for warning in blocked:
-        typer.echo(f"warning: grants are not effective: {warning}", err=True)
-
-
-def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:
-    from knocknft.daemon.stats import format_status, read_status
-
-    with exit_on_error():
-        found = read_status(state_dir or options_for(config).state_dir)
-    if as_json:
-        typer.echo(json.dumps(found.to_json(), indent=2))
-    else:
-        typer.echo(format_status(found), nl=False)
-    if not found.running:
-        raise typer.Exit(EXIT_FAILURE)
 
 
 def _duration(text: str | None) -> int | None:

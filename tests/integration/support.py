@@ -78,10 +78,16 @@ class Server:
         assert result.returncode == (0 if report["ok"] else 1), result.stderr
         return report
 
+    def status_report(self, *args: str) -> dict[str, Any]:
+        """`status --json`, whose exit code must agree with its verdict on the gate (4 in most
+        tests: the table is loaded and no daemon runs)."""
+        result = self.knocknft("status", "--json", *args, check=False)
+        report: dict[str, Any] = json.loads(result.stdout)
+        assert result.returncode == report["health"]["exit"], result.stderr
+        return report
+
     def status(self) -> list[dict[str, Any]]:
-        grants: list[dict[str, Any]] = json.loads(self.knocknft("status", "--json").stdout)[
-            "grants"
-        ]
+        grants: list[dict[str, Any]] = self.status_report()["grants"]
         return grants
 
 

@@ -3,7 +3,6 @@ grammar breaks, and apply, status, open, close and doctor work on the table it d
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from knocklab.lab import Lab
@@ -39,7 +38,7 @@ def test_check_status_open_close_with_a_knockd_conf(lab: Lab, tmp_path: Path) ->
 
     server.knocknft("apply")
     assert "log group 7" in server.nft("list", "chain", "inet", "knocknft", "input").stdout
-    report = json.loads(server.knocknft("status", "--json").stdout)
+    report = server.status_report()
     assert report["table"] == "knocknft" and report["grants"] == []
     refused = server.knocknft("open", Lab.CLIENT_V4, "--door", "opencloseSSH", check=False)
     assert refused.returncode == 2
