@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,7 @@ from knocknft.config import (
     HostInterfaces,
     format_seconds,
 )
+from knocknft.core.lockout import ssh_lockout
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.tablelock import refuse_if_daemon_runs
 from knocknft.daemon.trusted import NameResolver, resolve_config
@@ -127,6 +129,9 @@ def apply(
             typer.echo(render_ruleset(cfg), nl=False)
             return
         refuse_if_daemon_runs(cfg.options.table)
+        lockout = ssh_lockout(cfg, os.environ.get("SSH_CONNECTION", ""))
+        if lockout is not None:
+            typer.echo(f"warning: {lockout.warning(confirming=confirm is not None)}", err=True)
         state = StateDir(state_dir or cfg.options.state_dir)
         # Before the kernel: a state dir someone else could write is refused, not warned about.
         check_state_dir(state.path)

@@ -1,5 +1,6 @@
 """What an admin notices day to day, against the real kernel: each grant's end in the log and
-the event log, -v and -D telling different amounts, and the journal's priorities."""
+the event log, -v and -D telling different amounts, the journal's priorities, and apply's
+warning when it would shut out the admin's own SSH session."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from knocklab.lab import Lab, Listener
 from tests.integration.support import (
+    BIN,
     RIGHT,
     Server,
     config_text,
@@ -103,3 +105,26 @@ def test_the_journal_gets_each_lines_priority(
     assert any(line.startswith("<4>warning: options.nflog_group changed") for line in lines)
     assert any(line.startswith("<3>error: reload failed") for line in lines), lines
     assert all(line[:3] in ("<3>", "<4>", "<6>", "<7>") for line in lines if line), lines
+
+
+def test_apply_warns_an_admin_whose_own_ssh_session_it_would_shut_out(
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
+) -> None:
+    state = tmp_path / "state"
+    session = f"{A} 52000 {SERVER} 22"  # what sshd sets for the admin on the client
+
+    def apply(text: str) -> str:
+        cfg = write_config(tmp_path, text)
+        result = lab.server.run(
+            "env", f"SSH_CONNECTION={session}", str(BIN / "knocknft"), "apply", "-c", str(cfg)
+        )
+        return result.stderr
+
+    warned = apply(config_text(state))
+    assert f"warning: your SSH session comes from {A} to 22/tcp" in warned
+    assert f"Add {A} (or its network) to options.always_allow" in warned
+    assert not lab.client.tcp_reachable(SERVER, 22, source=A), "as warned: a new session fails"
+
+    trusting = config_text(state).replace("options:\n", f"options:\n  always_allow: [{A}/32]\n")
+    assert "SSH session" not in apply(trusting)
+    assert lab.client.tcp_reachable(SERVER, 22, source=A), "always_allow lets the admin in"

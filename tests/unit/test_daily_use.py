@@ -1,8 +1,11 @@
 """What an admin meets day to day at the command line: `import -o` that will not overwrite,
-`open` without `--door` when one door grants."""
+`open` without `--door` when one door grants, `apply` warning of a lockout of the admin's own
+SSH session."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from knocknft.admin import cli_common
 from knocknft.admin.cli import app
 from knocknft.admin.cli_common import EXIT_INVALID
 from knocknft.config import parse_config
+from knocknft.core.lockout import ssh_lockout
 from knocknft.nft.fake import FakeNft
 from tests.unit.fakes import loaded_nft
 
@@ -99,3 +103,63 @@ def test_open_without_door_among_several_lists_them(
     assert result.exit_code == EXIT_INVALID
     assert "--door is needed" in result.stderr and "(ssh, web)" in result.stderr
     assert not nft.transactions, "nothing granted"
+
+
+# -- apply warns of a lockout of the admin's own SSH session ----------------------------------
+
+SSH_FROM = "198.51.100.7 52000 198.18.0.1 22"
+
+
+@pytest.mark.parametrize(
+    ("text", "ssh_connection", "warned"),
+    [
+        (ONE_DOOR, SSH_FROM, True),
+        (ONE_DOOR, "::ffff:198.51.100.7 52000 ::ffff:198.18.0.1 22", True),  # judged as IPv4
+        (ONE_DOOR, "198.51.100.7 52000 198.18.0.1 2222", False),  # sshd on a port not gated
+        (ONE_DOOR, "127.0.0.1 52000 127.0.0.1 22", False),  # loopback is not gated
+        (ONE_DOOR, "", False),  # not from SSH
+        (ONE_DOOR, "nonsense", False),
+        ("options:\n  always_allow: [198.51.100.0/24]\n" + ONE_DOOR, SSH_FROM, False),
+        ("options:\n  always_allow: [203.0.113.0/24]\n" + ONE_DOOR, SSH_FROM, True),  # not it
+    ],
+)
+def test_ssh_lockout_is_judged_against_the_new_config(
+    text: str, ssh_connection: str, warned: bool
+) -> None:
+    lockout = ssh_lockout(parse_config(text).config, ssh_connection)
+    assert (lockout is not None) == warned
+    if lockout is not None:
+        assert str(lockout.address) == "198.51.100.7" and str(lockout.service) == "22/tcp"
+
+
+def test_a_resolved_always_allow_name_covers_the_session() -> None:
+    config = parse_config("options:\n  always_allow: [admin.example.org]\n" + ONE_DOOR).config
+    assert ssh_lockout(config, SSH_FROM) is not None, "the name resolved to nothing yet"
+    resolved = replace(
+        config, always_allow_resolved=(("admin.example.org", ip_address("198.51.100.7")),)
+    )
+    assert ssh_lockout(resolved, SSH_FROM) is None
+
+
+def test_close_sessions_says_the_session_itself_ends() -> None:
+    text = ONE_DOOR + "    close_sessions: true\n"
+    lockout = ssh_lockout(parse_config(text).config, SSH_FROM)
+    assert lockout is not None and "close_sessions ends this session too" in lockout.warning(False)
+
+
+def test_apply_from_an_ssh_session_warns_with_the_address_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nft = FakeNft()
+    monkeypatch.setattr(cli_common, "nft_factory", lambda: nft)
+    path = tmp_path / "config.yaml"
+    path.write_text(ONE_DOOR)
+    state = tmp_path / "state"
+    args = ["apply", "-c", str(path), "--state-dir", str(state)]
+    result = runner.invoke(app, args, env={"SSH_CONNECTION": SSH_FROM})
+    assert result.exit_code == 0, result.output
+    assert "warning: your SSH session comes from 198.51.100.7 to 22/tcp" in result.stderr
+    assert "Add 198.51.100.7 (or its network) to options.always_allow" in result.stderr
+    assert "--confirm DURATION" in result.stderr
+    quiet = runner.invoke(app, args, env={"SSH_CONNECTION": ""})
+    assert quiet.exit_code == 0 and "SSH session" not in quiet.stderr

@@ -108,9 +108,7 @@ def test_whole_datagrams_of_both_families() -> None:
     assert decode_datagram(udp4(SPA)) == SpaDatagram(IPv4Address(CLIENT4), SPA)
     assert decode_datagram(udp6(SPA)) == SpaDatagram(IPv6Address(CLIENT6), SPA)
     hop_by_hop = struct.pack("!BB6x", 17, 0)
-    assert decode_datagram(udp6(SPA, hop_by_hop, first=0)) == SpaDatagram(
-        IPv6Address(CLIENT6), SPA
-    )
+    assert decode_datagram(udp6(SPA, hop_by_hop, first=0)) == SpaDatagram(IPv6Address(CLIENT6), SPA)
 
 
 def test_the_udp_length_not_the_copy_ends_the_payload() -> None:
