@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from ipaddress import IPv4Address, IPv6Address
-from typing import Final, TypeAlias
+from typing import Any, Final
 
 from knocknft.netlink.base import Buffer
 
@@ -152,47 +151,18 @@ def _ipv6(raw: bytes) -> IPv6Address:
     return address
 
 
-# A frozen dataclass's __init__ assigns each field through object.__setattr__,
-# which costs about 1 us for seven fields - a third of the per-packet budget.
-# Writing the slots through their descriptors gives an identical object (same
-# eq, hash, repr) in less than half the time.
-_SlotSetter: TypeAlias = Callable[[KnockPacket, object], None]
+# A frozen dataclass's __init__ assigns each field through object.__setattr__:
+# about 0.65 us for nine fields, and writing the slots through their descriptors
+# instead still takes 0.35 us. So decode_packet fills a packet in as a _Filling,
+# a class with the very same slots and no __setattr__ of its own, whose attribute
+# writes CPython does inline, and then makes it a KnockPacket by __class__
+# assignment, which CPython allows between classes of one layout: 0.15 us in all.
+# What comes out is an ordinary frozen KnockPacket (same eq, hash and repr).
+class _Filling:
+    __slots__ = KnockPacket.__slots__
+
+
 _new_packet = object.__new__
-# The class __dict__ holds the slots' member descriptors.
-_slots = KnockPacket.__dict__
-_set_source: _SlotSetter = _slots["source"].__set__
-_set_destination: _SlotSetter = _slots["destination"].__set__
-_set_protocol: _SlotSetter = _slots["protocol"].__set__
-_set_dport: _SlotSetter = _slots["dport"].__set__
-_set_tcp_flags: _SlotSetter = _slots["tcp_flags"].__set__
-_set_ifindex: _SlotSetter = _slots["ifindex"].__set__
-_set_timestamp: _SlotSetter = _slots["timestamp"].__set__
-_set_sport: _SlotSetter = _slots["sport"].__set__
-_set_seq: _SlotSetter = _slots["seq"].__set__
-
-
-def _knock(  # noqa: PLR0917 - positional arguments are the cheapest call on the hot path
-    source: IPv4Address | IPv6Address,
-    destination: IPv4Address | IPv6Address,
-    protocol: str,
-    dport: int,
-    tcp_flags: int,
-    ifindex: int,
-    timestamp: float,
-    sport: int,
-    seq: int,
-) -> KnockPacket:
-    packet: KnockPacket = _new_packet(KnockPacket)
-    _set_source(packet, source)
-    _set_destination(packet, destination)
-    _set_protocol(packet, protocol)
-    _set_dport(packet, dport)
-    _set_tcp_flags(packet, tcp_flags)
-    _set_ifindex(packet, ifindex)
-    _set_timestamp(packet, timestamp)
-    _set_sport(packet, sport)
-    _set_seq(packet, seq)
-    return packet
 
 
 def decode_packet(  # noqa: C901, PLR0911, PLR0912, PLR0915 - the per-packet hot path, flat on purpose: a call per header field costs more
@@ -285,4 +255,17 @@ def decode_packet(  # noqa: C901, PLR0911, PLR0912, PLR0915 - the per-packet hot
     else:
         source = _v6_cache.get(raw_source6) or _ipv6(raw_source6)
         destination = _v6_cache.get(raw_destination6) or _ipv6(raw_destination6)
-    return _knock(source, destination, name, dport, flags, ifindex, timestamp, sport, seq)
+    # Inline, not a helper: a call with nine arguments would cost a sixth of this.
+    packet: Any = _new_packet(_Filling)
+    packet.source = source
+    packet.destination = destination
+    packet.protocol = name
+    packet.dport = dport
+    packet.tcp_flags = flags
+    packet.ifindex = ifindex
+    packet.timestamp = timestamp
+    packet.sport = sport
+    packet.seq = seq
+    packet.__class__ = KnockPacket
+    knock: KnockPacket = packet
+    return knock
