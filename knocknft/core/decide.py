@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from knocknft.config import Door, IPAddress, PortSpec
 from knocknft.core.bans import Ban
-from knocknft.core.engine import (
+from knocknft.core.events import (
     DoorDisabled,
     Event,
     Evicted,

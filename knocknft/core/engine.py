@@ -38,6 +38,16 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
 from knocknft.config import DEFAULT_MAX_ATTEMPTS, Door, IPAddress
+from knocknft.core.events import (
+    DoorDisabled,
+    Event,
+    Evicted,
+    Invalidated,
+    OneTimeUsed,
+    Opened,
+    Progress,
+    TimedOut,
+)
 
 
 class Knock(Protocol):
@@ -59,65 +69,6 @@ class Knock(Protocol):
     def sport(self) -> int: ...
     @property
     def seq(self) -> int: ...
-
-
-# -- events -----------------------------------------------------------------------------------
-
-
-# Not frozen: a frozen dataclass sets each field through object.__setattr__, three times the
-# cost of a plain one, and under a flood every packet makes one or two of these. Treat them as
-# immutable all the same; unsafe_hash keeps them hashable like the frozen events.
-@dataclass(slots=True, unsafe_hash=True)
-class AttemptEvent:
-    """Something that happened to one source's attempt on one door, at `stage` steps done."""
-
-    source: IPAddress
-    door: Door
-    stage: int
-
-
-@dataclass(slots=True, unsafe_hash=True)
-class Progress(AttemptEvent):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    source: IPAddress
-    door: Door
-    at: float
-
-
-@dataclass(slots=True, unsafe_hash=True)
-class TimedOut(AttemptEvent):
-    pass
-
-
-@dataclass(slots=True, unsafe_hash=True)
-class Invalidated(AttemptEvent):
-    pass
-
-
-@dataclass(slots=True, unsafe_hash=True)
-class Evicted(AttemptEvent):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class OneTimeUsed:
-    """The door's active one-time sequence was used: mark line `line` of its file."""
-
-    door: Door
-    line: int
-
-
-@dataclass(frozen=True, slots=True)
-class DoorDisabled:
-    door: Door
-    reason: str
-
-
-Event = Progress | Opened | TimedOut | Invalidated | Evicted | OneTimeUsed | DoorDisabled
 
 
 @dataclass

@@ -38,12 +38,11 @@ from knocknft.core.decide import (
     decide,
     stop_command_for,
 )
-from knocknft.core.engine import (
-    Engine,
+from knocknft.core.engine import Engine, Knock
+from knocknft.core.events import (
     Event,
     Evicted,
     Invalidated,
-    Knock,
     OneTimeUsed,
     Progress,
     TimedOut,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from knocknft.config import one_time_line_starts, open_one_time_file
-from knocknft.core.engine import Event, OneTimeUsed, Opened
+from knocknft.core.events import Event, OneTimeUsed, Opened
 
 MARK = b"#"
 

@@ -13,7 +13,7 @@ import pytest
 from knocknft.config import MAX_BAN_SECONDS, parse_config
 from knocknft.core.bans import Ban, parse_deny_listing
 from knocknft.core.decide import Audit, BanSources, LogLine, ReportBan, RunCommand, decide
-from knocknft.core.engine import Opened
+from knocknft.core.events import Opened
 from knocknft.core.ruleset import render_ruleset
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops

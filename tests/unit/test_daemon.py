@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from knocknft.config import Config, parse_config
-from knocknft.core.engine import Evicted, Opened
+from knocknft.core.events import Evicted, Opened
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.loglimit import KNOCK_LOG_BURST
 from knocknft.daemon.stops import PendingStops

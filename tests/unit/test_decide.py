@@ -22,7 +22,7 @@ from knocknft.core.decide import (
     decide,
     stop_command_for,
 )
-from knocknft.core.engine import (
+from knocknft.core.events import (
     DoorDisabled,
     Evicted,
     Invalidated,

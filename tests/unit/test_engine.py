@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from knocknft.config import Config, IPAddress, parse_config, parse_port_spec
-from knocknft.core.engine import (
+from knocknft.core.engine import Engine
+from knocknft.core.events import (
     DoorDisabled,
-    Engine,
     Event,
     Evicted,
     Invalidated,

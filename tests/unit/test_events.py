@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from knocknft.config import PortSpec, parse_config
-from knocknft.core.engine import DoorDisabled, Evicted, Invalidated, Opened, Progress, TimedOut
+from knocknft.core.events import DoorDisabled, Evicted, Invalidated, Opened, Progress, TimedOut
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
 from knocknft.daemon.executor import Daemon

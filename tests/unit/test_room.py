@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from knocknft.config import PortSpec, parse_config
-from knocknft.core.engine import Opened
+from knocknft.core.events import Opened
 from knocknft.core.grants import Grant
 from knocknft.core.room import GrantRoom, prefix_of
 from knocknft.daemon.executor import Daemon

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from knocknft.config import parse_config
-from knocknft.core.engine import Opened
+from knocknft.core.events import Opened
 from knocknft.core.sources import as_shown, from_loopback, hears_loopback, refusal
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import PendingStops

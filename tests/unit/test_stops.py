@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from knocknft.config import Config, parse_config
-from knocknft.core.engine import Opened
+from knocknft.core.events import Opened
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.stops import COMPACT_SLACK, LEGACY_FILE, STATE_FILE, PendingStop, PendingStops
 from tests.unit.fakes import RecordingRunner, loaded_nft
