@@ -291,6 +291,10 @@ def test_knock_packet_is_an_ordinary_frozen_dataclass() -> None:
     assert dataclasses.asdict(decoded) == dataclasses.asdict(built)
     with pytest.raises(dataclasses.FrozenInstanceError):
         built.dport = 1  # type: ignore[misc]
+    # The decoder builds its packets another way (see decode_packet): they are frozen all the same.
+    assert type(decoded) is KnockPacket
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.dport = 1  # type: ignore[misc]
 
 
 def test_malformed_reasons_are_told_apart_from_non_knocks() -> None:
