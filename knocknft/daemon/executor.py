@@ -175,8 +175,11 @@ class Daemon:
         events: list[Event] = []
         # Asked once per batch: -D shows every knock packet, as knockd -D does.
         debug = log.isEnabledFor(logging.DEBUG)
+        # Looked up once per batch, not once per packet: this loop is the hot path.
+        only_ipv4 = self.only_ipv4
+        on_knock = self.engine.on_knock
         for packet in packets:
-            if self.only_ipv4 and packet.source.version == 6:
+            if only_ipv4 and packet.source.version == 6:
                 self.counters.ipv6_ignored += 1
                 continue
             if debug:
@@ -188,7 +191,7 @@ class Daemon:
                     packet.protocol,
                     packet.tcp_flags,
                 )
-            events += self.engine.on_knock(packet)
+            events += on_knock(packet)
         self.execute(events)
 
     def tick(self) -> None:
