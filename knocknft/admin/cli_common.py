@@ -4,6 +4,7 @@ errors become a message and an exit status, and the nft factory tests swap.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from knocknft.config import (
     Options,
     parse_duration,
 )
+from knocknft.daemon.logs import ERROR, WARNING, is_journal
 from knocknft.errors import ConfigError, KnocknftError, NftError, UsageError
 from knocknft.knockd.grammar import load_any_config
 from knocknft.nft.libnft import LibNft, NftSnapshots
@@ -57,8 +59,18 @@ StateDirOption = Annotated[
 nft_factory: Callable[[], NftSnapshots] = LibNft
 
 
+def say(text: str, priority: int) -> None:
+    """A message on stderr; when stderr is systemd's journal (`knocknft guard` at boot), with
+    its priority prefix (daemon.logs), so the journal files an error as an error."""
+    typer.echo(f"<{priority}>{text}" if is_journal(sys.stderr) else text, err=True)
+
+
+def warn(message: str) -> None:
+    say(f"warning: {message}", WARNING)
+
+
 def fail(code: int, message: str) -> NoReturn:
-    typer.echo(f"knocknft: {message}", err=True)
+    say(f"knocknft: {message}", ERROR)
     raise typer.Exit(code)
 
 
@@ -69,7 +81,7 @@ def exit_on_error() -> Iterator[None]:
         yield
     except ConfigError as exc:
         for problem in exc.problems:
-            typer.echo(f"error: {problem}", err=True)
+            say(f"error: {problem}", ERROR)
         n = len(exc.problems)
         fail(EXIT_INVALID, f"{n} error{'s' if n != 1 else ''} in the config; nothing was changed")
     except UsageError as exc:
@@ -86,7 +98,7 @@ def load(path: Path, show_warnings: bool = True, host: HostInterfaces | None = N
     loaded, _ = load_any_config(path, host)
     if show_warnings:
         for problem in loaded.warnings:
-            typer.echo(f"warning: {problem}", err=True)
+            warn(str(problem))
     return loaded.config
 
 

@@ -19,6 +19,7 @@ from knocknft.admin.cli_common import (
     load,
     option_seconds,
     options_for,
+    warn,
 )
 from knocknft.admin.confirm import Armed, arm, clock_text, refuse_if_pending
 from knocknft.admin.confirm import confirm as confirm_change
@@ -116,9 +117,7 @@ def apply(
         # interfaces, or a typo would leave knocks unheard.
         cfg = load(config, host=HostInterfaces(interface_names(), strict=not dry_run))
         # Once, now: with no daemon, nothing resolves the names again (see always_allow).
-        cfg = resolve_config(
-            cfg, NameResolver(warn=lambda m: typer.echo(f"warning: {m}", err=True))
-        )
+        cfg = resolve_config(cfg, NameResolver(warn=warn))
         if state_dir is not None:
             cfg = dataclasses.replace(
                 cfg, options=dataclasses.replace(cfg.options, state_dir=state_dir)
@@ -131,7 +130,7 @@ def apply(
         refuse_if_daemon_runs(cfg.options.table)
         lockout = ssh_lockout(cfg, os.environ.get("SSH_CONNECTION", ""))
         if lockout is not None:
-            typer.echo(f"warning: {lockout.warning(confirming=confirm is not None)}", err=True)
+            warn(lockout.warning(confirming=confirm is not None))
         state = StateDir(state_dir or cfg.options.state_dir)
         # Before the kernel: a state dir someone else could write is refused, not warned about.
         check_state_dir(state.path)
@@ -149,23 +148,21 @@ def apply(
         f"{result.grants_kept} open grant(s) kept"
     )
     if result.save_error is not None:
-        typer.echo(
-            f"warning: not kept for the boot guard: {result.save_error}; after a reboot "
-            "`knocknft guard` would load an older table, or none",
-            err=True,
+        warn(
+            f"not kept for the boot guard: {result.save_error}; after a reboot "
+            "`knocknft guard` would load an older table, or none"
         )
     if armed is not None:
         _tell_armed(armed, state)
     for warning in doctor_warnings(cli_common.nft_factory(), cfg):
-        typer.echo(f"warning: {warning}", err=True)
+        warn(warning)
 
 
 def _warn_stale(stale: Pending | None) -> None:
     if stale is not None:
-        typer.echo(
-            "warning: dropped a pending confirmation whose rollback watcher is gone "
-            "(killed, or the machine restarted)",
-            err=True,
+        warn(
+            "dropped a pending confirmation whose rollback watcher is gone "
+            "(killed, or the machine restarted)"
         )
 
 
@@ -263,10 +260,9 @@ def guard(
     except OSError as exc:
         fail(EXIT_FAILURE, f"cannot read {path}: {exc.strerror or exc}")
     if guarded.table is None:
-        typer.echo(
-            f"warning: nothing to load: {path} does not exist yet (`knocknft apply` and the "
-            "daemon save it); nothing changed, the protected services are not guarded",
-            err=True,
+        warn(
+            f"nothing to load: {path} does not exist yet (`knocknft apply` and the "
+            "daemon save it); nothing changed, the protected services are not guarded"
         )
         return
     if guarded.replaced:

@@ -21,6 +21,7 @@ from knocknft.admin.cli_common import (
     exit_on_error,
     option_seconds,
     options_for,
+    warn,
 )
 from knocknft.admin.confirmfiles import boottime
 from knocknft.admin.health import EXIT_CODES_HELP, check_health
@@ -183,7 +184,7 @@ def _show_status(
             nl=False,
         )
     for warning in blocked:
-        typer.echo(f"warning: grants are not effective: {warning}", err=True)
+        warn(f"grants are not effective: {warning}")
     return health.exit_code()
 
 

@@ -45,6 +45,9 @@ _PRIORITIES = (
 )
 
 
+ERROR, WARNING = 3, 4  # for the CLI's own messages (admin.cli_common.say)
+
+
 def priority(levelno: int) -> tuple[int, str]:
     """The syslog priority of a logging level: its number and SysLogHandler's name for it."""
     return next((number, name) for floor, number, name in _PRIORITIES if levelno >= floor)

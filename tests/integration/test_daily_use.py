@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,35 @@ def test_apply_warns_an_admin_whose_own_ssh_session_it_would_shut_out(
     trusting = config_text(state).replace("options:\n", f"options:\n  always_allow: [{A}/32]\n")
     assert "SSH session" not in apply(trusting)
     assert lab.client.tcp_reachable(SERVER, 22, source=A), "always_allow lets the admin in"
+
+
+def test_the_cli_under_systemd_gives_the_journal_its_priorities(lab: Lab, tmp_path: Path) -> None:
+    """`knocknft guard` runs from a unit at boot: its warning and its error reach the journal
+    as a warning and an error."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+
+    def guard() -> tuple[int, str]:
+        stderr = tmp_path / "stderr"
+        with open(stderr, "w") as stream:
+            stat = stderr.stat()
+            env = {"JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+            proc = lab.server.popen(
+                "env",
+                *(f"{k}={v}" for k, v in env.items()),
+                str(BIN / "knocknft"),
+                "guard",
+                "--state-dir",
+                str(state),
+                stderr=stream,
+                stdout=subprocess.DEVNULL,
+            )
+            code = proc.wait(timeout=30)
+        return code, stderr.read_text()
+
+    code, text = guard()  # nothing saved yet
+    assert code == 0 and text.startswith("<4>warning: nothing to load"), text
+    (state / "last-good.nft").write_text("flush ruleset\n")  # not a table knocknft saved
+    (state / "last-good.nft").chmod(0o600)
+    code, text = guard()
+    assert code == 1 and text.startswith("<3>knocknft: "), text
