@@ -28,6 +28,7 @@ from knocknft.core.grants import Grant, Refusal, grant_transaction, revoke_trans
 from knocknft.core.transaction import Transaction
 from knocknft.errors import BatchRefused, NftError, SetFull, TableMissing
 from knocknft.netlink.setelem import SetElementSocket
+from knocknft.nft.binding import import_nftables
 
 log = logging.getLogger("knocknft")
 
@@ -68,14 +69,7 @@ class LibNft:
     """`Nft` over libnftables. One handle per instance; not thread-safe, like libnftables."""
 
     def __init__(self) -> None:
-        try:
-            import nftables
-        except ImportError as exc:
-            raise NftError(
-                "the nftables Python binding is missing: install python3-nftables "
-                "(Debian) and run knocknft from the virtual environment the Makefile builds"
-            ) from exc
-        self._nft = nftables.Nftables()
+        self._nft = import_nftables().Nftables()
         self._nft.set_json_output(False)
         self._elements: SetElementSocket | None = None
         self._elements_off = False
