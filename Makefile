@@ -17,19 +17,22 @@ VENV := .venv
 # network namespaces only). openssh-client is for the tests too: `ssh -p PORT` is how the articles
 # knock, a blocking connect whose SYN the kernel retransmits. fwknop-client is the peer whose
 # single packet authorization knocknft serves; fwknop-server is fwknopd, run by the benchmark in
-# its namespaces for the side-by-side figures (Debian ships it with START_DAEMON="no").
+# its namespaces for the side-by-side figures (Debian ships it with START_DAEMON="no"). man-db and
+# zsh check the generated man pages and zsh completions (tests/unit/test_docs.py).
 APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables \
-	openssh-client fwknop-client fwknop-server
+	openssh-client fwknop-client fwknop-server man-db zsh
 
-.PHONY: demo test lint unit integration bench deps venv clean
+.PHONY: demo test lint unit integration bench deps venv clean install deb schema
 
 # knocklab (namespace labs, packet generators) is test plumbing outside the wheel: the demo and
 # the benchmarks find it in the checkout, as pytest does from the repository's root.
 demo: venv
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python scripts/demo.py
 
+# The whole suite includes building the Debian package and installing, checking and purging it
+# on this machine (tests/integration/test_package.py), which nothing else runs by itself.
 test: venv lint
-	$(VENV)/bin/python -m pytest -q
+	KNOCKNFT_TEST_PACKAGE=1 $(VENV)/bin/python -m pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check
@@ -77,5 +80,45 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(VENV)/bin/pip install -q -e '.[dev,bench]'
 	touch $@
 
+# Installing for running, not developing (README, "Install"). knocknft and its Python dependencies
+# go into a private folder, PREFIX/lib/knocknft, which the commands in PREFIX/bin put ahead of
+# the system's site-packages: Debian 12's typer and pyroute2 are older than knocknft's, and pip
+# must not write into the system's. The system's Python runs them, so the distribution's
+# nftables binding (python3-nftables, matched to its libnftables) is the one it sees, as the
+# venv's link does. Not editable: a `git pull` changes nothing installed. scripts/install.py
+# has the layout; the man pages, completions and JSON Schema are generated on the way.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+BUILD := build
+# The build's own environment: knocknft's runtime dependencies (the generators import it) and
+# pip, nothing of the development tools; never the one installed.
+BUILD_PYTHON := $(BUILD)/tools/bin/python
+
+$(BUILD)/tools/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BUILD)/tools
+	$(BUILD_PYTHON) -m pip install -q --disable-pip-version-check .
+	touch $@
+
+install: $(BUILD)/tools/.installed
+	$(BUILD_PYTHON) -m scripts.install --destdir "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" \
+		--sysconfdir "$(SYSCONFDIR)" --python $(PYTHON)
+
+# The Debian package, with dpkg-deb and no debhelper: the tree `make install` lays out with
+# PREFIX=/usr, minus the dependencies Debian ships itself (pyyaml, cryptography: Depends), plus
+# the control file and maintainer scripts (scripts/deb.py). Prints the .deb's path. typer's
+# pydantic-core is compiled, so the package is for this architecture and Python 3.11.
+DEB_BUILD_PACKAGES := dpkg-dev python3-venv python3-yaml python3-cryptography
+deb: deps
+	@missing=$$(for p in $(DEB_BUILD_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get install -y -q $$missing; fi
+	$(MAKE) $(BUILD)/tools/.installed
+	$(BUILD_PYTHON) -m scripts.deb --out $(BUILD)
+
+# The repository's copy of the config's JSON Schema, after a change to the config's keys
+# (tests/unit/test_docs.py compares it with what the reference gives).
+schema: venv
+	$(VENV)/bin/python -m scripts.gendocs --schema packaging/knocknft.schema.json
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(BUILD) .mypy_cache .pytest_cache .ruff_cache
