@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from knocknft.config.keydoc import Section
 from knocknft.config.model import DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR
-from knocknft.config.reference import SECTIONS, Section
+from knocknft.config.reference import SECTIONS
 from scripts.cliref import Command, Param, Program
 
 SCHEMA_PATH = "/usr/share/knocknft/knocknft.schema.json"

@@ -9,8 +9,9 @@ keeping every key's line number, so each error can say file:line and how to fix 
 - `spa`: SPA doors' keys (an fwknop stanza, public-key clients) and the SPA options' checks.
 - `trusted`: always_allow's entries (address, network or host name) and always_allow_file's lines.
 - `loader`: parse_config, load_config, read_config_text.
-- `reference`: each key's default, meaning and value schema (what knocknft.yaml(5) says);
-  `valueschema`, the JSON Schema of each kind of value; `schema`, the whole config's JSON Schema.
+- `reference` (with `reference_spa`, and `keydoc` for its types): each key's default, meaning
+  and value schema (what knocknft.yaml(5) says); `valueschema`, the JSON Schema of each kind of
+  value; `schema`, the whole config's JSON Schema.
 
 Pure except `loader`, which reads the config file and the doors' one-time-sequences files (unless
 given a `read_file`). May import: `knocknft.errors`, pyyaml, the standard library; nothing else of

@@ -6,10 +6,9 @@ parser takes and this file does not explain fails the tests. Pure: data only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from knocknft.config import valueschema as v
 from knocknft.config.doors import DOOR_KEYS
+from knocknft.config.keydoc import Key, Section
 from knocknft.config.model import (
     DEFAULT_CMD_TIMEOUT,
     DEFAULT_GRANT_MARK,
@@ -26,32 +25,7 @@ from knocknft.config.model import (
     MAX_TIMEOUT_SECONDS,
 )
 from knocknft.config.options import OPTION_KEYS
-
-
-@dataclass(frozen=True)
-class Key:
-    """One key: `default` as the docs show it, `meaning` in plain sentences, `value` its schema."""
-
-    name: str
-    default: str
-    meaning: str
-    value: v.Schema
-
-
-@dataclass(frozen=True)
-class Section:
-    """The keys of one mapping of the config: `path` as errors name it (`doors.NAME`), `parsed`
-    the parser's own key list, which `keys` must cover exactly."""
-
-    path: str
-    title: str
-    intro: str
-    keys: tuple[Key, ...]
-    parsed: tuple[str, ...]
-
-    def key(self, name: str) -> Key | None:
-        return next((k for k in self.keys if k.name == name), None)
-
+from knocknft.config.reference_spa import CLIENT, FWKNOP, SPA_DOOR_KEYS, SPA_OPTIONS
 
 _PORTS = v.one_or_list(v.port())
 
@@ -169,6 +143,7 @@ OPTIONS = Section(
             "full the oldest is evicted, so a spoofed flood costs bounded memory.",
             v.integer(1, MAX_ATTEMPTS_CEILING),
         ),
+        *SPA_OPTIONS,
     ),
     OPTION_KEYS,
 )
@@ -177,12 +152,13 @@ DOORS = Section(
     "doors.NAME",
     "doors",
     "Each key under doors is a door's name (letters, digits, _ . -, at most 32; shown in logs "
-    "and status). A door needs a sequence (or one_time_sequences) and something to do: open "
-    "with open_for, close, deny_for (a door that bans), or a start_command.",
+    "and status). A knock door needs a sequence (or one_time_sequences) and something to do: "
+    "open with open_for, close, deny_for (a door that bans), or a start_command. An SPA door "
+    "has fwknop or clients instead of a sequence, and needs open and open_for.",
     (
         Key(
             "sequence",
-            "required",
+            "required (knock doors)",
             f"The knock ports in order, e.g. [7000/tcp, 9000/udp, 8000/tcp], at most "
             f"{MAX_SEQUENCE_LENGTH} steps.",
             v.one_or_list(v.port(), min_items=1, max_items=MAX_SEQUENCE_LENGTH),
@@ -272,8 +248,9 @@ DOORS = Section(
             "Delay between the start and the stop command; at most 7d.",
             v.duration(MAX_CMD_TIMEOUT),
         ),
+        *SPA_DOOR_KEYS,
     ),
     DOOR_KEYS,
 )
 
-SECTIONS: tuple[Section, ...] = (OPTIONS, DOORS)
+SECTIONS: tuple[Section, ...] = (OPTIONS, DOORS, FWKNOP, CLIENT)

@@ -11,24 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from knocknft.config import valueschema as v
+from knocknft.config.keydoc import Section
 from knocknft.config.model import MAX_DOORS
-from knocknft.config.reference import DOORS, OPTIONS, Section
+from knocknft.config.reference import DOORS, OPTIONS
+from knocknft.config.spa import KNOCK_ONLY_KEYS, SPA_KEYS, SPA_ONLY_KEYS
 
 # The keys a door is known by: exactly one of them makes a door (a knock door's sequence or
-# one-time file; the SPA doors' fwknop stanza or client keys, where the parser has them).
-DOOR_KINDS = ("sequence", "one_time_sequences", "fwknop", "clients")
+# one-time file; an SPA door's fwknop stanza or public-key clients).
+DOOR_KINDS = ("sequence", "one_time_sequences", *SPA_KEYS)
 # What a door does; one of these is needed ("the door does nothing"). An SPA door's keys count:
-# its open is checked by the parser.
-DOOR_EFFECTS = (
-    "open",
-    "close",
-    "deny_for",
-    "start_command",
-    "start_command_6",
-    "stop_command",
-    "fwknop",
-    "clients",
-)
+# it needs open, below.
+DOOR_EFFECTS = ("open", "close", "deny_for", "start_command", "start_command_6", "stop_command")
 # key -> the keys it means nothing without (the parser's "X needs Y" errors).
 DOOR_NEEDS: dict[str, tuple[str, ...]] = {
     "open": ("open_for",),
@@ -62,12 +55,20 @@ def door_schema() -> dict[str, Any]:
         "properties": _properties(DOORS),
         "additionalProperties": False,
         "oneOf": [{"required": [k]} for k in kinds],
-        "anyOf": [{"required": [k]} for k in _known(DOOR_EFFECTS, DOORS)],
+        "anyOf": [{"required": [k]} for k in _known((*DOOR_EFFECTS, *SPA_KEYS), DOORS)],
         "dependentRequired": _needs(DOOR_NEEDS, DOORS),
         # A door either opens or bans.
         "dependentSchemas": {
             "deny_for": {"not": {"anyOf": [{"required": ["open"]}, {"required": ["close"]}]}}
         },
+        # An SPA door is opened by one packet: it needs open, and has none of a knock door's
+        # own keys; a knock door has none of an SPA door's.
+        "if": {"anyOf": [{"required": [k]} for k in SPA_KEYS]},
+        "then": {
+            "required": ["open"],
+            "not": {"anyOf": [{"required": [k]} for k in KNOCK_ONLY_KEYS]},
+        },
+        "else": {"not": {"anyOf": [{"required": [k]} for k in SPA_ONLY_KEYS]}},
     }
 
 

@@ -149,3 +149,13 @@ def mark_bit() -> Schema:
 
 def rate_count() -> Schema:
     return integer(1, MAX_RATE)
+
+
+def nocase_words(*words: str) -> str:
+    """A pattern taking one of `words`, in any case."""
+    return r"^\s*(?:" + "|".join(map(_nocase, words)) + r")\s*$"
+
+
+def date() -> Schema:
+    """A day, YYYY-MM-DD (an editor's YAML 1.2 reads it as text)."""
+    return {"type": "string", "pattern": r"^\s*[0-9]{4}-[0-9]{2}-[0-9]{2}\s*$"}

@@ -26,8 +26,18 @@ VALIDATOR = jsonschema.Draft202012Validator(config_schema())
 DOOR = "doors:\n  ssh:\n    sequence: [7000, 9000/udp, 8000]\n"
 
 
+class EditorLoader(yaml.SafeLoader):
+    """YAML as an editor's language server hands it to the schema: a date stays text."""
+
+
+EditorLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def schema_errors(text: str) -> list[str]:
-    return [e.message for e in VALIDATOR.iter_errors(yaml.safe_load(text))]
+    return [e.message for e in VALIDATOR.iter_errors(yaml.load(text, EditorLoader))]
 
 
 def check_refuses(text: str) -> bool:
@@ -86,6 +96,43 @@ BROKEN = {
     "both a sequence and a one-time file": DOOR + "    one_time_sequences: /etc/knocknft/s\n"
     "    open: 22\n    open_for: 5\n",
 }
+
+
+SPA_DOORS = """\
+doors:
+  ssh-fwknop:
+    fwknop:
+      source: [any]
+      key_base64: "c2VjcmV0IGtleSBvZiAzMiBieXRlcyBmb3IgYWVzIQ=="
+      hmac_key_base64: "aG1hYyBrZXkgb2YgdGhpcnR5LXR3byBieXRlcyBsb25nIQ=="
+      hmac_digest: sha256
+      expires: 2027-06-30
+    open: [22/tcp]
+    open_for: 30s
+    max_open_for: 5m
+  ssh-keys:
+    clients:
+      alice-laptop:
+        public_key: "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        expires: 2027-06-30
+    open: [22/tcp]
+    open_for: 30s
+"""
+BROKEN |= {
+    "an SPA door with a sequence": SPA_DOORS.replace(
+        "    max_open_for: 5m\n", "    max_open_for: 5m\n    sequence: [7000, 8000, 9000]\n"
+    ),
+    "an SPA door without open": SPA_DOORS.replace("    open: [22/tcp]\n    open_for: 30s\n", "", 1),
+    "a knock door with max_open_for": DOOR + "    open: 22\n    open_for: 5\n    max_open_for: 9\n",
+    "an fwknop stanza without an HMAC key": SPA_DOORS.replace("      hmac_key_base64:", "      x:"),
+    "a client without a public key": SPA_DOORS.replace("        public_key:", "        key:"),
+    "an unknown HMAC digest": SPA_DOORS.replace("hmac_digest: sha256", "hmac_digest: sha257"),
+}
+
+
+def test_spa_doors_check_accepts_pass() -> None:
+    assert not check_refuses(SPA_DOORS)
+    assert schema_errors(SPA_DOORS) == []
 
 
 @pytest.mark.parametrize("why", sorted(BROKEN))
