@@ -36,3 +36,7 @@ class SpaRequest:
     open_for: int  # seconds: the door's, or the client's capped by max_open_for
     digest: bytes  # the replay cache's key for this packet
     mode: SpaMode
+    # The packet's timestamp (the client's clock): the verifier keeps `digest` until it leaves
+    # the window. None: kept for as long as any packet accepted now could still pass (now plus
+    # twice the window).
+    stamp: float | None = None
