@@ -3,36 +3,28 @@ not, out. The cheap tests come first and the cryptography last, in fwknopd's ord
 characters, SOURCE, the replay cache (a digest of the raw payload), then the mode's own checks
 (HMAC or signature, decryption, the timestamp window, the address, the ports). An accepted
 packet's digest goes into the replay cache before the request is handed out.
+
+Modes: fwknop's base64 text (knocknft.spa.fwknop), and knocknft's own signed packets
+(knocknft.spa.signed), told apart by the signed packet's first bytes, which no base64 has.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from knocknft.config import Config, Door, IPAddress
+from knocknft.spa import signed
 from knocknft.spa.fwknop import MAX_PAYLOAD, check_fwknop, looks_like_fwknop, source_allowed
 from knocknft.spa.replay import ReplayCache, replay_digest
 from knocknft.spa.request import Rejection, SpaRequest
 
 CheckPacket = Callable[[bytes, IPAddress, Sequence[Door], int, float], SpaRequest | Rejection]
-
-
-# ---- HOOK: the signed mode (knocknft/spa/signed.py: MAGIC and check_signed) ------------------
-# Until that module exists, no packet is taken for a signed one: a packet starting with its
-# MAGIC (not base64) then fails looks_like_fwknop and is refused as malformed. Once it exists,
-# this block can become `from knocknft.spa.signed import MAGIC, check_signed`.
-def _signed_mode() -> tuple[bytes, CheckPacket] | None:
-    try:
-        signed = importlib.import_module("knocknft.spa.signed")
-    except ModuleNotFoundError:
-        return None
-    return cast(bytes, signed.MAGIC), cast(CheckPacket, signed.check_signed)
-
-
-SIGNED_MODE = _signed_mode()
-# ---- end of the hook -------------------------------------------------------------------------
+Digest = Callable[[bytes], bytes]
+# A mode of packets other than fwknop's: the first bytes that mark them, their check, and their
+# replay key, computed before any cryptography (and equal to the accepted request's digest).
+SignedMode = tuple[bytes, CheckPacket, Digest]
+# The signed mode (knocknft.spa.signed): Ed25519-signed packets for the doors with clients.
+SIGNED_MODE: SignedMode = (signed.MAGIC, signed.check_signed, signed.replay_digest)
 
 
 class SpaVerifier:
@@ -43,7 +35,7 @@ class SpaVerifier:
         self,
         config: Config,
         replay: ReplayCache,
-        signed_mode: tuple[bytes, CheckPacket] | None = SIGNED_MODE,
+        signed_mode: SignedMode | None = SIGNED_MODE,
     ) -> None:
         self.replay = replay
         self.signed_mode = signed_mode
@@ -63,44 +55,34 @@ class SpaVerifier:
         route = self._route(payload, source)
         if isinstance(route, Rejection):
             return route
-        check, doors = route
-        digest = replay_digest(payload)
+        check, doors, digest_of = route
+        digest = digest_of(payload)
         if self.replay.seen(digest, now):
             return Rejection.REPLAY
         result = check(payload, source, doors, self.window, now)
         if isinstance(result, Rejection):
             return result
-        # A mode may name its own replay key too (a signed packet's nonce, say): a packet
-        # re-encoded into other bytes with the same meaning is then caught by that one.
-        if result.digest != digest and self.replay.seen(result.digest, now):
-            return Rejection.REPLAY
-        if not self._remember(result, digest, now):
+        # Kept while the packet could pass the window: its stamp plus the window; without a
+        # stamp, as long as any packet accepted now can (its stamp at most now + window).
+        stamp = result.stamp if result.stamp is not None else now + self.window
+        if not self.replay.add(digest, stamp + self.window):
             self.refused_cache_full += 1
             return Rejection.NOT_ALLOWED
         return result
 
     def _route(
         self, payload: bytes, source: IPAddress
-    ) -> tuple[CheckPacket, Sequence[Door]] | Rejection:
-        """The mode a packet is in and the doors that may take it, from its first bytes, its
-        length and its characters; or why it is none."""
+    ) -> tuple[CheckPacket, Sequence[Door], Digest] | Rejection:
+        """The mode a packet is in, the doors that may take it and its replay key, from its
+        first bytes, its length and its characters; or why it is none."""
         if not 0 < len(payload) <= MAX_PAYLOAD:
             return Rejection.MALFORMED
         if self.signed_mode is not None and payload.startswith(self.signed_mode[0]):
-            return self.signed_mode[1], self.client_doors
+            _, check, digest_of = self.signed_mode
+            return check, self.client_doors, digest_of
         if not looks_like_fwknop(payload):
             return Rejection.MALFORMED
         # fwknopd's SOURCE test, before anything else is done for the packet.
         if not any(d.fwknop and source_allowed(d.fwknop, source) for d in self.fwknop_doors):
             return Rejection.NOT_ALLOWED
-        return check_fwknop, self.fwknop_doors
-
-    def _remember(self, result: SpaRequest, digest: bytes, now: float) -> bool:
-        """Put the accepted packet's digests in the replay cache, kept while the packet could
-        pass the window: its stamp plus the window; without a stamp, as long as any packet
-        accepted now can (its stamp at most now + window). False if the cache has no room."""
-        stamp = result.stamp if result.stamp is not None else now + self.window
-        digests = list(dict.fromkeys((digest, result.digest)))
-        if len(self.replay) + len(digests) > self.replay.capacity:
-            return False
-        return all([self.replay.add(d, stamp + self.window) for d in digests])
+        return check_fwknop, self.fwknop_doors, replay_digest

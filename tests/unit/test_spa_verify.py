@@ -7,6 +7,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,11 +15,17 @@ from knocknft.config import ClientKey, Door, IPAddress, PortSpec
 from knocknft.spa.fwknop import MAX_PAYLOAD
 from knocknft.spa.replay import ReplayCache, replay_digest
 from knocknft.spa.request import Rejection, SpaRequest
+from knocknft.spa.signed import public_bytes, sign_request
 from knocknft.spa.verify import SpaVerifier
 from tests.unit.spa_support import CLIENT, encrypt, plaintext, saved, spa_config
 
 OTHER = ipaddress.ip_address("198.18.9.9")
 MAGIC = b"\x00KNS"
+
+
+def fake_digest(payload: bytes) -> bytes:
+    """The fake mode's replay key: its last three bytes, as a nonce would be."""
+    return b"nonce:" + payload[-3:]
 
 
 def verifier(capacity: int = 100, **kw: str) -> SpaVerifier:
@@ -119,7 +126,7 @@ class FakeSigned:
             address=source,
             services=doors[0].open,
             open_for=30,
-            digest=b"nonce:" + payload[-3:],
+            digest=fake_digest(payload),
             mode="signed",
             stamp=now,
         )
@@ -130,7 +137,7 @@ def test_the_signed_hook_takes_magic_packets_with_the_client_doors() -> None:
     cfg = spa_config()
     keys = replace(cfg.doors[0], name="keys", fwknop=None, clients=(ClientKey("alice", bytes(32)),))
     cfg = replace(cfg, doors=(*cfg.doors, keys))
-    v = SpaVerifier(cfg, ReplayCache(10), signed_mode=(MAGIC, signed))
+    v = SpaVerifier(cfg, ReplayCache(10), signed_mode=(MAGIC, signed, fake_digest))
     now = 1_800_000_000.0
     result = v.check(MAGIC + b"one", CLIENT, now)
     assert isinstance(result, SpaRequest) and result.door == "keys"
@@ -139,8 +146,10 @@ def test_the_signed_hook_takes_magic_packets_with_the_client_doors() -> None:
     assert v.check(MAGIC + b"one", OTHER, now) is Rejection.REPLAY
     assert v.check(MAGIC + b"bad", CLIENT, now) is Rejection.BAD_AUTH
     assert len(signed.calls) == 2
-    # The mode's own replay key catches a re-encoded packet with the same nonce.
+    # The mode's own replay key, looked up first, catches a re-encoded packet with the same
+    # nonce before the mode's check runs.
     assert v.check(MAGIC + b"xone", CLIENT, now) is Rejection.REPLAY
+    assert len(signed.calls) == 2
     # Without the mode, a magic packet is no packet at all.
     assert verifier().check(MAGIC + b"one", CLIENT, now) is Rejection.MALFORMED
 
@@ -204,3 +213,22 @@ def test_any_authentic_plaintext_is_a_request_or_a_rejection(text: bytes) -> Non
     result = verifier().check(encrypt(text), CLIENT, now)
     assert isinstance(result, SpaRequest | Rejection)
     assert result is not Rejection.BAD_AUTH
+
+
+def test_signed_and_fwknop_packets_meet_one_verifier() -> None:
+    private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    cfg = spa_config()
+    keys = replace(
+        cfg.doors[0], name="keys", fwknop=None, clients=(ClientKey("alice", public_bytes(private)),)
+    )
+    v = SpaVerifier(replace(cfg, doors=(*cfg.doors, keys)), ReplayCache(10))
+    fwknop, now = saved("sha256")
+    packet = sign_request(private, "keys", None, 0, now=now, nonce=bytes(16))
+    accepted = v.check(packet, CLIENT, now)
+    assert isinstance(accepted, SpaRequest)
+    assert (accepted.mode, accepted.key, accepted.address) == ("signed", "alice", CLIENT)
+    assert isinstance(v.check(fwknop, CLIENT, now), SpaRequest)
+    assert v.check(packet, OTHER, now + 1) is Rejection.REPLAY
+    assert v.check(fwknop, OTHER, now + 1) is Rejection.REPLAY
+    # Its digest is kept for as long as a packet accepted then could pass.
+    assert len(v.replay.entries(now + 2 * 120)) == 1
