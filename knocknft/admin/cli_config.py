@@ -68,9 +68,11 @@ def check(
     with exit_on_error():
         cfg = load(config, host=host)
     ports = sorted({str(p) for d in cfg.doors for p in d.knock_ports})
+    # An SPA door has no knock ports: its packets come to the one SPA port.
+    spa = f"SPA port {cfg.options.spa_port}/udp; " if cfg.spa_doors else ""
     typer.echo(
-        f"{config}: OK: {len(cfg.doors)} door(s), knock ports {', '.join(ports)}; "
-        f"protected: {', '.join(map(str, sorted(cfg.protected))) or 'none'}"
+        f"{config}: OK: {len(cfg.doors)} door(s), knock ports {', '.join(ports) or 'none'}; "
+        f"{spa}protected: {', '.join(map(str, sorted(cfg.protected))) or 'none'}"
     )
 
 

@@ -10,7 +10,9 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from knocknft.admin.cli import app
 from knocknft.config import FwknopKey, PortSpec, parse_config
 from knocknft.core.engine import Engine
 from knocknft.core.ruleset import render_ruleset
@@ -319,3 +321,19 @@ def test_the_example_config_s_spa_doors_load_when_uncommented() -> None:
         doors = doors.replace(f' {name}: "..."', f' {name}: "{value}"')
     cfg = parse_config(text[:start] + doors, "example").config
     assert [d.name for d in cfg.spa_doors] == ["ssh-fwknop", "ssh-keys"]
+
+
+def test_check_names_the_spa_port_and_never_a_key(tmp_path: Path) -> None:
+    config = tmp_path / "spa.yaml"
+    config.write_text(SPA)
+    result = CliRunner().invoke(app, ["check", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "OK: 3 door(s), knock ports 7000/tcp, 8000/tcp, 9000/udp; SPA port 62300/udp;" in (
+        result.stdout
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPA.replace("hmac_digest: SHA512", "hmac_digest: sha224"))
+    result = CliRunner().invoke(app, ["check", "-c", str(bad)])
+    assert result.exit_code == 2
+    assert "doors.ssh-fwknop.fwknop.hmac_digest" in result.stderr
+    assert KEY not in result.output and HMAC_KEY not in result.output
