@@ -171,7 +171,8 @@ class ClientKey:
 
 @dataclass(frozen=True)
 class Door:
-    """A knock sequence and what completing it grants ("event" in knockd's words)."""
+    """A knock sequence and what completing it grants ("event" in knockd's words); or, for an
+    SPA door (`fwknop` or `clients`, no sequence), what one authorized packet may be granted."""
 
     name: str
     sequence: tuple[PortSpec, ...] = ()
