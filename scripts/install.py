@@ -122,7 +122,17 @@ def install_libraries(layout: Layout, wheel: Path) -> None:
     )  # fmt: skip
     shutil.rmtree(target / "bin", ignore_errors=True)  # pip's entry points; ours are below
     if layout.debian:
+        # Compiled by the package's postinst instead, so that dpkg owns no .pyc.
         drop_distributions(target, DEBIAN_PROVIDED)
+        return
+    # Compiled now, for the installed path: the commands write no bytecode, and without it each
+    # start compiles everything again (a second or so).
+    subprocess.run(
+        [layout.python, "-m", "compileall", "-q", "-j", "0", "-s", str(layout.destdir), "-p", "/",
+         str(target)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def drop_distributions(target: Path, names: dict[str, str | None]) -> None:

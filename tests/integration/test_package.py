@@ -1,5 +1,6 @@
 """The Debian package on this machine: built from the checkout, installed with apt (dependencies
 resolved), its commands run, its units verified, then removed and purged, leaving nothing behind.
+And `make install` under a temporary prefix: its commands run without the checkout.
 
 Nothing is started: the units are only read by `systemd-analyze verify`, and the one command that
 reads the config (`knocknft check`) runs in a network namespace of its own. It installs into the
@@ -134,3 +135,35 @@ def test_the_package_installs_runs_verifies_and_purges_without_a_trace(
     assert not installed()
     left = {p for p in paths() - clean_machine if p in listed or "knocknft" in p}
     assert left == set()
+
+
+def test_make_install_into_a_prefix_runs_without_the_checkout(tmp_path: Path) -> None:
+    """`make install`'s layout under a temporary PREFIX and SYSCONFDIR: the commands run from
+    anywhere, see no file of the checkout, and check the config it installed."""
+    prefix, etc = tmp_path / "prefix", tmp_path / "etc"
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.install", "--prefix", str(prefix), "--sysconfdir",
+         str(etc), "--wheel-dir", str(tmp_path / "wheel")],
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    environment = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    version = subprocess.run(
+        [str(prefix / "bin/knocknft"), "--version"],
+        cwd="/", capture_output=True, text=True, env=environment, check=False,
+    )  # fmt: skip
+    assert (version.returncode, version.stdout.strip()) == (0, f"knocknft {__version__}")
+    where = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c",
+         f"import sys; sys.path.insert(0, '{prefix}/lib/knocknft'); import knocknft, typer; "
+         "print(knocknft.__file__, typer.__file__)"],
+        cwd="/", capture_output=True, text=True, env=environment, check=False,
+    )  # fmt: skip
+    assert where.stdout.count(f"{prefix}/lib/knocknft/") == 2, where.stdout + where.stderr
+    assert list((prefix / "lib/knocknft").rglob("__pycache__"))  # compiled at install
+    config = etc / "knocknft/config.yaml"
+    check = run("unshare", "--net", str(prefix / "bin/knocknft"), "check", "-c", str(config),
+                "--other-host")  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    unit = (prefix / "lib/systemd/system/knocknft.service").read_text()
+    assert f"ExecStart={prefix}/bin/knocknft run" in unit
