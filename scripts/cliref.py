@@ -68,6 +68,7 @@ class Program:
     arguments: tuple[Param, ...]
     commands: tuple[Command, ...]
     epilog: str = ""
+    usage: str = ""
 
     @property
     def summary(self) -> str:
@@ -134,7 +135,7 @@ def _argparse_param(action: argparse.Action) -> Param:
 
 def knock_program(name: str) -> Program:
     """The knock client, installed as `name` (knocknft-knock beside Debian knockd's knock)."""
-    parser = knock_parser()
+    parser = knock_parser(name)
     params = [_argparse_param(a) for a in parser._actions if a.help != argparse.SUPPRESS]
     options, arguments = _split(params)
     return Program(
@@ -145,4 +146,5 @@ def knock_program(name: str) -> Program:
         arguments,
         (),
         parser.epilog or "",
+        parser.usage or "",
     )

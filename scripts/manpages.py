@@ -111,15 +111,22 @@ def knocknft_page(program: Program, knock_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unindented(usage: str) -> list[str]:
+    """argparse's usage lines, its second and later lines indented for a `usage: ` prefix that
+    a man page's SYNOPSIS does not have."""
+    first, *rest = usage.splitlines()
+    prefix = " " * len("usage: ")
+    return [first, *(line.removeprefix(prefix) for line in rest)]
+
+
 def knock_page(program: Program) -> str:
     summary = "send a port-knock sequence (knockd's knock client, from knocknft)"
     lines = _header(program.name, 1, program.version, "User Commands", summary)
-    args = " ".join(
-        _italic(a.metavar or "") + ("..." if a.repeatable else "") for a in program.arguments
-    )
     lines += [
         ".SH SYNOPSIS",
-        f"{_bold(program.name)} [\\fIOPTIONS\\fR] {args} [{_bold('--')} \\fICOMMAND\\fR...]",
+        ".nf",
+        *(escape(line) for line in _unindented(program.usage)),
+        ".fi",
         ".SH DESCRIPTION",
         *paragraphs(program.help),
         ".PP",

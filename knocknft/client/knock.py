@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import socket
 import sys
@@ -153,10 +154,18 @@ EXIT_COMMAND_NOT_FOUND = 127  # the shell's and env(1)'s convention
 EXIT_COMMAND_NOT_RUNNABLE = 126
 
 
-def _parser() -> argparse.ArgumentParser:
+def program_name(argv0: str | None = None) -> str:
+    """The name the client was run as: knocknft-knock where it is installed beside Debian
+    knockd's knock, knock in a checkout's venv; its usage lines say that name."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).name
+    return name if name.startswith("knock") else "knock"
+
+
+def _parser(name: str | None = None) -> argparse.ArgumentParser:
+    prog = name or program_name()
     parser = argparse.ArgumentParser(
-        prog="knock",
-        usage=USAGE,
+        prog=prog,
+        usage=re.sub(r"(?m)^(\s*)knock\b", lambda m: m.group(1) + prog, USAGE),
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

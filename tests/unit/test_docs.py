@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 import knocknft.config
+from knocknft.client.knock import _parser as knock_parser
+from knocknft.client.knock import program_name
 from knocknft.config.reference import SECTIONS
 from scripts.cliref import Program, knock_program, knocknft_program
 from scripts.gendocs import KNOCK_NAME, generate
@@ -85,6 +87,18 @@ def test_the_knock_client_page_has_every_option_under_its_installed_name() -> No
         assert param.help.strip(), f"knock {param.flags or param.metavar}: no help"
         for word in param.flags or (param.metavar or "",):
             assert word in page, word
+
+
+def test_the_client_calls_itself_by_the_name_it_is_installed_as() -> None:
+    assert program_name("/usr/bin/knocknft-knock") == "knocknft-knock"
+    assert program_name("/srv/venv/bin/knock") == "knock"
+    assert program_name("/usr/bin/python3") == "knock"
+    usage = knock_parser("knocknft-knock").format_usage()
+    assert re.findall(r"(?m)^(?:usage:)?\s*knock\b", usage) == []
+    assert usage.count("knocknft-knock [") == 3
+    synopsis = plain(DOCS[f"man/{KNOCK_NAME}.1"]).split(".SH SYNOPSIS\n.nf\n")[1]
+    assert synopsis.startswith(f"{KNOCK_NAME} [-u]")
+    assert f"\n{KNOCK_NAME} [-4|-6] [-v] --door NAME" in synopsis
 
 
 def test_knocknft_yaml_5_explains_every_key() -> None:
