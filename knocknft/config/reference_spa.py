@@ -78,7 +78,8 @@ FWKNOP = Section(
         Key(
             "hmac_key_base64",
             "required (or hmac_key)",
-            "HMAC_KEY_BASE64: 1 to 136 bytes. Only HMAC-authenticated packets are served.",
+            "HMAC_KEY_BASE64: 1 to 136 bytes, not the key itself. Only HMAC-authenticated "
+            "packets are served.",
             _key_text(),
         ),
         Key(
@@ -108,7 +109,7 @@ FWKNOP = Section(
         Key(
             "expires",
             "never",
-            "ACCESS_EXPIRE as YYYY-MM-DD: after that day the stanza's packets are refused.",
+            "ACCESS_EXPIRE as YYYY-MM-DD: after that day (UTC) the stanza's packets are refused.",
             v.date(),
         ),
     ),

@@ -167,6 +167,15 @@ def _fwknop(w: Walker, base: str, key_node: yaml.Node, node: yaml.Node) -> Fwkno
         )
     if "expires" in entries:
         fields["expires"] = w.scalar(entries["expires"][1], f"{base}.expires", parse_date)
+    if key is not None and key == hmac_key:
+        # fwknopd refuses the stanza too: one secret for both jobs.
+        name = "hmac_key_base64" if "hmac_key_base64" in entries else "hmac_key"
+        w.error(
+            entries[name][1],
+            f"{base}.{name}",
+            "the HMAC key is the same as the encryption key",
+            "give each its own: fwknop --key-gen makes a pair",
+        )
     if len(w.errors) != errors_before or key is None or hmac_key is None:
         return None
     return FwknopKey(key=key, hmac_key=hmac_key, **fields)  # type: ignore[arg-type]  # checked above

@@ -185,6 +185,12 @@ def test_keys_never_show_in_a_repr_or_an_error() -> None:
             "doors.ssh.fwknop.key_base64",
             "give key or key_base64, not both",
         ),
+        (
+            f'key_base64: "{KEY}"\nhmac_key_base64: "{KEY}"\n',
+            5,
+            "doors.ssh.fwknop.hmac_key_base64",
+            "the HMAC key is the same as the encryption key",
+        ),
     ],
 )
 def test_a_bad_stanza_is_an_error_at_its_line(body: str, line: int, key: str, message: str) -> None:
