@@ -24,7 +24,6 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from hmac import compare_digest
 
 from cryptography.hazmat.primitives import hashes, hmac, padding
@@ -32,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from knocknft.config import Door, FwknopKey, HmacDigest, IPAddress, PortSpec
 from knocknft.spa.replay import replay_digest
-from knocknft.spa.request import Rejection, SpaRequest
+from knocknft.spa.request import Rejection, SpaRequest, expired, granted_seconds
 
 # fwknopd's bounds on the UDP payload (server/fwknopd_common.h MIN_SPA_DATA_SIZE and
 # MAX_SPA_PACKET_LEN): shorter or longer is no packet of its clients.
@@ -150,7 +149,7 @@ def _check_stanza(
     window: int,
     now: float,
 ) -> SpaRequest | tuple[int, Rejection]:
-    if not source_allowed(stanza, source) or _expired(stanza, now):
+    if not source_allowed(stanza, source) or expired(stanza.expires, now):
         return _BEFORE_AUTH, Rejection.NOT_ALLOWED
     body = _authenticated_body(payload, stanza)
     if body is None:
@@ -162,7 +161,7 @@ def _check_stanza(
         return _WINDOW, Rejection.STALE
     address = _granted_address(message.address, source, stanza)
     services = _services(message.access, door)
-    open_for = _open_for(door, message.client_timeout)
+    open_for = granted_seconds(door, message.client_timeout)
     if (
         address is None
         or services is None
@@ -180,20 +179,6 @@ def _check_stanza(
         mode="fwknop",
         stamp=message.stamp,
     )
-
-
-def _open_for(door: Door, client_timeout: int) -> int | None:
-    """The door's open_for (FW_ACCESS_TIMEOUT), or what the client asked for (-f), at most the
-    door's max_open_for (MAX_FW_TIMEOUT; open_for without one). None without an open_for, which
-    a parsed config never lets an SPA door lack."""
-    if door.open_for is None or client_timeout <= 0:
-        return door.open_for
-    return min(client_timeout, door.max_open_for or door.open_for)
-
-
-def _expired(stanza: FwknopKey, now: float) -> bool:
-    """ACCESS_EXPIRE: the stanza serves through its last day (UTC), refused after it."""
-    return stanza.expires is not None and datetime.fromtimestamp(now, UTC).date() > stanza.expires
 
 
 def _authenticated_body(payload: bytes, stanza: FwknopKey) -> bytes | None:

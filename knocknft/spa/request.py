@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Literal
 
-from knocknft.config import IPAddress, PortSpec
+from knocknft.config import Door, IPAddress, PortSpec
 
 SpaMode = Literal["fwknop", "signed"]
 
@@ -40,3 +41,22 @@ class SpaRequest:
     # the window. None: kept for as long as any packet accepted now could still pass (now plus
     # twice the window).
     stamp: float | None = None
+
+
+# -- the rules both modes apply to an authentic packet ------------------------------------------
+
+
+def granted_seconds(door: Door, asked: int) -> int | None:
+    """How long the grant lasts: the door's open_for (FW_ACCESS_TIMEOUT), or what the client
+    asked for (fwknop -f, knock -f; 0: nothing asked) capped by the door's max_open_for
+    (MAX_FW_TIMEOUT; its open_for without one). None without an open_for, which a parsed config
+    never lets an SPA door lack."""
+    if door.open_for is None or asked <= 0:
+        return door.open_for
+    return min(asked, door.max_open_for or door.open_for)
+
+
+def expired(expires: date | None, now: float) -> bool:
+    """An fwknop stanza's ACCESS_EXPIRE, a client key's expires: served through that day (UTC),
+    refused after it."""
+    return expires is not None and datetime.fromtimestamp(now, UTC).date() > expires

@@ -35,7 +35,6 @@ import ipaddress
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature
@@ -43,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from knocknft.config import DOOR_NAME_RE, ClientKey, Door, IPAddress
-from knocknft.spa.request import Rejection, SpaRequest
+from knocknft.spa.request import Rejection, SpaRequest, expired, granted_seconds
 
 MAGIC = b"\xffKN"
 VERSION = 1
@@ -163,27 +162,19 @@ def check_signed(
         return Rejection.STALE
     door = next((d for d in doors if d.name == packet.door and d.clients), None)
     client = _client(door, public_key) if door is not None else None
-    if door is None or client is None or not _valid(client, now):
+    open_for = granted_seconds(door, packet.open_for) if door is not None else None
+    if door is None or client is None or open_for is None or not _valid(client, now):
         return Rejection.NOT_ALLOWED
     return SpaRequest(
         door=door.name,
         key=client.name,
         address=source if packet.address is None else packet.address,
         services=door.open,
-        open_for=granted_seconds(door, packet.open_for),
+        open_for=open_for,
         digest=hashlib.sha256(packet.body).digest(),
         mode="signed",
+        stamp=packet.stamp,
     )
-
-
-def granted_seconds(door: Door, asked: int) -> int:
-    """How long the grant lasts: the door's open_for, or what the client asked for (not 0)
-    capped by the door's max_open_for, or by its open_for when it has none."""
-    own = door.open_for or 0
-    if not asked:
-        return own
-    cap = door.max_open_for if door.max_open_for is not None else own
-    return min(asked, cap)
 
 
 def _signer(packet: SignedPacket, doors: Sequence[Door]) -> bytes | None:
@@ -222,9 +213,3 @@ def _client(door: Door, public_key: bytes) -> ClientKey | None:
 
 def _valid(client: ClientKey, now: float) -> bool:
     return not client.revoked and not expired(client.expires, now)
-
-
-def expired(expires: date | None, now: float) -> bool:
-    """Whether a key with this expiry date is no longer valid at `now`: it is valid through the
-    whole date (UTC) and refused from the midnight after it."""
-    return expires is not None and datetime.fromtimestamp(now, UTC).date() > expires

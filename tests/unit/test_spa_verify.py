@@ -230,5 +230,6 @@ def test_signed_and_fwknop_packets_meet_one_verifier() -> None:
     assert isinstance(v.check(fwknop, CLIENT, now), SpaRequest)
     assert v.check(packet, OTHER, now + 1) is Rejection.REPLAY
     assert v.check(fwknop, OTHER, now + 1) is Rejection.REPLAY
-    # Its digest is kept for as long as a packet accepted then could pass.
-    assert len(v.replay.entries(now + 2 * 120)) == 1
+    # Each digest is kept while its packet's own timestamp is in the window, and no longer.
+    assert len(v.replay.entries(now + 119)) == 2
+    assert len(v.replay.entries(now + 121)) == 0
