@@ -108,12 +108,13 @@ install: $(BUILD)/tools/.installed
 # PREFIX=/usr, minus the dependencies Debian ships itself (pyyaml, cryptography: Depends), plus
 # the control file and maintainer scripts (scripts/deb.py). Prints the .deb's path. typer's
 # pydantic-core is compiled, so the package is for this architecture and Python 3.11.
+# DEB_MAINTAINER="Name <mail>" names who built it.
 DEB_BUILD_PACKAGES := dpkg-dev python3-venv python3-yaml python3-cryptography
 deb: deps
 	@missing=$$(for p in $(DEB_BUILD_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get install -y -q $$missing; fi
 	$(MAKE) $(BUILD)/tools/.installed
-	$(BUILD_PYTHON) -m scripts.deb --out $(BUILD)
+	$(BUILD_PYTHON) -m scripts.deb --out $(BUILD) $(if $(DEB_MAINTAINER),--maintainer "$(DEB_MAINTAINER)")
 
 # The repository's copy of the config's JSON Schema, after a change to the config's keys
 # (tests/unit/test_docs.py compares it with what the reference gives).
