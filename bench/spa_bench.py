@@ -59,11 +59,13 @@ from knocklab.packets import (
     send_paced,
     spoofed_packet,
 )
+from knocknft import __version__
 
 Result = dict[str, Any]
 SERVER = Lab.SERVER_V4
 GRANTS = (NEW_ELEMENT, NEW_RULE)
 OPEN_FOR = 30
+TMPFS = Path("/dev/shm")
 # The share of a CPU under which a server counts as idle: fwknopd polls pcap every 100 ms.
 IDLE = 0.05
 
@@ -72,6 +74,8 @@ class SpaContender(Protocol):
     """An SPA server under test, started fresh (on a fresh ruleset) for each measurement."""
 
     name: str
+    # Whether it writes a file to disk, synced, before each grant (knocknft its replay cache).
+    syncs_before_granting: bool
 
     def start(self, lab: Lab, workdir: Path, stanza: Stanza) -> LabDaemon: ...
 
@@ -82,6 +86,7 @@ class SpaContender(Protocol):
 
 class Fwknopd:
     name = "fwknopd"
+    syncs_before_granting = False  # it appends to its digest cache, unsynced
 
     def start(self, lab: Lab, workdir: Path, stanza: Stanza) -> LabDaemon:
         # A firewall with fwknopd: the SPA port and 22/tcp dropped, after the FWKNOP_INPUT chain
@@ -107,6 +112,7 @@ doors:
 
 class Knocknft:
     name = "knocknft"
+    syncs_before_granting = True  # state_dir/spa-replay.json, fsynced, then the grant
 
     def start(self, lab: Lab, workdir: Path, stanza: Stanza) -> LabDaemon:
         config = workdir / "config.yaml"
@@ -114,17 +120,15 @@ class Knocknft:
         config.chmod(0o600)
         fresh_server(lab)
         argv = [str(BIN / "knocknft"), "run", "-c", str(config), "--state-dir", str(workdir)]
-        return LabDaemon(
-            lab.server, argv, workdir / "knocknft.log", "listening on NFLOG", cpu=DAEMON_CPU
-        )
+        # Ready once the knocks' reader is: the SPA reader's line comes before the table is in.
+        ready = f"knocknft {__version__}: listening on NFLOG"
+        return LabDaemon(lab.server, argv, workdir / "knocknft.log", ready, cpu=DAEMON_CPU)
 
     def outcomes(self, daemon: LabDaemon, workdir: Path) -> dict[str, int]:
-        stats: dict[str, Any] = json.loads((workdir / "stats.json").read_text())
-        rejected = stats.get("spa_rejected", 0)
-        if isinstance(rejected, dict):  # by reason
-            rejected = sum(rejected.values())
-        rejected += sum(value for key, value in stats.items() if key.startswith("spa_rejected_"))
-        return {"accepted": int(stats.get("spa_accepted", 0)), "rejected": int(rejected)}
+        stats: dict[str, int] = json.loads((workdir / "stats.json").read_text())
+        # Counted by reason: spa_rejected_bad_auth, spa_rejected_stale, ...
+        rejected = sum(v for k, v in stats.items() if k.startswith("spa_rejected_"))
+        return {"accepted": stats["spa_accepted"], "rejected": rejected}
 
 
 SPA_CONTENDERS: dict[str, SpaContender] = {"fwknopd": Fwknopd(), "knocknft": Knocknft()}
@@ -166,8 +170,11 @@ class Spa:
         self.lab, self.root, self.args, self.knockers = lab, root, args, knockers
         self.stanza = Stanza(FwknopKeys.random(), access_timeout=OPEN_FOR)
 
-    def _run(self, contender: SpaContender, label: str) -> tuple[LabDaemon, Path]:
-        workdir = Path(tempfile.mkdtemp(prefix=f"{contender.name}-spa-{label}-", dir=self.root))
+    def _run(
+        self, contender: SpaContender, label: str, root: Path | None = None
+    ) -> tuple[LabDaemon, Path]:
+        prefix = f"{contender.name}-spa-{label}-"
+        workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=root or self.root))
         return contender.start(self.lab, workdir, self.stanza), workdir
 
     def requests(self, sources: Sequence[str]) -> list[tuple[str, bytes]]:
@@ -201,10 +208,12 @@ class Spa:
         finally:
             monitor.close()
 
-    def latency(self, contender: SpaContender) -> Result:
+    def latency(self, contender: SpaContender, root: Path | None = None) -> Result:
+        """Requests timed one after the other; the server's files in `root` (the bench's
+        folder by default)."""
         warmup = self.args.spa_warmup
         requests = self.requests(self.knockers[: warmup + self.args.spa_requests])
-        daemon, workdir = self._run(contender, "latency")
+        daemon, workdir = self._run(contender, "latency", root)
         try:
             timings = self._timed(requests)[warmup:]
         finally:
@@ -321,5 +330,9 @@ def measure(
         print(f"spa: {name}", flush=True)
         started = time.monotonic()
         results[name] = {part: measure_part(contender) for part, measure_part in parts.items()}
+        if contender.syncs_before_granting and TMPFS.is_dir():
+            # What the disk costs it: the same requests with its state on tmpfs.
+            with tempfile.TemporaryDirectory(dir=TMPFS) as tmpfs:
+                results[name]["latency_tmpfs"] = spa.latency(contender, Path(tmpfs))
         results[name]["seconds"] = round(time.monotonic() - started, 1)
     return results

@@ -22,7 +22,10 @@ METHOD = """\
    base64 as long as a real packet, each from its own spoofed source, so every packet costs its
    HMAC check; a rate is kept when the server judged every packet (knocknft's `spa_rejected`
    counters, fwknopd's log lines) once idle. The floods send such junk from a separate process
-   while legitimate requests are timed as above.
+   while legitimate requests are timed as above. Each server keeps its files on the machine's
+   disk, as deployed: knocknft writes its replay cache and fsyncs it before each grant (so that a
+   restart cannot let the packet in again), fwknopd appends to its digest cache unsynced; the
+   requests are timed once more with knocknft's state on tmpfs, to show what the disk costs.
 """
 
 # What knocknft is held to: a legitimate request still opens, every time, during the junk flood.
@@ -78,6 +81,14 @@ def section(data: Result) -> list[str]:
         cell = functools.partial(_latency_ms, key=key)
         label = f"SPA packet to {what}, p50 / p99 / max (ms)"
         lines.append(_row(label, data, cell, f"p50 {p50}, p99 {p99}"))
+    if any("latency_tmpfs" in r for r in data.values()):
+        lines.append(
+            _row(
+                "the same with its state on tmpfs (ms)",
+                data,
+                lambda r: _ms(r["latency_tmpfs"]["reachable_ms"]) if "latency_tmpfs" in r else "-",
+            )
+        )
     lines.append(
         _row(
             "requests opened (no grant seen / port not reachable)",

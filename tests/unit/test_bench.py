@@ -130,7 +130,11 @@ def results(rss_1m: int = 79_000, tracked: int = 65536) -> dict[str, Any]:
             },
             "memory": {"knockd": knockd_memory, "knocknft": memory},
             "flood": {"knockd": flood | {"succeeded": 3, "success_rate": 0.03}, "knocknft": flood},
-            "spa": {"fwknopd": spa(150.0, 1000, opened=4), "knocknft": spa(1.5, 50_000)},
+            "spa": {
+                "fwknopd": spa(150.0, 1000, opened=4),
+                "knocknft": spa(1.5, 50_000)
+                | {"latency_tmpfs": {"reachable_ms": harness.summary([0.5, 0.5, 1.0])}},
+            },
         },
     }
 
@@ -211,6 +215,7 @@ def test_the_spa_section_sets_fwknopd_and_knocknft_side_by_side_with_ratios() ->
     assert row + "1.5 / 3.0 / 3.0 | p50 100.0x, p99 100.0x |" in page
     assert "| **1000/s** (1.0) | **50000/s** (1.0) | 50.0x |" in page
     assert "| during 10000 junk/s: requests opened | 4/10 | 10/10 |  |" in page
+    assert "| the same with its state on tmpfs (ms) | - | 0.5 / 1.0 / 1.0 |  |" in page
     assert "| 1000/s | 3000/3000 at 1000/s | - |" in page
     assert "5. **SPA**" in page
 
