@@ -1,6 +1,7 @@
 """The Debian package on this machine: built from the checkout, installed with apt (dependencies
 resolved), its commands run, its units verified, then removed and purged, leaving nothing behind.
-And `make install` under a temporary prefix: its commands run without the checkout.
+And `make install` under a temporary prefix: its commands run without the checkout; and a plain
+`pip install` into a venv that cannot see the binding: its error says how to let it.
 
 Nothing is started: the units are only read by `systemd-analyze verify`, and the one command that
 reads the config (`knocknft check`) runs in a network namespace of its own. It installs into the
@@ -167,3 +168,23 @@ def test_make_install_into_a_prefix_runs_without_the_checkout(tmp_path: Path) ->
     assert check.returncode == 0, check.stderr
     unit = (prefix / "lib/systemd/system/knocknft.service").read_text()
     assert f"ExecStart={prefix}/bin/knocknft run" in unit
+
+
+def test_a_plain_pip_install_that_cannot_see_the_binding_says_how_to_see_it(
+    tmp_path: Path,
+) -> None:
+    """The issue's newcomer: `pip install` into a fresh venv, then a command. The binding is
+    installed (make deps), but hidden from the venv: the error says so, not "install it"."""
+    from scripts.install import build_wheel
+
+    venv = tmp_path / "venv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True, timeout=120)
+    wheel = build_wheel(tmp_path / "wheel")
+    install = run(str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", str(wheel))
+    assert install.returncode == 0, install.stderr
+    # In a network namespace of its own: had the import worked, no ruleset of the host is read.
+    status = run("unshare", "--net", str(venv / "bin/knocknft"), "status")
+    assert status.returncode == 1, status.stdout + status.stderr
+    assert "is installed (/usr/lib/python3/dist-packages/nftables)" in status.stderr
+    assert f"ln -s /usr/lib/python3/dist-packages/nftables {venv}/lib/python3" in status.stderr
+    assert "Traceback" not in status.stderr
