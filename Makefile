@@ -18,9 +18,10 @@ VENV := .venv
 # knock, a blocking connect whose SYN the kernel retransmits. fwknop-client is the peer whose
 # single packet authorization knocknft serves; fwknop-server is fwknopd, run by the benchmark in
 # its namespaces for the side-by-side figures (Debian ships it with START_DAEMON="no"). man-db and
-# zsh check the generated man pages and zsh completions (tests/unit/test_docs.py).
+# zsh check the generated man pages and zsh completions (tests/unit/test_docs.py); dpkg-dev
+# (dpkg-shlibdeps) builds the Debian package that tests/integration/test_package.py installs.
 APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables \
-	openssh-client fwknop-client fwknop-server man-db zsh
+	openssh-client fwknop-client fwknop-server man-db zsh dpkg-dev
 
 .PHONY: demo test lint unit integration bench deps venv clean install deb schema
 

@@ -38,8 +38,10 @@ pytestmark = [
     ),
     pytest.mark.skipif(os.geteuid() != 0, reason="installing a package needs root"),
     pytest.mark.skipif(
-        not all(shutil.which(t) for t in ("apt-get", "dpkg-deb", "systemd-analyze")),
-        reason="needs apt-get, dpkg-deb and systemd-analyze (make deps installs them)",
+        not all(
+            shutil.which(t) for t in ("apt-get", "dpkg-deb", "dpkg-shlibdeps", "systemd-analyze")
+        ),
+        reason="needs apt-get, dpkg-deb, dpkg-shlibdeps, systemd-analyze (make deps has them)",
     ),
 ]
 

@@ -17,6 +17,7 @@ import pytest
 import knocknft.config
 from knocknft.client.knock import _parser as knock_parser
 from knocknft.client.knock import program_name
+from knocknft.config import parse_config
 from knocknft.config.reference import SECTIONS
 from scripts.cliref import Program, knock_program, knocknft_program
 from scripts.gendocs import KNOCK_NAME, generate
@@ -106,6 +107,13 @@ def test_knocknft_yaml_5_explains_every_key() -> None:
     for section in SECTIONS:
         for key in section.keys:
             assert f"\n{key.name} (default: {key.default})" in page, key.name
+
+
+def test_the_example_in_knocknft_yaml_5_is_a_config_check_accepts() -> None:
+    page = DOCS["man/knocknft.yaml.5"]
+    example = page.split(".SH EXAMPLE\n.nf\n")[1].split("\n.fi\n")[0]
+    config = parse_config(example.replace("\\-", "-"), "knocknft.yaml.5").config
+    assert [d.name for d in config.doors] == ["ssh"]
 
 
 @pytest.mark.skipif(MAN is None, reason="man is not installed")
