@@ -23,7 +23,7 @@ VENV := .venv
 APT_PACKAGES := nftables python3-nftables python3-venv iproute2 procps systemd knockd iptables \
 	openssh-client fwknop-client fwknop-server man-db zsh dpkg-dev
 
-.PHONY: demo test lint unit integration bench deps venv clean install deb schema
+.PHONY: demo test lint unit integration bench deps venv clean install uninstall deb schema
 
 # knocklab (namespace labs, packet generators) is test plumbing outside the wheel: the demo and
 # the benchmarks find it in the checkout, as pytest does from the repository's root.
@@ -104,6 +104,11 @@ $(BUILD)/tools/.installed: pyproject.toml
 install: $(BUILD)/tools/.installed
 	$(BUILD_PYTHON) -m scripts.install --destdir "$(or $(DESTDIR),/)" --prefix "$(PREFIX)" \
 		--sysconfdir "$(SYSCONFDIR)" --python $(PYTHON)
+
+# Everything `make install` put under PREFIX; the config and /var/lib/knocknft stay.
+uninstall: $(BUILD)/tools/.installed
+	$(BUILD_PYTHON) -m scripts.install --uninstall --destdir "$(or $(DESTDIR),/)" \
+		--prefix "$(PREFIX)" --sysconfdir "$(SYSCONFDIR)" --python $(PYTHON)
 
 # The Debian package, with dpkg-deb and no debhelper: the tree `make install` lays out with
 # PREFIX=/usr, minus the dependencies Debian ships itself (pyyaml, cryptography: Depends), plus

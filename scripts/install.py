@@ -1,6 +1,7 @@
 """`make install` (and the tree `make deb` packs): knocknft installed for running, not developing.
 
     python -m scripts.install [--destdir D] [--prefix /usr/local] [--sysconfdir /etc] [--debian]
+    python -m scripts.install --uninstall [--prefix ...]   (make uninstall: all but the config)
 
 Layout, PREFIX being /usr/local (make install) or /usr (the Debian package):
     PREFIX/lib/knocknft/                 knocknft and its Python dependencies, private to it
@@ -161,43 +162,65 @@ def build_wheel(out: Path) -> Path:
     return wheel
 
 
-def install_files(layout: Layout) -> None:
-    """Everything but the libraries: commands, units, config, pages, completions, schema."""
+def planned_files(layout: Layout) -> dict[Path, tuple[bytes, int]]:
+    """Every file install_files writes but the config, by its installed path: its content and
+    mode. What `make uninstall` removes, too."""
+    files: dict[Path, tuple[bytes, int]] = {}
     for name, module in COMMANDS.items():
         text = WRAPPER.format(python=layout.python, name=name, libdir=layout.libdir, module=module)
-        _write(layout.staged(layout.bindir / name), text, 0o755)
+        files[layout.bindir / name] = (text.encode(), 0o755)
     systemd = REPO / "packaging" / "systemd"
     lib = layout.prefix / "lib"
     for unit in ("knocknft.service", "knocknft-guard.service"):
         text = render_unit((systemd / unit).read_text(), layout)
-        _write(layout.staged(lib / "systemd" / "system" / unit), text)
-    _write(
-        layout.staged(lib / "tmpfiles.d" / "knocknft.conf"),
-        (systemd / "knocknft.tmpfiles").read_text(),
+        files[lib / "systemd" / "system" / unit] = (text.encode(), 0o644)
+    files[lib / "tmpfiles.d" / "knocknft.conf"] = (
+        (systemd / "knocknft.tmpfiles").read_bytes(),
+        0o644,
     )
+    share = layout.prefix / "share"
+    for name, text in generate(KNOCK_NAME).items():
+        kind, _, base = name.partition("/")
+        content = text.encode()
+        if kind == "man":
+            path = share / "man" / f"man{base[-1]}" / base
+            if layout.debian:  # Debian policy: compressed, without a time stamp
+                path, content = path.with_name(base + ".gz"), gzip.compress(content, 9, mtime=0)
+        elif kind == "bash":
+            path = share / "bash-completion" / "completions" / base
+        elif kind == "zsh":
+            path = layout.zshdir / base
+        else:
+            path = share / "knocknft" / name
+        files[path] = (content, 0o644)
+    for source, name in (
+        (REPO / "README.md", "README.md"),
+        (systemd / "README.md", "README.systemd.md"),
+        (REPO / "config.example.yaml", "config.example.yaml"),
+    ):
+        files[layout.docdir / name] = (source.read_bytes(), 0o644)
+    return files
+
+
+def install_files(layout: Layout) -> None:
+    """Everything but the libraries: commands, units, config, pages, completions, schema."""
+    for path, (content, mode) in planned_files(layout).items():
+        _write(layout.staged(path), content, mode)
     config = layout.staged(layout.config)
     if not config.exists():
         # Root only: the knock sequences are secrets.
         _write(config, (REPO / "config.example.yaml").read_text(), 0o600)
-    share = layout.prefix / "share"
-    for name, text in generate(KNOCK_NAME).items():
-        kind, _, base = name.partition("/")
-        if kind == "man":
-            page = layout.staged(share / "man" / f"man{base[-1]}" / base)
-            if layout.debian:  # Debian policy: compressed, without a time stamp
-                _write(page.with_name(base + ".gz"), gzip.compress(text.encode(), 9, mtime=0))
-            else:
-                _write(page, text)
-        elif kind == "bash":
-            _write(layout.staged(share / "bash-completion" / "completions" / base), text)
-        elif kind == "zsh":
-            _write(layout.staged(layout.zshdir / base), text)
-        else:
-            _write(layout.staged(share / "knocknft" / name), text)
-    docs = layout.staged(layout.docdir)
-    _write(docs / "README.md", (REPO / "README.md").read_text())
-    _write(docs / "README.systemd.md", (systemd / "README.md").read_text())
-    _write(docs / "config.example.yaml", (REPO / "config.example.yaml").read_text())
+
+
+def uninstall(layout: Layout) -> None:
+    """What install put there, but the config, which is the admin's (as apt remove keeps it),
+    and the state in /var/lib/knocknft. Folders of knocknft's own go when they are empty."""
+    shutil.rmtree(layout.staged(layout.libdir), ignore_errors=True)
+    for path in planned_files(layout):
+        layout.staged(path).unlink(missing_ok=True)
+    for folder in (layout.docdir, layout.prefix / "share" / "knocknft"):
+        if layout.staged(folder).is_dir() and not any(layout.staged(folder).iterdir()):
+            layout.staged(folder).rmdir()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -208,8 +231,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--python", default=SYSTEM_PYTHON, help="the commands' interpreter")
     parser.add_argument("--debian", action="store_true", help="the Debian package's tree")
     parser.add_argument("--wheel-dir", type=Path, default=REPO / "build" / "wheel")
+    parser.add_argument("--uninstall", action="store_true", help="remove what install put there")
     args = parser.parse_args(argv)
     layout = Layout(args.destdir, args.prefix, args.sysconfdir, args.debian, args.python)
+    if args.uninstall:
+        uninstall(layout)
+        return
     install_libraries(layout, build_wheel(args.wheel_dir))
     install_files(layout)
 

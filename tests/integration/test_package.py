@@ -171,6 +171,15 @@ def test_make_install_into_a_prefix_runs_without_the_checkout(tmp_path: Path) ->
     unit = (prefix / "lib/systemd/system/knocknft.service").read_text()
     assert f"ExecStart={prefix}/bin/knocknft run" in unit
 
+    removed = subprocess.run(
+        [sys.executable, "-m", "scripts.install", "--uninstall", "--prefix", str(prefix),
+         "--sysconfdir", str(etc)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert [p for p in prefix.rglob("*") if p.is_file()] == []
+    assert config.exists()
+
 
 def test_a_plain_pip_install_that_cannot_see_the_binding_says_how_to_see_it(
     tmp_path: Path,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from knocknft.nft.binding import find_system_binding, missing_message
-from scripts.install import Layout, drop_distributions, install_files
+from scripts.install import Layout, drop_distributions, install_files, uninstall
 
 
 def test_make_install_lays_out_commands_units_pages_and_config(tmp_path: Path) -> None:
@@ -37,6 +37,18 @@ def test_make_install_lays_out_commands_units_pages_and_config(tmp_path: Path) -
     config.write_text("# the admin's own\n")
     install_files(layout)
     assert config.read_text() == "# the admin's own\n"
+
+
+def test_make_uninstall_removes_what_install_put_there_but_the_config(tmp_path: Path) -> None:
+    layout = Layout(tmp_path, Path("/opt/kn"), Path("/etc"))
+    (tmp_path / "opt/kn/share/man/man8").mkdir(parents=True)
+    (tmp_path / "opt/kn/share/man/man8/other.8").write_text("another program's page\n")
+    install_files(layout)
+    (tmp_path / "opt/kn/lib/knocknft/knocknft").mkdir(parents=True)
+    uninstall(layout)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["etc/knocknft/config.yaml", "opt/kn/share/man/man8/other.8"]
+    assert not (tmp_path / "opt/kn/lib/knocknft").exists()
 
 
 def test_the_debian_tree_compresses_pages_and_uses_debians_zsh_folder(tmp_path: Path) -> None:
