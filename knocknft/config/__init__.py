@@ -12,6 +12,7 @@ keeping every key's line number, so each error can say file:line and how to fix 
 - `reference` (with `reference_spa`, and `keydoc` for its types): each key's default, meaning
   and value schema (what knocknft.yaml(5) says); `valueschema`, the JSON Schema of each kind of
   value; `schema`, the whole config's JSON Schema.
+- `emit`: YAML text for the configs knocknft writes (the importers): comments, safe scalars.
 
 Pure except `loader`, which reads the config file and the doors' one-time-sequences files (unless
 given a `read_file`). May import: `knocknft.errors`, pyyaml, the standard library; nothing else of

@@ -9,12 +9,9 @@ not-mapped notes out.
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from knocknft.config import (
     IFNAME_RE,
@@ -24,6 +21,7 @@ from knocknft.config import (
     format_duration,
     parse_config,
 )
+from knocknft.config.emit import CommentedYaml, scalar, write_interface
 from knocknft.errors import Problem
 from knocknft.knockd.grammar import KnockdConf
 from knocknft.knockd.planner import Plan, closing_pairs, door_commands, plan_door
@@ -44,36 +42,6 @@ class Imported:
     yaml: str
     # What could not be mapped, located in the knockd.conf: said on stderr and in the output.
     not_mapped: tuple[Problem, ...]
-
-
-@dataclass
-class _Out:
-    lines: list[str] = field(default_factory=list)
-
-    def comment(self, text: str, indent: int = 0) -> None:
-        pad = " " * indent
-        for paragraph in text.split("\n"):
-            # An indented paragraph is a list item: its continuation lines hang under it.
-            lead = len(paragraph) - len(paragraph.lstrip())
-            hang = " " * (lead + 2) if lead else ""
-            wrapped = textwrap.wrap(
-                paragraph, 96 - indent, subsequent_indent=hang, break_on_hyphens=False
-            ) or [""]
-            self.lines += [f"{pad}# {w}".rstrip() for w in wrapped]
-
-    def key(self, name: str, value: str, indent: int) -> None:
-        self.lines.append(f"{' ' * indent}{name}: {value}")
-
-
-def scalar(text: str) -> str:
-    """`text` as a YAML scalar that reads back as exactly this string: plain when safe."""
-    for candidate in (text, "'" + text.replace("'", "''") + "'"):
-        try:
-            if yaml.safe_load(f"k: {candidate}") == {"k": text}:
-                return candidate
-        except yaml.YAMLError:
-            continue
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _ports_list(ports: tuple[PortSpec, ...]) -> str:
@@ -119,12 +87,12 @@ def import_knockd(conf: KnockdConf, source: str, trusted: Path | None = None) ->
     not_mapped: list[Problem] = []
     bodies: list[str] = []
     for index in range(len(conf.config.doors)):
-        out = _Out()
+        out = CommentedYaml()
         problem = _write_door(out, doors, index)
         if problem is not None:
             not_mapped.append(problem)
         bodies += out.lines
-    out = _Out()
+    out = CommentedYaml()
     _write_header(out, doors, not_mapped)
     out.lines += ["", "options:"]
     _write_options(out, conf)
@@ -137,7 +105,7 @@ def import_knockd(conf: KnockdConf, source: str, trusted: Path | None = None) ->
         )
         out.key("always_allow_file", scalar(str(trusted)), 2)
     out.lines += ["", "doors:", *bodies]
-    text = "\n".join(out.lines).rstrip("\n") + "\n"
+    text = out.text()
     # The output must pass `knocknft check`: a failure here is a bug in this module, not in
     # the admin's file. One-time files are read on the server, not here.
     parse_config(text, "<imported>", read_file=lambda _: "")
@@ -161,7 +129,7 @@ def trusted_file(conf: KnockdConf) -> Path | None:
     return None
 
 
-def _write_header(out: _Out, doors: _Doors, not_mapped: list[Problem]) -> None:
+def _write_header(out: CommentedYaml, doors: _Doors, not_mapped: list[Problem]) -> None:
     out.comment(f"Made by `knocknft import` from {doors.source}.")
     out.comment("Check it with `knocknft check -c FILE`; load it with `knocknft apply -c FILE`.")
     if any(p.kind in ("timed", "opens") for p in doors.plans):
@@ -178,18 +146,15 @@ def _write_header(out: _Out, doors: _Doors, not_mapped: list[Problem]) -> None:
             out.comment(f"  line {problem.line}: {problem.key}: {problem.message}")
 
 
-def _write_options(out: _Out, conf: KnockdConf) -> None:
+def _write_options(out: CommentedYaml, conf: KnockdConf) -> None:
     opts, lines = conf.options, conf.option_lines
-    if opts.interface and IFNAME_RE.match(opts.interface):
-        out.comment(f"Interface, line {lines['interface']}.", 2)
-        out.key("interfaces", f"[{scalar(opts.interface)}]", 2)
-    else:
-        out.comment(
-            "knockd listened on the interface of its -i option, or eth0. Without "
-            "`interfaces` knocknft takes knocks on, and guards the services on, every "
-            "interface; add `interfaces: [eth0]` to keep to one.",
-            2,
-        )
+    write_interface(
+        out,
+        opts.interface if opts.interface and IFNAME_RE.match(opts.interface) else None,
+        f"Interface, line {lines.get('interface')}",
+        "knockd listened on the interface of its -i option, or eth0.",
+        "knocks",
+    )
     if opts.use_syslog:
         out.comment(f"UseSyslog, line {lines['usesyslog']}.", 2)
         out.key("syslog", "true", 2)
@@ -211,7 +176,7 @@ def _write_options(out: _Out, conf: KnockdConf) -> None:
         )
 
 
-def _write_door(out: _Out, doors: _Doors, index: int) -> Problem | None:
+def _write_door(out: CommentedYaml, doors: _Doors, index: int) -> Problem | None:
     """One door's YAML; the note on what was not mapped, if its commands are kept verbatim."""
     _write_knocks(out, doors, index)
     plan = doors.plans[index]
@@ -248,7 +213,7 @@ def _write_door(out: _Out, doors: _Doors, index: int) -> Problem | None:
     return None
 
 
-def _write_knocks(out: _Out, doors: _Doors, index: int) -> None:
+def _write_knocks(out: CommentedYaml, doors: _Doors, index: int) -> None:
     """The door's key and what a knock is: the sequence, its timeout, flags and target."""
     door, lines, name = doors.door(index), doors.lines(index), doors.names[index]
     out.lines.append("")
@@ -274,7 +239,7 @@ def _write_knocks(out: _Out, doors: _Doors, index: int) -> None:
         out.key("target", scalar(str(door.target)), 4)
 
 
-def _write_close(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
+def _write_close(out: CommentedYaml, doors: _Doors, index: int, plan: Plan) -> None:
     door, lines = doors.door(index), doors.lines(index)
     out.comment(f"line {lines['start_command']}: {door.start_command}", 4)
     out.comment(
@@ -285,7 +250,7 @@ def _write_close(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
     out.key("close", _ports_list(plan.services), 4)
 
 
-def _write_verbatim(out: _Out, doors: _Doors, index: int, plan: Plan) -> Problem:
+def _write_verbatim(out: CommentedYaml, doors: _Doors, index: int, plan: Plan) -> Problem:
     door = doors.door(index)
     out.comment(f"Kept as written, not mapped: {plan.reason}.", 4)
     for command in door_commands(door, doors.lines(index)).values():
@@ -298,7 +263,7 @@ def _write_verbatim(out: _Out, doors: _Doors, index: int, plan: Plan) -> Problem
     )
 
 
-def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
+def _write_grant(out: CommentedYaml, doors: _Doors, index: int, plan: Plan) -> None:
     door = doors.door(index)
     for command in door_commands(door, doors.lines(index)).values():
         out.comment(f"line {command.line}: {command.text}", 4)
@@ -323,7 +288,7 @@ def _write_grant(out: _Out, doors: _Doors, index: int, plan: Plan) -> None:
     out.key("open_for", format_duration(UNBOUNDED_OPEN_FOR), 4)
 
 
-def _one_family_note(out: _Out, plan: Plan, did: str, does: str) -> None:
+def _one_family_note(out: CommentedYaml, plan: Plan, did: str, does: str) -> None:
     """Said when knockd's commands could only act on one address family."""
     families = {r.family for r in plan.rules}
     if families != {4, 6}:
@@ -335,7 +300,7 @@ def _one_family_note(out: _Out, plan: Plan, did: str, does: str) -> None:
         )
 
 
-def _write_ban(out: _Out, doors: _Doors, index: int, plan: Plan) -> Problem | None:
+def _write_ban(out: CommentedYaml, doors: _Doors, index: int, plan: Plan) -> Problem | None:
     """A door whose rule drops the knocker: a ban from the whole host, or from the protected
     services when the rule drops exactly the services this file's doors open."""
     door = doors.door(index)
