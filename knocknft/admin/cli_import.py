@@ -1,15 +1,24 @@
-"""`knocknft import`: a knockd.conf turned into knocknft YAML."""
+"""`knocknft import`: a knockd.conf, or an fwknop access.conf, turned into knocknft YAML."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 import typer
 
 from knocknft.admin.cli_common import EXIT_FAILURE, EXIT_INVALID, exit_on_error, fail
-from knocknft.config import read_config_text
+from knocknft.config import MAX_CONFIG_BYTES, read_config_text
 from knocknft.files import write_atomic
+from knocknft.fwknop.grammar import (
+    FWKNOPD_CONF,
+    looks_like_access_conf,
+    looks_like_fwknopd_conf,
+    read_access_conf,
+    read_fwknopd_conf,
+)
+from knocknft.fwknop.writer import import_fwknop
 from knocknft.knockd.grammar import KnockdConf, read_knockd_conf
 from knocknft.knockd.writer import TRUSTED_NEXT_TO_CONF, import_knockd, trusted_file
 
@@ -21,11 +30,15 @@ commands = typer.Typer()
     "import",
     epilog=(
         "Example: knocknft import /etc/knockd.conf -o /etc/knocknft/config.yaml && "
-        "knocknft check -c /etc/knocknft/config.yaml"
+        "knocknft check -c /etc/knocknft/config.yaml; "
+        "knocknft import /etc/fwknop/access.conf -o /etc/knocknft/config.yaml"
     ),
 )
 def import_(
-    file: Annotated[Path, typer.Argument(help="The knockd.conf to read.", metavar="FILE")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="The knockd.conf, or fwknop's access.conf, to read.", metavar="FILE"),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
@@ -40,7 +53,8 @@ def import_(
         bool, typer.Option("--force", "-f", help="With -o: replace OUT if it exists.")
     ] = False,
 ) -> None:
-    """Turn a knockd.conf into a knocknft YAML config that does what knockd did.
+    """Turn a knockd.conf, or an fwknop access.conf, into a knocknft YAML config that does what
+    knockd or fwknopd did. Which one FILE is, is told by its content.
 
     Reads FILE with knockd's grammar (case-insensitive keys, the aliases Command, Timeout and
     Command_6, every [options] directive) and writes one door per section, with comments naming
@@ -52,13 +66,30 @@ def import_(
     kept as written, and knocknft runs it as knockd did; each one is listed on stderr with its
     line, and in the output.
 
-    Exits 0 when the YAML was written, 2 when FILE is not a valid knockd.conf (every error with
-    its line; nothing is written) or OUT exists and --force is not given.
+    An access.conf becomes one SPA door (`fwknop:`) per stanza, with the SPA port and interface
+    from the fwknopd.conf beside it; a stanza knocknft cannot serve (no HMAC key, GPG only, NAT,
+    ...) is left out, and each such stanza and each keyword without a counterpart is listed on
+    stderr with its line.
+
+    Exits 0 when the YAML was written, 2 when FILE is not a valid knockd.conf or access.conf, or
+    holds nothing knocknft can serve (every error with its line; nothing is written), or when
+    OUT exists and --force is not given.
     """
     refuse_overwrite(output, force)
+    with exit_on_error():
+        text = read_config_text(file)
+    if looks_like_access_conf(text):
+        _import_fwknop(file, text, output)
+        return
+    if looks_like_fwknopd_conf(text):
+        fail(
+            EXIT_INVALID,
+            f"{file} is fwknopd.conf: give the access.conf beside it, whose stanzas hold the "
+            f"keys (`knocknft import {file.parent / 'access.conf'}`); this file is read with it",
+        )
     unread = _UnreadFiles()
     with exit_on_error():
-        conf = read_knockd_conf(read_config_text(file), str(file), read_file=unread.read)
+        conf = read_knockd_conf(text, str(file), read_file=unread.read)
         result = import_knockd(conf, str(file), _trusted_list(conf, file))
     for door, lines in zip(conf.config.doors, conf.door_lines, strict=True):
         reason = unread.reasons.get(door.one_time_sequences) if door.one_time_sequences else None
@@ -71,14 +102,37 @@ def import_(
             )
     for problem in result.not_mapped:
         typer.echo(f"not mapped: {problem}", err=True)
+    _write(output, result.yaml, len(conf.config.doors))
+
+
+def _write(output: Path | None, text: str, doors: int) -> None:
+    """The YAML to `output` (atomically, 0600) or to stdout."""
     if output is None:
-        typer.echo(result.yaml, nl=False)
+        typer.echo(text, nl=False)
         return
     try:
-        write_atomic(output, result.yaml)
+        write_atomic(output, text)
     except OSError as exc:
         fail(EXIT_FAILURE, f"cannot write {output}: {exc.strerror or exc}")
-    typer.echo(f"wrote {output}: {len(conf.config.doors)} door(s)", err=True)
+    typer.echo(f"wrote {output}: {doors} door(s)", err=True)
+
+
+def _import_fwknop(file: Path, text: str, output: Path | None) -> None:
+    """access.conf (with its includes) and the fwknopd.conf beside it -> YAML."""
+    beside = file.parent / FWKNOPD_CONF
+    with exit_on_error():
+        access = read_access_conf(text, str(file), _IncludedFiles())
+        fwknopd = (
+            read_fwknopd_conf(read_config_text(beside, "fwknopd.conf"), str(beside))
+            if beside.exists()
+            else None
+        )
+        result = import_fwknop(access, fwknopd)
+    for problem in result.refused:
+        typer.echo(f"not imported: {problem}", err=True)
+    for problem in result.not_mapped:
+        typer.echo(f"not mapped: {problem}", err=True)
+    _write(output, result.yaml, result.doors)
 
 
 def refuse_overwrite(output: Path | None, force: bool) -> None:
@@ -117,3 +171,20 @@ class _UnreadFiles:
                 exc.strerror or str(exc) if isinstance(exc, OSError) else "not UTF-8 text"
             )
             return ""
+
+
+class _IncludedFiles:
+    """The files an access.conf includes, read as its own text is (UTF-8, bounded)."""
+
+    def read(self, path: PurePosixPath) -> str:
+        with Path(path).open("rb") as included:
+            data = included.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ValueError(f"bigger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+
+    def list_dir(self, folder: PurePosixPath) -> list[str]:
+        return os.listdir(folder)

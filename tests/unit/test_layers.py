@@ -16,8 +16,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "knocknft"
 
 # What decides, with no I/O: the engine, decide, the renderer and transactions, the config model
-# and its parsers, knockd.conf's grammar and the importer, SPA's codecs and verifier.
-PURE_PACKAGES = ("knocknft.core", "knocknft.config", "knocknft.knockd", "knocknft.spa")
+# and its parsers, knockd.conf's and fwknop's grammars and their importers, SPA's codecs and
+# verifier.
+PURE_PACKAGES = (
+    "knocknft.core",
+    "knocknft.config",
+    "knocknft.knockd",
+    "knocknft.fwknop",
+    "knocknft.spa",
+)
 PURE_MODULES = ("knocknft.errors", "knocknft")
 # The one place of the pure layers that reads a file when called (the config, a door's one-time
 # sequences), through pathlib; parsing takes an injected reader, so tests never touch a disk.
@@ -52,7 +59,7 @@ IO_MODULES = frozenset(
     }
 )
 
-# The packages above the SPA codecs and the config: neither may import any of them.
+# The packages above the SPA codecs, the config and the fwknop importer: none may import them.
 _UPPER_LAYERS = (
     "knocknft.core",
     "knocknft.netlink",
@@ -60,6 +67,7 @@ _UPPER_LAYERS = (
     "knocknft.daemon",
     "knocknft.admin",
     "knocknft.knockd",
+    "knocknft.fwknop",
     "knocknft.client",
 )
 
@@ -72,6 +80,7 @@ FORBIDDEN = {
     "knocknft.nft": ("knocknft.daemon", "knocknft.admin"),
     "knocknft.daemon": ("knocknft.admin",),
     "knocknft.knockd": ("knocknft.netlink", "knocknft.nft", "knocknft.daemon", "knocknft.admin"),
+    "knocknft.fwknop": (*(p for p in _UPPER_LAYERS if p != "knocknft.fwknop"), "knocknft.spa"),
     "knocknft.client": tuple(p for p in _UPPER_LAYERS if p != "knocknft.client"),
 }
 
