@@ -18,7 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 
-from knocknft.config import MAX_CMD_TIMEOUT, MAX_GRANT_SECONDS, Invalid, PortSpec
+from knocknft.config import (
+    HMAC_DIGESTS,
+    MAX_CMD_TIMEOUT,
+    MAX_FWKNOP_HMAC_KEY_BYTES,
+    MAX_FWKNOP_KEY_BYTES,
+    MAX_GRANT_SECONDS,
+    Invalid,
+    PortSpec,
+)
 from knocknft.errors import Problem
 from knocknft.fwknop.grammar import Directive, RawStanza
 from knocknft.fwknop.values import (
@@ -36,11 +44,6 @@ from knocknft.fwknop.values import (
 # fwknopd's defaults (server/fwknopd_common.h).
 DEFAULT_FW_ACCESS_TIMEOUT = 30
 DEFAULT_MAX_FW_TIMEOUT = 300
-# fwknop's key limits (lib/rijndael.h RIJNDAEL_MAX_KEYSIZE, lib/hmac.h MAX_DIGEST_BLOCK_LEN):
-# its clients cannot use a longer key.
-MAX_KEY_BYTES = 32
-MAX_HMAC_KEY_BYTES = 136
-HMAC_DIGESTS = ("md5", "sha1", "sha256", "sha384", "sha512", "sha3_256", "sha3_512")
 ENCRYPTION_MODES = ("cbc", "ecb", "cfb", "ofb", "ctr", "asymmetric", "legacy")
 
 
@@ -305,11 +308,11 @@ def _door(b: _Builder) -> FwknopDoor | None:
             source,
             "it has no KEY, only GPG keys: knocknft serves the Rijndael (KEY) + HMAC mode only",
         )
-    elif len(key.raw) > MAX_KEY_BYTES:
+    elif len(key.raw) > MAX_FWKNOP_KEY_BYTES:
         b.refuse(
             key.where,
-            f"the key is {len(key.raw)} bytes: fwknop's clients take {MAX_KEY_BYTES} at most, "
-            "so no client could use this stanza",
+            f"the key is {len(key.raw)} bytes: fwknop's clients take {MAX_FWKNOP_KEY_BYTES} at "
+            "most, so no client could use this stanza",
         )
     if not isinstance(hmac_key, Secret) or not hmac_key.raw:
         b.refuse(
@@ -319,11 +322,11 @@ def _door(b: _Builder) -> FwknopDoor | None:
             "fwknop --key-gen prints an HMAC_KEY_BASE64; give it here and to the clients, "
             "which then send with --use-hmac",
         )
-    elif len(hmac_key.raw) > MAX_HMAC_KEY_BYTES:
+    elif len(hmac_key.raw) > MAX_FWKNOP_HMAC_KEY_BYTES:
         b.refuse(
             hmac_key.where,
             f"the HMAC key is {len(hmac_key.raw)} bytes: fwknop's clients take "
-            f"{MAX_HMAC_KEY_BYTES} at most",
+            f"{MAX_FWKNOP_HMAC_KEY_BYTES} at most",
         )
     services = _services(b)
     open_for, max_open_for = _timeouts(b)

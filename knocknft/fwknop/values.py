@@ -149,7 +149,10 @@ def last_day_before_date(text: str) -> tuple[date, str]:
             f"{text!r} is not a date (fwknopd would move it to another day)", hint
         ) from None
     last = refused_from - timedelta(days=1)
-    return last, f"fwknopd refused this stanza from {refused_from} 00:00, its local time"
+    return last, (
+        f"fwknopd refused this stanza from {refused_from} 00:00, its local time; knocknft lets "
+        "the day before in to its end, UTC"
+    )
 
 
 def last_day_before_epoch(text: str) -> tuple[date | None, str]:

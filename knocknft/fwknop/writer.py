@@ -11,18 +11,21 @@ import base64
 import re
 from dataclasses import dataclass
 
-from knocknft.config import Invalid, format_duration
+# knocknft's defaults are fwknopd's: PCAP_FILTER's udp port 62201, MAX_SPA_PACKET_AGE 120 s.
+from knocknft.config import (
+    DEFAULT_SPA_PORT,
+    DEFAULT_SPA_WINDOW,
+    MAX_SPA_WINDOW,
+    Invalid,
+    format_duration,
+    parse_config,
+)
 from knocknft.config.emit import CommentedYaml, quoted, scalar, write_interface
 from knocknft.errors import ConfigError, Problem
 from knocknft.fwknop.grammar import AccessConf, Directive, FwknopdConf
 from knocknft.fwknop.stanza import FwknopDoor, Secret, check_stanza
 from knocknft.fwknop.values import parse_seconds, parse_yes
 
-# fwknopd's defaults (fwknopd.conf): the SPA port of PCAP_FILTER, and MAX_SPA_PACKET_AGE.
-DEFAULT_SPA_PORT = 62201
-DEFAULT_SPA_WINDOW = 120
-# knocknft's longest window: the replay cache keeps a digest that long.
-MAX_SPA_WINDOW = 3600
 # The PCAP_FILTER forms that name one UDP port: `udp port N`, `udp dst port N`, `udp and ...`.
 _FILTER_RE = re.compile(r"^(?:udp\s+(?:and\s+)?)?(?:dst\s+)?port\s+([0-9]{1,5})$", re.IGNORECASE)
 # An interface name, as the kernel takes it (no wildcard: pcap has none).
@@ -85,7 +88,11 @@ def import_fwknop(access: AccessConf, fwknopd: FwknopdConf | None) -> ImportedSe
     out.lines += ["", "options:", *options.lines, "", "doors:"]
     for door in doors:
         _write_door(out, door)
-    return ImportedSetup(out.text(), len(doors), tuple(refused), tuple(not_mapped))
+    text = out.text()
+    # The output must pass `knocknft check`: a failure here is a bug in this package, not in
+    # the admin's files.
+    parse_config(text, "<imported>")
+    return ImportedSetup(text, len(doors), tuple(refused), tuple(not_mapped))
 
 
 def _write_header(

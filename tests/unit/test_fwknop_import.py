@@ -9,8 +9,11 @@ them after an intended change, then review the diff.
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 import os
 import stat
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from typer.testing import CliRunner
 
 from knocknft.admin.cli import app
 from knocknft.admin.cli_common import EXIT_INVALID
+from knocknft.config import PortSpec, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path("tests/data/fwknop")
@@ -58,6 +62,34 @@ def test_saved_setups_import_as_expected(case: str) -> None:
         assert result.stdout == expected_yaml.read_text()
     else:
         assert result.exit_code == EXIT_INVALID and result.stdout == ""
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if (REPO / DATA / c / "expected.yaml").exists()])
+def test_every_output_passes_check(case: str) -> None:
+    written = REPO / DATA / case / "expected.yaml"
+    result = runner.invoke(app, ["check", "--other-host", "-c", str(written)])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_config_read_back_is_the_stanzas() -> None:
+    """What `check` reads from the output is what fwknopd read from access.conf."""
+    config = parse_config((REPO / DATA / "several" / "expected.yaml").read_text()).config
+    assert (config.options.spa_port, config.options.spa_window) == (40001, 60)
+    assert config.options.interfaces == ("ens3",)
+    laptop, office, console = config.spa_doors
+    assert laptop.fwknop is not None and office.fwknop is not None
+    assert laptop.fwknop.source == (ipaddress.ip_network("198.18.7.10/32"),)
+    assert laptop.fwknop.key == base64.b64decode("EkTeaB7W/cEb6ZlpuhWqcij7kjHfidEnM6wk78FjecQ=")
+    assert laptop.fwknop.hmac_digest == "sha512" and laptop.fwknop.require_source_address
+    assert laptop.fwknop.expires == date(2027, 6, 29), "fwknopd refused from 06/30/2027 00:00"
+    assert (laptop.open_for, laptop.max_open_for) == (120, 3600)
+    assert laptop.open == (PortSpec(22), PortSpec(443))
+    assert office.fwknop.key == b"correct horse battery staple"
+    assert office.fwknop.hmac_key == b"a different HMAC passphrase"
+    assert office.open == (PortSpec(22),), "RESTRICT_PORTS udp/1194 taken out"
+    assert console.name == "fwknop-4", "named after fwknopd's stanza #4; #3 has no HMAC key"
+    assert console.start_command == "/usr/local/sbin/console-allow %IP% 8443"
+    assert console.cmd_timeout == 90
 
 
 def test_the_shipped_example_is_refused_where_fwknopd_refuses_it() -> None:
@@ -108,7 +140,9 @@ def test_output_is_written_private_and_atomically_with_nothing_on_stdout(tmp_pat
     out = tmp_path / "config.yaml"
     out.write_text("old\n")
     out.chmod(0o644)
-    result = runner.invoke(app, ["import", str(conf), "-o", str(out)])
+    refused = runner.invoke(app, ["import", str(conf), "-o", str(out)])
+    assert refused.exit_code == EXIT_INVALID and out.read_text() == "old\n", "only with --force"
+    result = runner.invoke(app, ["import", str(conf), "-o", str(out), "--force"])
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     assert f"wrote {out}: 1 door(s)" in result.stderr
