@@ -9,7 +9,9 @@ The line grammar, from fwknopd's `sscanf(line, "%s %[^;\\n\\r]", var, val)`:
 - the keyword is the first word, case-sensitive, with anything from its last `:` cut off
   (`SOURCE: ANY`); there is no `=`;
 - the value is the rest of the line after the blanks, up to a `;` or the line's end, with its
-  trailing blanks removed: a `;` ends the value, whatever follows it is ignored;
+  trailing blanks removed (as fwknopd after 2.6.10 does; 2.6.10 keeps them, which matters only
+  in a KEY or HMAC_KEY, refused then as ambiguous): a `;` ends the value, whatever follows it
+  is ignored;
 - a line longer than fwknopd's 1023-character buffer, or with control characters, is refused
   here, where fwknopd would split it or cut it short.
 
@@ -118,6 +120,8 @@ class Directive:
     value: str
     # Text after a `;` on the line, which fwknopd drops: worth saying when it is not blank.
     dropped: str = ""
+    # Blanks cut from the value's end: fwknopd 2.6.10 (Debian's) keeps them, later ones cut them.
+    blanks_cut: bool = False
 
     def problem(self, message: str, hint: str = "") -> Problem:
         return Problem(self.file, self.line, self.keyword, message, hint)
@@ -162,9 +166,9 @@ def read_directives(
         match = _LINE_RE.match(line)
         if match is None or match.group(1).startswith("#"):
             continue  # blank, or an indented comment
-        word, value, rest = match.groups()
+        word, text, rest = match.groups()
         keyword = word[: word.rindex(":")] if keyword_colon and ":" in word else word
-        value = value.rstrip(C_SPACE)
+        value = text.rstrip(C_SPACE)
         if not value:
             problems.append(
                 Problem(
@@ -177,7 +181,7 @@ def read_directives(
             )
             continue
         dropped = rest.lstrip(";").strip(C_SPACE)
-        directives.append(Directive(file, number, keyword, value, dropped))
+        directives.append(Directive(file, number, keyword, value, dropped, value != text))
     return directives
 
 

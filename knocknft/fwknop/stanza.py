@@ -117,6 +117,12 @@ def _key(b: _Builder, d: Directive) -> None:
         b.values[name] = (d, Secret(decode_base64(d.value), None, d))
     else:
         check_not_placeholder(d.value)
+        if d.blanks_cut:
+            raise Invalid(
+                "the key ends in blanks: Debian's fwknopd 2.6.10 keeps them in the key, later "
+                "versions drop them, so which key the clients use cannot be told",
+                "remove the blanks, and check that the clients' key has none",
+            )
         b.values[name] = (d, Secret(d.value.encode("utf-8"), d.value, d))
 
 

@@ -275,6 +275,14 @@ def test_restrict_ports_is_taken_out_of_open_ports() -> None:
     )
 
 
+def test_a_passphrase_key_ending_in_blanks_is_ambiguous() -> None:
+    (problem,) = errors(
+        f"SOURCE ANY\nOPEN_PORTS tcp/22\nKEY pass phrase \nHMAC_KEY_BASE64 {HMAC}\n"
+    )
+    assert problem.startswith("access.conf:3: KEY: the key ends in blanks")
+    assert "pass phrase" not in problem
+
+
 def test_a_key_too_long_for_fwknops_clients_refuses_the_stanza() -> None:
     problems = errors(f"SOURCE ANY\nOPEN_PORTS tcp/22\nKEY {'k' * 33}\nHMAC_KEY_BASE64 {HMAC}\n")
     assert "access.conf:3: stanza #1 KEY: the key is 33 bytes" in problems[0]
