@@ -11,13 +11,8 @@ import typer
 from knocknft.admin.cli_common import EXIT_FAILURE, EXIT_INVALID, exit_on_error, fail
 from knocknft.config import MAX_CONFIG_BYTES, read_config_text
 from knocknft.files import write_atomic
-from knocknft.fwknop.grammar import (
-    FWKNOPD_CONF,
-    looks_like_access_conf,
-    looks_like_fwknopd_conf,
-    read_access_conf,
-    read_fwknopd_conf,
-)
+from knocknft.fwknop.daemonconf import FWKNOPD_CONF, looks_like_fwknopd_conf, read_fwknopd_conf
+from knocknft.fwknop.grammar import looks_like_access_conf, read_access_conf
 from knocknft.fwknop.writer import import_fwknop
 from knocknft.knockd.grammar import KnockdConf, read_knockd_conf
 from knocknft.knockd.writer import TRUSTED_NEXT_TO_CONF, import_knockd, trusted_file

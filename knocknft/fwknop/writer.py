@@ -22,8 +22,10 @@ from knocknft.config import (
 )
 from knocknft.config.emit import CommentedYaml, quoted, scalar, write_interface
 from knocknft.errors import ConfigError, Problem
-from knocknft.fwknop.grammar import AccessConf, Directive, FwknopdConf
-from knocknft.fwknop.stanza import FwknopDoor, Secret, check_stanza
+from knocknft.fwknop.daemonconf import FwknopdConf
+from knocknft.fwknop.grammar import AccessConf, Directive
+from knocknft.fwknop.keywords import Secret
+from knocknft.fwknop.stanza import FwknopDoor, check_stanza
 from knocknft.fwknop.values import parse_seconds, parse_yes
 
 # The PCAP_FILTER forms that name one UDP port: `udp port N`, `udp dst port N`, `udp and ...`.

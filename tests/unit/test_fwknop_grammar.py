@@ -15,14 +15,13 @@ from hypothesis import strategies as st
 
 from knocknft.config import Invalid, PortSpec
 from knocknft.errors import ConfigError
+from knocknft.fwknop.daemonconf import looks_like_fwknopd_conf, read_fwknopd_conf
 from knocknft.fwknop.grammar import (
     ACCESS_KEYWORDS,
     AccessConf,
     is_conf_name,
     looks_like_access_conf,
-    looks_like_fwknopd_conf,
     read_access_conf,
-    read_fwknopd_conf,
 )
 from knocknft.fwknop.values import (
     decode_base64,
