@@ -92,10 +92,22 @@ def run(  # one parameter per knockd flag; keyword-only since typer passes them 
         ),
     ] = False,
     verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also log broken sequences and evictions.")
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Also log what happens to attempts: broken sequences, evictions. Stages, "
+            "opens, grants, grant ends and commands are always logged.",
+        ),
     ] = False,
     debug: Annotated[
-        bool, typer.Option("--debug", "-D", help="Also log every knock packet.")
+        bool,
+        typer.Option(
+            "--debug",
+            "-D",
+            help="All of -v, plus every knock packet and the kernel's announcements of our "
+            "table's grants (the log then shows the sequence).",
+        ),
     ] = False,
     state_dir: Annotated[
         Path | None,

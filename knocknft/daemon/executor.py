@@ -107,7 +107,11 @@ class Daemon:
         # sequences is limited too, by a bucket of its own so knock lines cannot starve it.
         self.grant_log = KnockLog(self.clock, what="OPEN and grant log lines")
         self.ends = GrantEnds(
-            self.clock, allow=self.grant_log.allow, audit=self._audit, who=self._who
+            self.clock,
+            allow=self.grant_log.allow,
+            audit=self._audit,
+            who=self._who,
+            relist=lambda: self.keeper.memory.live(self.clock()),
         )
         self.granter = Granter(
             self.nft,
@@ -162,8 +166,8 @@ class Daemon:
 
     def on_table_events(self, events: Sequence[TableEvent]) -> None:
         """News of our table from the kernel: grants to remember, or the table gone."""
+        self.keeper.on_events(self.config, events)  # first: lost news makes it re-read the sets
         self.ends.on_events(events)
-        self.keeper.on_events(self.config, events)
 
     def check_table(self) -> None:
         """The fallback look, for when news was lost: is our table still there?"""

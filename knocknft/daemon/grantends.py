@@ -60,8 +60,12 @@ class GrantEnds:
         allow: Callable[[], bool],
         audit: Callable[..., None],
         who: Callable[[IPAddress], object],
+        relist: Callable[[], Iterable[Grant]] = list,
     ) -> None:
         self.clock = clock
+        # The grants as the table keeper knows them after it re-read the sets: what we start
+        # over from when announcements were lost.
+        self._relist = relist
         self._allow = allow
         self._audit = audit
         self._who = who
@@ -78,7 +82,8 @@ class GrantEnds:
         self._schedule.clear()
         self._removed.clear()
         for g in grants:
-            self._remember((g.address, g.service), g.door, g.expires, now)
+            left = g.expires if g.expires is not None else g.timeout
+            self._remember((g.address, g.service), g.door, left, now)
 
     def _remember(self, key: Key, door: str, expires_in: float | None, now: float) -> None:
         ends = None if expires_in is None else now + expires_in
@@ -100,6 +105,11 @@ class GrantEnds:
                 known = self._known.pop(key, None)
                 if known is not None:
                     self._removed[key] = (known, now + SETTLE_SECONDS)
+            elif isinstance(event, EventsLost):
+                # Some news is gone: start over from the sets as read again, saying nothing of
+                # what may have ended meanwhile rather than something wrong.
+                self.seed(self._relist())
+                return
 
     def taken(self, keys: Iterable[Key]) -> dict[Key, str]:
         """The daemon removed these grants and reports their end itself: forget them. Returns

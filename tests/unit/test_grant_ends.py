@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from knocknft.config import PortSpec
+from knocknft.core.grants import Grant
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.grantends import SETTLE_SECONDS, GrantEnds
-from knocknft.netlink.nftevents import ElementAdded, ElementDeleted
+from knocknft.netlink.nftevents import ElementAdded, ElementDeleted, EventsLost
 
 A = ipaddress.ip_address("198.18.0.2")
 SSH = PortSpec(22)
@@ -111,3 +112,17 @@ def test_debug_shows_every_announcement(tmp_path: Path, caplog: pytest.LogCaptur
     with caplog.at_level(logging.DEBUG, logger="knocknft"):
         ends.on_events([ElementAdded(A, SSH, "ssh", 30.0)])
     assert "nf_tables: element added: 198.18.0.2 22/tcp (door ssh, expires in 30s)" in caplog.text
+
+
+def test_lost_announcements_start_over_from_the_sets_read_again(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "events.jsonl"
+    audit = EventLog(path, clock=clock)
+    listing = [Grant(A, SSH, "ssh", 10)]  # as the keeper re-read it: 10 s left
+    ends = GrantEnds(clock, allow=lambda: True, audit=audit.write, who=str, relist=lambda: listing)
+    other = ipaddress.ip_address("198.18.0.3")
+    ends.on_events([ElementAdded(other, SSH, "ssh", 5.0)])  # removed while news was lost
+    ends.on_events([EventsLost()])
+    clock.now += 60
+    ends.due(clock.now)
+    assert [(e["source"], e["reason"]) for e in events(path)] == [("198.18.0.2", "expired")]
