@@ -31,7 +31,7 @@ from knocknft.core.bans import Ban
 from knocknft.core.grants import Grant
 from knocknft.errors import TableMissing
 from knocknft.netlink.base import interface_names
-from knocknft.nft.queries import doctor_warnings, read_bans, read_grants, table_exists
+from knocknft.nft.queries import doctor_warnings, read_bans, read_grants
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
@@ -147,14 +147,13 @@ def _show_status(
         cfg = config_or_defaults(config)
         table = cfg.options.table
         nft = cli_common.nft_factory()
-        grants: list[Grant] = []
-        bans: list[Ban] = []
-        loaded = table_exists(nft, table)
-        if loaded:
-            try:
-                grants, bans = read_grants(nft, table), read_bans(nft, table)
-            except TableMissing:
-                loaded = False  # deleted between the two looks
+        grants: list[Grant]
+        bans: list[Ban]
+        try:
+            grants, bans = read_grants(nft, table), read_bans(nft, table)
+            loaded = True
+        except TableMissing:
+            grants, bans, loaded = [], [], False
         blocked = doctor_warnings(nft, cfg) if loaded and cfg.doors else []
         health = check_health(
             cfg,

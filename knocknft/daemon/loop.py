@@ -146,11 +146,10 @@ def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (
     try:
         while not signals.stop:
             wakeup = daemon.next_wakeup()
-            timeout = (
-                STATS_INTERVAL
-                if wakeup is None
-                else max(0.0, min(wakeup - daemon.clock(), STATS_INTERVAL))
-            )
+            # Until the next timer or the next stats, whichever is first: a timer just before
+            # the stats must not push them a whole interval later.
+            due = next_stats if wakeup is None else min(wakeup, next_stats)
+            timeout = max(0.0, due - daemon.clock())
             for key, _ in selector.select(timeout):
                 if key.data == "nflog":
                     # Drain what is queued now, in batches, before timers run.
