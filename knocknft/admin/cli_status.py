@@ -7,7 +7,8 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ import typer
 from knocknft.admin import cli_common
 from knocknft.admin.cli_common import (
     EXIT_FAILURE,
+    EXIT_INVALID,
     ConfigOption,
     config_or_defaults,
     exit_on_error,
@@ -29,7 +31,7 @@ from knocknft.admin.status import doors_json, format_bans, format_doors, format_
 from knocknft.config import DEFAULT_CONFIG_PATH, HostInterfaces
 from knocknft.core.bans import Ban
 from knocknft.core.grants import Grant
-from knocknft.errors import TableMissing
+from knocknft.errors import ConfigError, KnocknftError, TableMissing, UsageError
 from knocknft.netlink.base import interface_names
 from knocknft.nft.queries import doctor_warnings, read_bans, read_grants
 
@@ -143,7 +145,7 @@ def watch_until_interrupted(show: Callable[[], int], every: int, *, clear: bool)
 def _show_status(
     config: Path, state_dir: Path | None, *, as_json: bool, show_sequences: bool, compact: bool
 ) -> int:
-    with exit_on_error():
+    with exit_on_error(), _json_on_error(as_json):
         cfg = config_or_defaults(config)
         table = cfg.options.table
         nft = cli_common.nft_factory()
@@ -198,3 +200,16 @@ def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:
         typer.echo(format_status(found), nl=False)
     if not found.running:
         raise typer.Exit(EXIT_FAILURE)
+
+
+@contextmanager
+def _json_on_error(as_json: bool) -> Iterator[None]:
+    """Under --json a failure is a JSON object on stdout too, {"error", "exit"}, for the script
+    that parses it; the message goes to stderr as for every command (exit_on_error)."""
+    try:
+        yield
+    except KnocknftError as exc:
+        if as_json:
+            code = EXIT_INVALID if isinstance(exc, ConfigError | UsageError) else EXIT_FAILURE
+            typer.echo(json.dumps({"error": str(exc), "exit": code}))
+        raise

@@ -4,6 +4,7 @@ SSH session."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from ipaddress import ip_address
 from pathlib import Path
@@ -14,8 +15,10 @@ from typer.testing import CliRunner
 from knocknft.admin import cli_common
 from knocknft.admin.cli import app
 from knocknft.admin.cli_common import EXIT_INVALID
+from knocknft.admin.health import EXIT_GATE_DOWN
 from knocknft.config import parse_config
 from knocknft.core.lockout import ssh_lockout
+from knocknft.errors import NftError
 from knocknft.nft.fake import FakeNft
 from tests.unit.fakes import loaded_nft
 
@@ -163,3 +166,37 @@ def test_apply_from_an_ssh_session_warns_with_the_address_and_the_fix(
     assert "--confirm DURATION" in result.stderr
     quiet = runner.invoke(app, args, env={"SSH_CONNECTION": ""})
     assert quiet.exit_code == 0 and "SSH session" not in quiet.stderr
+
+
+# -- status --json is JSON whatever happens --------------------------------------------------
+
+
+def test_status_json_without_a_table_is_json_with_the_gate_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_common, "nft_factory", FakeNft)  # a kernel without our table
+    path = tmp_path / "config.yaml"
+    path.write_text(ONE_DOOR)
+    result = runner.invoke(app, ["status", "--json", "-c", str(path), "--state-dir", str(tmp_path)])
+    assert result.exit_code == EXIT_GATE_DOWN, result.output
+    report = json.loads(result.stdout)
+    assert report["health"]["table_loaded"] is False and report["grants"] == []
+    assert [d["name"] for d in report["doors"]] == ["ssh"] and "sequence" not in report["doors"][0]
+
+
+@pytest.mark.parametrize(
+    ("broken", "code"),
+    [("kernel", 1), ("config", EXIT_INVALID)],
+)
+def test_status_json_failing_is_still_json(
+    broken: str, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nft = FakeNft()
+    nft.refuse("list", NftError("Operation not permitted"))
+    monkeypatch.setattr(cli_common, "nft_factory", lambda: nft)
+    path = tmp_path / "config.yaml"
+    path.write_text(ONE_DOOR if broken == "kernel" else ONE_DOOR.replace("30s", "30x"))
+    result = runner.invoke(app, ["status", "--json", "-c", str(path)])
+    assert result.exit_code == code
+    assert json.loads(result.stdout)["exit"] == code
+    assert "Traceback" not in result.output
