@@ -4,9 +4,11 @@ Pure: what is pending is read through `PendingView`, and who may be granted thro
 `SourceCheck` (knocknft.core.sources.refusal over the host's addresses); no nft, no process, no
 file, no clock.
 
-A completed sequence from a source that may never be granted (broadcast, multicast, reserved,
-loopback, link-local, unspecified, this host's own) is one `RefusedSource` effect and nothing
-else: no OPEN line, no grant, no command.
+An accepted SPA request is a `SpaOpened` (knocknft.daemon.spa makes it): an `Opened` whose door
+is cut to the services and time asked for, decided as any opening, its log line and audit event
+naming the key. A completed sequence (or an SPA request) for a source that may never be granted
+(broadcast, multicast, reserved, loopback, link-local, unspecified, this host's own) is one
+`RefusedSource` effect and nothing else: no OPEN line, no grant, no command.
 
 The order is the daemon's promise, and `decide` keeps it:
 1. the closing doors' revokes, then the opened doors' grants, then the banning doors' bans, each
@@ -43,6 +45,7 @@ from knocknft.core.events import (
     OneTimeUsed,
     Opened,
     Progress,
+    SpaOpened,
     TimedOut,
 )
 from knocknft.core.grants import Grant
@@ -63,17 +66,6 @@ SourceCheck = Callable[[IPAddress], str | None]
 
 def _any_source(address: IPAddress) -> str | None:
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class SpaOpened(Opened):
-    """An SPA request accepted: an opening like a completed sequence's, its door cut to the
-    services and time asked for, with who asked (`key`: a stanza's door, a client's name),
-    the packet's `mode` and its `sender` (the packet's source; `source` is the address granted)."""
-
-    key: str
-    mode: str
-    sender: IPAddress
 
 
 # -- effects ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """What the knock engine reports: one event per thing that happened to an attempt or a door.
 
 The engine (knocknft.core.engine) returns these in order; decide (knocknft.core.decide) turns
-them into effects. Pure data, no behaviour.
+them into effects. SpaOpened is the one event the engine never makes: the daemon's SPA side
+(knocknft.daemon.spa) makes it for an accepted request. Pure data, no behaviour.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ class Opened:
     source: IPAddress
     door: Door
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpaOpened(Opened):
+    """An SPA request accepted: an opening like a completed sequence's, its door cut to the
+    services and time asked for, with who asked (`key`: a stanza's door, a client's name),
+    the packet's `mode` and its `sender` (the packet's source; `source` is the address granted)."""
+
+    key: str
+    mode: str
+    sender: IPAddress
 
 
 @dataclass(slots=True, unsafe_hash=True)

@@ -1,7 +1,8 @@
-"""The daemon's loop: the NFLOG socket, the timer, the signals, reloads and periodic stats.
+"""The daemon's loop: the NFLOG sockets, the timer, the signals, reloads and periodic stats.
 
 `serve` owns the sockets and drives the executor (`knocknft.daemon.executor.Daemon`): packets to
-`handle_packets`, due timers to `tick`, nf_tables news of our table to `on_table_events`.
+`handle_packets`, due timers to `tick`, nf_tables news of our table to `on_table_events`, and
+SPA packets to SPA's service (`knocknft.daemon.spa.SpaService.drain`).
 """
 
 from __future__ import annotations
@@ -79,12 +80,26 @@ class Signals:
         self._write.close()
 
 
+class _Selectable(Protocol):
+    def fileno(self) -> int: ...
+
+
 class PacketSource(Protocol):
     """What `serve` needs of the NFLOG socket (NflogSocket provides it)."""
 
     def fileno(self) -> int: ...
 
     def read_batch(self) -> Sequence[Knock]: ...
+
+
+class SpaPackets(Protocol):
+    """What `serve` needs of SPA (knocknft.daemon.spa.SpaService): its reader, once bound."""
+
+    def fileno(self) -> int | None: ...
+
+    def drain(self) -> None: ...
+
+    def reload(self, config: Config) -> None: ...
 
 
 class ResolvedSource(Protocol):
@@ -103,7 +118,7 @@ class TableEventSource(Protocol):
     def read(self, table: str) -> Sequence[TableEvent]: ...
 
 
-def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (packets, table news, names, signals, timers)
+def serve(  # noqa: C901, PLR0912, PLR0915 - the loop: a branch per thing that wakes it (packets, SPA, table news, names, signals, timers)
     daemon: Daemon,
     source: PacketSource,
     *,
@@ -114,6 +129,7 @@ def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (
     on_stats: Callable[[DaemonStats], None] = lambda stats: None,
     table_events: TableEventSource | None = None,
     resolved: ResolvedSource | None = None,
+    spa: SpaPackets | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT: packets, timers, SIGHUP reloads, periodic stats, our table put
     back when another tool deletes it, and always_allow's host names as they resolve anew.
@@ -125,12 +141,16 @@ def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (
     """
     signals = Signals()
     selector = selectors.DefaultSelector()
-    selector.register(source.fileno(), selectors.EVENT_READ, "nflog")
-    selector.register(signals.fileno(), selectors.EVENT_READ, "signal")
-    if table_events is not None:
-        selector.register(table_events.fileno(), selectors.EVENT_READ, "table")
-    if resolved is not None:
-        selector.register(resolved.fileno(), selectors.EVENT_READ, "resolved")
+    watched: dict[str, _Selectable | None] = {
+        "nflog": source,
+        "signal": signals,
+        "table": table_events,
+        "resolved": resolved,
+    }
+    for name, each in watched.items():
+        if each is not None:
+            selector.register(each.fileno(), selectors.EVENT_READ, name)
+    spa_watched = _watch_spa(selector, spa, None)
     stats_file = stats_path(daemon.config)
 
     def report() -> None:
@@ -162,6 +182,8 @@ def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (
                     daemon.on_table_events(table_events.read(daemon.config.options.table))
                 elif key.data == "resolved" and resolved is not None:
                     _take_resolved(daemon, resolved)
+                elif key.data == "spa" and spa is not None:
+                    spa.drain()
                 else:
                     signals.drain()
             now = daemon.clock()
@@ -170,7 +192,11 @@ def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (
                 daemon.tick()
             if signals.reload:
                 signals.reload = False
-                on_reload(_reload(daemon, load))
+                reloaded = _reload(daemon, load)
+                if reloaded and spa is not None:
+                    spa.reload(daemon.config)
+                    spa_watched = _watch_spa(selector, spa, spa_watched)
+                on_reload(reloaded)
             if now >= next_stats:
                 next_stats = now + STATS_INTERVAL
                 daemon.check_table()
@@ -180,6 +206,16 @@ def serve(  # noqa: C901, PLR0912 - the loop: a branch per thing that wakes it (
         report()
         selector.close()
         signals.close()
+
+
+def _watch_spa(
+    selector: selectors.BaseSelector, spa: SpaPackets | None, watched: int | None
+) -> int | None:
+    """The SPA reader's descriptor in the selector, once there is one (a reload may bind it)."""
+    fd = spa.fileno() if spa is not None else None
+    if fd is not None and fd != watched:
+        selector.register(fd, selectors.EVENT_READ, "spa")
+    return fd if fd is not None else watched
 
 
 def _take_resolved(daemon: Daemon, resolved: ResolvedSource) -> None:

@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from knocknft import __version__
 from knocknft.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -19,12 +18,14 @@ from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
 from knocknft.daemon.detach import DEFAULT_PID_FILE, Readiness, detach
 from knocknft.daemon.executor import Daemon, pending_path
+from knocknft.daemon.hooks import Hooks
 from knocknft.daemon.logs import setup_logging
 from knocknft.daemon.loop import serve
 from knocknft.daemon.metrics import MetricsServer
 from knocknft.daemon.names import NameCache
-from knocknft.daemon.notify import Notifier, OpenGrants, status_line
-from knocknft.daemon.stats import STATS_INTERVAL, DaemonStats, SourceStats
+from knocknft.daemon.notify import Notifier
+from knocknft.daemon.spa import SpaService
+from knocknft.daemon.stats import STATS_INTERVAL
 from knocknft.daemon.stops import PendingStops
 from knocknft.daemon.tablelock import TableLock
 from knocknft.daemon.trusted import NameResolver, ResolverThread, resolve_config
@@ -32,8 +33,7 @@ from knocknft.errors import KnocknftError, NftError, UsageError
 from knocknft.knockd.grammar import load_any_config
 from knocknft.netlink.base import interface_names
 from knocknft.netlink.hostaddrs import HostAddressWatcher
-from knocknft.netlink.nflog import NflogSocket
-from knocknft.netlink.nflog_decoder import NflogCounters
+from knocknft.netlink.nflog import NflogSocket, spa_socket
 from knocknft.netlink.nftevents import TableEvents
 from knocknft.nft.libnft import LibNft
 from knocknft.nft.queries import doctor_warnings
@@ -155,7 +155,17 @@ def _watch_table() -> TableEvents | None:
 # group, the table's lock and name, the metrics server, the event log) lives on until a restart.
 # A reload keeps their running values, so the table never logs knocks to a group nobody listens
 # on, and no table of ours is left behind still dropping the services while grants go to another.
-RESTART_ONLY = ("table", "nflog_group", "metrics", "event_log")
+# SPA's group likewise; its window and replay cache size too, as the replay cache holds each
+# packet for the window it was accepted under (knocknft.daemon.spa_replay).
+RESTART_ONLY = (
+    "table",
+    "nflog_group",
+    "metrics",
+    "event_log",
+    "spa_nflog_group",
+    "spa_window",
+    "spa_replay_cache",
+)
 
 
 RESTART_HINTS = {
@@ -176,122 +186,32 @@ def _watch_host_addresses() -> HostAddressWatcher | None:
         return None
 
 
+def reload_config(
+    path: Path, options: RunOptions, daemon: Daemon, resolver: NameResolver
+) -> Config:
+    """The config as it is on disk now, for a reload: always_allow's names as last resolved, the
+    restart-only options as they run (each one changed is logged)."""
+    new = load_for_run(path, options).config
+    # The names' last addresses, without waiting for a resolver; the loop asks anew after.
+    new = dataclasses.replace(
+        new, always_allow_resolved=resolver.known(new.options.always_allow_names)
+    )
+    warn_unwritable_one_time_files(new)
+    kept, changed = keep_restart_only(daemon.config.options, new.options)
+    for key in changed:
+        log.warning(
+            "options.%s changed: it takes effect when the daemon restarts; "
+            "until then the running value stays%s",
+            key,
+            RESTART_HINTS.get(key, "").format(old=getattr(daemon.config.options, key)),
+        )
+    return dataclasses.replace(new, options=kept)
+
+
 def keep_restart_only(old: Options, new: Options) -> tuple[Options, list[str]]:
     """`new` with the restart-only options as they run now, and the names of those it changed."""
     changed = [key for key in RESTART_ONLY if getattr(old, key) != getattr(new, key)]
     return dataclasses.replace(new, **{key: getattr(old, key) for key in changed}), changed
-
-
-def source_stats(nflog: NflogCounters, names: NameCache | None) -> SourceStats:
-    """The NFLOG reader's and the name cache's counters, for stats.json beside the daemon's."""
-    return {
-        "nflog_messages": nflog.messages,
-        "nflog_lost": nflog.lost,
-        "nflog_overruns": nflog.overruns,
-        "nflog_malformed": sum(nflog.malformed.values()),
-        "nflog_not_knocks": sum(nflog.non_knock.values()),
-        "lookups_dropped": names.dropped if names is not None else 0,
-    }
-
-
-class _Hooks:
-    """What the loop calls back while the daemon runs: readiness, reloads and the periodic
-    stats, told to systemd, the metrics endpoint and the log."""
-
-    def __init__(
-        self,
-        path: Path,
-        options: RunOptions,
-        daemon: Daemon,
-        nflog: NflogSocket,
-        *,
-        names: NameCache | None,
-        resolver: ResolverThread,
-        systemd: Notifier,
-        metrics: MetricsServer | None,
-        readiness: Readiness | None,
-    ) -> None:
-        self.path = path
-        self.options = options
-        self.daemon = daemon
-        self.nflog = nflog
-        self.names = names
-        self.resolver = resolver
-        self.systemd = systemd
-        self.metrics = metrics
-        self.readiness = readiness
-        self.open_grants = OpenGrants(daemon.nft, lambda: daemon.config.options.table)
-        self.reload_failed = False
-        self.lost_reported = 0
-
-    def counters(self) -> SourceStats:
-        return source_stats(self.nflog.counters, self.names)
-
-    def status(self, stats: DaemonStats, fresh: bool = False) -> str:
-        return status_line(
-            self.daemon.config,
-            open_grants=self.open_grants.count(fresh),
-            stats=stats,
-            reload_failed=self.reload_failed,
-        )
-
-    def ready(self) -> None:
-        config = self.daemon.config
-        log.info(
-            "knocknft %s: listening on NFLOG group %d (table inet %s, %d door(s))%s",
-            __version__,
-            config.options.nflog_group,
-            config.options.table,
-            len(config.doors),
-            "; IPv6 knocks ignored (-4)" if self.options.only_ipv4 else "",
-        )
-        if self.readiness is not None:
-            self.readiness.ready()
-        if self.systemd.enabled:
-            self.systemd.ready(self.status(self.daemon.stats(self.counters()), fresh=True))
-
-    def reload(self) -> Config:
-        self.systemd.reloading()
-        new = load_for_run(self.path, self.options).config
-        # The names' last addresses, without waiting for a resolver; `reloaded` asks anew.
-        resolved = self.resolver.resolver.known(new.options.always_allow_names)
-        new = dataclasses.replace(new, always_allow_resolved=resolved)
-        warn_unwritable_one_time_files(new)
-        kept, changed = keep_restart_only(self.daemon.config.options, new.options)
-        for key in changed:
-            log.warning(
-                "options.%s changed: it takes effect when the daemon restarts; "
-                "until then the running value stays%s",
-                key,
-                RESTART_HINTS.get(key, "").format(old=getattr(self.daemon.config.options, key)),
-            )
-        return dataclasses.replace(new, options=kept)
-
-    def reloaded(self, ok: bool) -> None:
-        self.reload_failed = not ok
-        if ok:
-            self.resolver.want(self.daemon.config.options.always_allow_names)
-        # READY=1 either way: the daemon runs, on the new config or on the old one.
-        if self.systemd.enabled:
-            self.systemd.ready(self.status(self.daemon.stats(self.counters()), fresh=True))
-
-    def stats_ticked(self, stats: DaemonStats) -> None:
-        lost = self.nflog.counters.lost
-        if lost > self.lost_reported:
-            # Knocks the kernel logged but could not queue to us: a sequence may break.
-            log.warning(
-                "NFLOG group %d: %d knock packet(s) lost in the last %gs (%d in all): "
-                "the daemon fell behind; see `knocknft status --stats`",
-                self.daemon.config.options.nflog_group,
-                lost - self.lost_reported,
-                STATS_INTERVAL,
-                lost,
-            )
-            self.lost_reported = lost
-        if self.metrics is not None:
-            self.metrics.publish(stats)
-        if self.systemd.enabled:
-            self.systemd.status(self.status(stats))
 
 
 def _serve(path: Path, options: RunOptions, loaded: RunConfig, readiness: Readiness | None) -> int:
@@ -346,20 +266,23 @@ def _serve_locked(
     table_events = _watch_table()
     metrics: MetricsServer | None = None
     trusted = ResolverThread(resolver, config.options.always_allow_names)
+    spa = SpaService(daemon, spa_socket)
     try:
         if config.options.metrics is not None:
             # Before the table: a port in use stops the start before anything changed.
             metrics = MetricsServer(config.options.metrics)
         with NflogSocket(group) as nflog:
+            spa.start()  # SPA's group too, and its replay file, before the table
             systemd.status(f"starting: loading table inet {config.options.table}")
             daemon.start()
             for warning in doctor_warnings(LibNft(), config):
                 log.warning("%s", warning)
-            hooks = _Hooks(
-                path,
-                options,
+            hooks = Hooks(
                 daemon,
-                nflog,
+                nflog.counters,
+                lambda: reload_config(path, options, daemon, resolver),
+                spa=spa,
+                only_ipv4=options.only_ipv4,
                 names=names,
                 resolver=trusted,
                 systemd=systemd,
@@ -369,6 +292,7 @@ def _serve_locked(
             serve(
                 daemon,
                 nflog,
+                spa=spa,
                 load=hooks.reload,
                 source_stats=hooks.counters,
                 on_ready=hooks.ready,
@@ -382,7 +306,16 @@ def _serve_locked(
                 f"stopping: running commands get up to {commands.time_limit:g}s to finish"
             )
     finally:
-        for closing in (metrics, table_events, trusted, host_addresses, commands, names, audit):
+        for closing in (
+            spa,
+            metrics,
+            table_events,
+            trusted,
+            host_addresses,
+            commands,
+            names,
+            audit,
+        ):
             # The audit log last: commands still running log their end to it.
             if closing is not None:
                 closing.close()

@@ -95,8 +95,69 @@ class _DaemonCounters(TypedDict):
     ]
 
 
-class SourceStats(TypedDict):
-    """What the daemon's sources count: the NFLOG reader and the name cache."""
+class SpaStats(TypedDict):
+    """What SPA counts (knocknft.daemon.spa): requests accepted, and packets rejected by reason
+    (the verifier's Rejection values) or dropped before it."""
+
+    spa_accepted: Annotated[int, _counter("SPA requests accepted: doors opened.")]
+    spa_rejected_malformed: Annotated[
+        int, _counter("SPA packets rejected as malformed: not an SPA packet of either mode.")
+    ]
+    spa_rejected_bad_auth: Annotated[
+        int, _counter("SPA packets rejected because no key's HMAC or signature matched.")
+    ]
+    spa_rejected_stale: Annotated[
+        int, _counter("SPA packets rejected because their timestamp was outside spa_window.")
+    ]
+    spa_rejected_replay: Annotated[
+        int,
+        _counter(
+            "SPA packets rejected as a replay of one accepted before (or, after a damaged "
+            "replay file, any request during the two windows that follow the start)."
+        ),
+    ]
+    spa_rejected_not_allowed: Annotated[
+        int,
+        _counter(
+            "Authentic SPA packets refused: source, ports outside open, expired or revoked key, "
+            "0.0.0.0 with require_source_address."
+        ),
+    ]
+    spa_unsaved: Annotated[
+        int, _counter("SPA requests refused because the replay file could not be written.")
+    ]
+    spa_replay_cache_full: Annotated[
+        int,
+        _counter(
+            "Authentic SPA requests refused because the replay cache was full of packets still "
+            "inside their window (counted in spa_rejected_not_allowed too)."
+        ),
+    ]
+    spa_packets_dropped: Annotated[
+        int, _counter("Packets to the SPA port that held no whole UDP datagram (fragments...).")
+    ]
+    spa_packets_lost: Annotated[
+        int, _counter("SPA packets the kernel could not queue (NFLOG sequence gaps).")
+    ]
+
+
+# A daemon without SPA doors counts nothing of SPA.
+NO_SPA_STATS = SpaStats(
+    spa_accepted=0,
+    spa_rejected_malformed=0,
+    spa_rejected_bad_auth=0,
+    spa_rejected_stale=0,
+    spa_rejected_replay=0,
+    spa_rejected_not_allowed=0,
+    spa_unsaved=0,
+    spa_replay_cache_full=0,
+    spa_packets_dropped=0,
+    spa_packets_lost=0,
+)
+
+
+class SourceStats(SpaStats):
+    """What the daemon's sources count: the NFLOG readers (knocks, SPA) and the name cache."""
 
     nflog_messages: Annotated[int, _counter("NFLOG messages received from the kernel.")]
     nflog_lost: Annotated[
@@ -146,6 +207,7 @@ NO_SOURCE_STATS = SourceStats(
     nflog_malformed=0,
     nflog_not_knocks=0,
     lookups_dropped=0,
+    **NO_SPA_STATS,
 )
 
 

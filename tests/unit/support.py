@@ -12,7 +12,7 @@ import pytest
 
 from knocknft.config import Config, parse_config
 from knocknft.daemon.executor import Daemon
-from knocknft.daemon.run import source_stats
+from knocknft.daemon.hooks import source_stats
 from knocknft.daemon.stats import DaemonStats
 from knocknft.daemon.stops import PendingStops
 from knocknft.errors import ConfigError, Problem

@@ -1,0 +1,97 @@
+"""The SPA replay cache on disk: state_dir/spa-replay.json, so a restart forgets no packet that
+could still be replayed.
+
+The file is written whole (files.write_atomic: fsynced, renamed into place) after each accepted
+request and before its grant: a grant is never given for a packet the file does not hold. It
+holds each accepted packet's digest with the time it may be forgotten (its timestamp plus the
+window), and the window it was written under: a daemon started with a longer window keeps every
+digest longer by the difference, since each packet is then valid for longer.
+
+Fail closed. A missing file is a first start: an empty cache. A file that cannot be read or
+trusted (damaged, not what knocknft writes, unreadable) says nothing about which packets were
+accepted, and any packet accepted before it was lost could be replayed while still within its
+window. The damaged file is set aside (NAME.damaged-<time>) and, for two windows from the start,
+no SPA request opens anything: a packet is valid for one window either side of its timestamp, so
+every packet accepted before the start is out of its window by then. Knock doors work as ever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from knocknft.files import DamagedFile, finite, parse_json, read_state, set_aside, write_atomic
+
+log = logging.getLogger("knocknft")
+
+REPLAY_FILE = "spa-replay.json"
+# A digest is a hash (fwknop's SHA-256 of the packet, our own's): 64 bytes at most.
+_MAX_DIGEST = 64
+_MAX_TIME = float(1 << 40)
+_MAX_WINDOW = 1 << 31
+
+Entry = tuple[bytes, float]  # (digest, forget after), as knocknft.spa.replay.ReplayCache keeps them
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What the file held: the entries to keep, and until when SPA must refuse (None: it need
+    not) because the file was damaged."""
+
+    entries: list[Entry]
+    refuse_until: float | None = None
+
+
+def replay_path(state_dir: Path) -> Path:
+    return state_dir / REPLAY_FILE
+
+
+def load_replay(path: Path, window: int, now: float) -> Loaded:
+    """The entries of `path` still to be kept at `now`, under `window`; see the module's text."""
+    try:
+        entries = _parse(parse_json(read_state(path)), window)
+    except FileNotFoundError:
+        return Loaded([])
+    except (OSError, DamagedFile) as exc:
+        aside = set_aside(path) if isinstance(exc, DamagedFile) else None
+        until = now + 2 * window
+        log.error(
+            "%s cannot be trusted (%s)%s: a packet accepted before it was lost could be replayed, "
+            "so no SPA request opens anything for %ds (two windows); knock doors are not affected",
+            path,
+            exc.strerror if isinstance(exc, OSError) and exc.strerror else exc,
+            f"; set aside as {aside.name}" if aside is not None else "",
+            2 * window,
+        )
+        return Loaded([], until)
+    # Kept through `until` itself, as the cache keeps them (knocknft.spa.replay).
+    return Loaded([(digest, until) for digest, until in entries if until >= now])
+
+
+def save_replay(path: Path, entries: Sequence[Entry], window: int) -> None:
+    """Write the cache whole, atomically; OSError if it cannot be (the caller refuses the grant)."""
+    digests = [[digest.hex(), round(until, 3)] for digest, until in entries]
+    write_atomic(path, json.dumps({"window": window, "digests": digests}, separators=(",", ":")))
+
+
+def _parse(raw: object, window: int) -> list[Entry]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("digests"), list):
+        raise DamagedFile("not an object with a list of digests")
+    written = finite(raw.get("window"), 1, _MAX_WINDOW)
+    # Each packet is valid for longer under a longer window: remember it longer by as much.
+    longer = max(0.0, window - written)
+    entries: list[Entry] = []
+    for item in raw["digests"]:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            raise DamagedFile(f"{item!r:.80} is not [digest, time]")
+        try:
+            digest = bytes.fromhex(item[0])
+        except ValueError as exc:
+            raise DamagedFile(f"{item[0]!r:.80} is not a hex digest") from exc
+        if not 0 < len(digest) <= _MAX_DIGEST:
+            raise DamagedFile(f"{item[0]!r:.80} is not a digest")
+        entries.append((digest, finite(item[1], 0, _MAX_TIME) + longer))
+    return entries
