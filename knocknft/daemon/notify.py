@@ -173,6 +173,15 @@ def status_line(
         f"{grants}; since start: {stats['knocks']} knock(s), "
         f"{stats['opens']} door(s) opened"
     ]
+    if config.spa_doors:
+        refused = (
+            stats["spa_rejected_malformed"]
+            + stats["spa_rejected_bad_auth"]
+            + stats["spa_rejected_stale"]
+            + stats["spa_rejected_replay"]
+            + stats["spa_rejected_not_allowed"]
+        )
+        parts.append(f"{stats['spa_accepted']} SPA request(s) accepted, {refused} refused")
     for count, what in (
         (stats["grant_failures"], "grant(s) failed"),
         (stats["commands_failed"], "command(s) failed"),

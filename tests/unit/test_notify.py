@@ -4,6 +4,7 @@ status line systemctl shows, and the time budget for counting open grants.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.config import PortSpec, parse_config
+from knocknft.config import Door, FwknopKey, PortSpec, parse_config
 from knocknft.core.grants import Grant
 from knocknft.daemon.notify import (
     GRANT_COUNT_SHARE,
@@ -136,6 +137,16 @@ def test_status_line_says_what_systemctl_status_should_show() -> None:
         "listening on NFLOG group 7, 2 door(s), 3 grant(s) open; since start: 12 knock(s), "
         "2 door(s) opened, 1 grant(s) failed"
     )
+
+
+def test_status_line_counts_spa_requests_when_there_are_spa_doors() -> None:
+    fwknop = FwknopKey((), b"k" * 32, b"h" * 64)
+    config = parse_config(CLOSING).config
+    spa = dataclasses.replace(config, doors=(*config.doors, Door("spa", fwknop=fwknop)))
+    stats = sample_stats(spa_accepted=2, spa_rejected_bad_auth=5, spa_rejected_replay=1)
+    assert "SPA" not in status_line(config, open_grants=0, stats=stats)
+    line = status_line(spa, open_grants=0, stats=stats)
+    assert line.endswith("0 door(s) opened, 2 SPA request(s) accepted, 6 refused")
 
 
 def test_status_line_says_when_the_table_is_gone_or_the_reload_failed() -> None:
