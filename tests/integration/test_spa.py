@@ -1,7 +1,8 @@
 """`knocknft run` serving an fwknop door to Debian's real fwknop client, in namespaces: the port
 opens for the address inside the packet only and closes after open_for, with the door's start
 and stop commands; a wrong HMAC key, junk and a replay open nothing and are counted, in
-stats.json, the metrics and `status --stats`.
+stats.json, the metrics and `status --stats`; a reload adds the first SPA door and keeps the
+replay cache; a damaged replay file keeps SPA shut (fail closed) while knock doors work.
 
 The broader interop matrix (stale timestamps, REQUIRE_SOURCE_ADDRESS, ports outside OPEN_PORTS,
 every digest, a replay after a restart, fwknopd side by side) is test_spa_interop.py's.
@@ -170,5 +171,29 @@ def test_a_reload_adds_the_first_spa_door_and_keeps_the_replay_cache_after(
             daemon.wait_for("reloaded: 1 door(s)", count=2)
             send_payload(lab.client, Lab.SERVER_V4, captured)
             daemon.wait_for("198.18.0.2: SPA packet refused: replay")
+    finally:
+        listener.close()
+
+
+def test_a_damaged_replay_file_keeps_spa_shut_and_knock_doors_open(
+    lab: Lab, tmp_path: Path
+) -> None:
+    state, out = tmp_path / "state", tmp_path / "commands.txt"
+    state.mkdir(mode=0o700)
+    (state / "spa-replay.json").write_text('{"window": 120, "digests": [["not hex", 1]]}')
+    text = spa_config(state, out) + (
+        "  ssh:\n    sequence: [7000, 8000]\n    open: [22/tcp]\n    open_for: 3s\n"
+    )
+    config = write_config(tmp_path, text)
+    listener = Listener(lab.server, 22)
+    try:
+        with running(lab, config, tmp_path / "daemon.log", ("-D",)) as daemon:
+            daemon.wait_for("cannot be trusted")
+            send_spa(lab.client, fwknop_argv(KEYS, Lab.SERVER_V4, allow=Lab.CLIENT_V4))
+            daemon.wait_for("SPA packet refused: replay (ssh-fwknop: replay file damaged at start)")
+            assert not reachable(lab)
+            assert [p.name for p in state.glob("spa-replay.json.damaged-*")] != []
+            lab.client.knock(Lab.SERVER_V4, "7000", "8000")
+            assert wait_reachable(lab, Lab.CLIENT_V4, time.monotonic() + 3), daemon.log()
     finally:
         listener.close()
