@@ -5,6 +5,17 @@ Bounded: at most `capacity` digests. A digest is dropped once its packet's times
 window (`until`), never earlier, so the bound holds without forgetting a live packet: when the
 cache is full of live digests, `add` refuses, and the verifier refuses the request (fail closed).
 fwknopd's own cache grows without bound and is only ever pruned by hand.
+
+Shared fairly: the cache is split among the keys that may be accepted (`owners`, set by the
+verifier: an fwknop stanza is one key, a client of a signed door another), each holding at most
+`capacity // owners` live digests of its own. A key holder who floods valid packets fills only
+its own share and is then refused (still fail closed: no live digest is dropped to make room),
+while every other key still gets in. Digests read back at start (`load`) have no owner: they
+count against the whole `capacity`, and are gone within two windows.
+
+Time is the wall clock the caller passes, and it may step back (NTP): a digest whose `until` is
+not yet reached by the latest `now` is kept, whatever time was seen before, or a packet accepted
+after the step would not be remembered for its whole window.
 """
 
 from __future__ import annotations
@@ -35,6 +46,10 @@ class ReplayCache:
         # later `until` is stale, and skipped when it comes up.
         self._expiry: list[tuple[float, bytes]] = []
         self._now = float("-inf")
+        # Each owned digest's owner, and how many live digests each owner holds.
+        self._owner: dict[bytes, str] = {}
+        self._held: dict[str, int] = {}
+        self.owners = 1
 
     def __len__(self) -> int:
         return len(self._until)
@@ -44,9 +59,14 @@ class ReplayCache:
         self._expire(now)
         return digest in self._until
 
-    def add(self, digest: bytes, until: float) -> bool:
-        """Remember `digest` until `until`; False, and nothing kept, when the cache is full of
-        digests that are all still live."""
+    @property
+    def share(self) -> int:
+        """How many live digests one owner may hold."""
+        return max(1, self.capacity // max(1, self.owners))
+
+    def add(self, digest: bytes, until: float, owner: str | None = None) -> bool:
+        """Remember `digest` until `until`; False, and nothing kept, when `owner`'s share (the
+        whole cache without an owner) is full of digests that are all still live."""
         if until < self._now:
             return True  # its packet is already out of the window: nothing to remember
         if digest in self._until:
@@ -54,8 +74,14 @@ class ReplayCache:
                 self._until[digest] = until
                 heapq.heappush(self._expiry, (until, digest))
             return True
-        if len(self._until) >= self.capacity:
+        if owner is None:
+            if len(self._until) >= self.capacity:
+                return False
+        elif self._held.get(owner, 0) >= self.share:
             return False
+        else:
+            self._owner[digest] = owner
+            self._held[owner] = self._held.get(owner, 0) + 1
         self._until[digest] = until
         heapq.heappush(self._expiry, (until, digest))
         return True
@@ -78,10 +104,21 @@ class ReplayCache:
         return cache
 
     def _expire(self, now: float) -> None:
-        self._now = max(self._now, now)
+        # `now` as given, also when it is earlier than before: see the module's text.
+        self._now = now
         expiry, until = self._expiry, self._until
         # Kept through `until` itself: the window check lets a packet pass at its very edge.
-        while expiry and expiry[0][0] < self._now:
+        while expiry and expiry[0][0] < now:
             when, digest = heapq.heappop(expiry)
             if until.get(digest) == when:
                 del until[digest]
+                owner = self._owner.pop(digest, None)
+                if owner is not None:
+                    self._release(owner)
+
+    def _release(self, owner: str) -> None:
+        held = self._held[owner] - 1
+        if held:
+            self._held[owner] = held
+        else:
+            del self._held[owner]

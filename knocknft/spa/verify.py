@@ -27,6 +27,12 @@ SignedMode = tuple[bytes, CheckPacket, Digest]
 SIGNED_MODE: SignedMode = (signed.MAGIC, signed.check_signed, signed.replay_digest)
 
 
+def owner(request: SpaRequest) -> str:
+    """Whose share of the replay cache a request's digest takes: its key, by mode (an fwknop
+    stanza and a client may share a name, not a share)."""
+    return f"{request.mode}:{request.key}"
+
+
 class SpaVerifier:
     """Judges SPA packets against a config's SPA doors, with a replay cache that outlives
     reloads (`replace`)."""
@@ -49,6 +55,9 @@ class SpaVerifier:
         self.window = config.options.spa_window
         self.fwknop_doors = tuple(d for d in config.doors if d.fwknop is not None)
         self.client_doors = tuple(d for d in config.doors if d.clients)
+        # The keys that share the replay cache, as `owner` names them.
+        clients = {c.name for d in self.client_doors for c in d.clients}
+        self.replay.owners = len(self.fwknop_doors) + len(clients)
 
     def check(self, payload: bytes, source: IPAddress, now: float) -> SpaRequest | Rejection:
         """The packet's request, its digest now in the replay cache; or why it opens nothing."""
@@ -65,7 +74,7 @@ class SpaVerifier:
         # Kept while the packet could pass the window: its stamp plus the window; without a
         # stamp, as long as any packet accepted now can (its stamp at most now + window).
         stamp = result.stamp if result.stamp is not None else now + self.window
-        if not self.replay.add(digest, stamp + self.window):
+        if not self.replay.add(digest, stamp + self.window, owner(result)):
             self.refused_cache_full += 1
             return Rejection.NOT_ALLOWED
         return result

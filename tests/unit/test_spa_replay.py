@@ -87,3 +87,38 @@ def test_a_cache_holds_at_least_one_digest() -> None:
 def test_the_replay_key_is_the_raw_payloads_sha256() -> None:
     assert len(replay_digest(b"x")) == 32
     assert replay_digest(b"x") != replay_digest(b"x ")
+
+
+def test_a_clock_stepped_back_still_remembers_what_is_accepted_after_the_step() -> None:
+    # The wall clock ran 10 minutes fast, then NTP stepped it back: a packet accepted after the
+    # step must be remembered for its whole window, or it could be replayed within it.
+    cache = ReplayCache(10)
+    assert not cache.seen(digest(0), 1600.0)
+    assert not cache.seen(digest(1), 1000.0)
+    assert cache.add(digest(1), until=1240.0)
+    assert cache.seen(digest(1), 1000.0)
+    assert cache.seen(digest(1), 1240.0)
+    assert not cache.seen(digest(1), 1240.5)
+
+
+def test_each_owner_holds_at_most_its_share_and_the_others_still_get_in() -> None:
+    cache = ReplayCache(10)
+    cache.owners = 2
+    assert cache.share == 5
+    cache.seen(b"", 0.0)
+    flood = [cache.add(digest(n), until=100.0, owner="fwknop:flood") for n in range(50)]
+    assert flood == [True] * 5 + [False] * 45  # refused past its share: nothing live dropped
+    assert all(cache.add(digest(100 + n), until=100.0, owner="signed:alice") for n in range(5))
+    assert not cache.add(digest(200), until=100.0, owner="signed:alice")
+    assert len(cache) == 10
+    # Once the flood's digests run out, its share is free again.
+    cache.seen(b"", 100.5)
+    assert len(cache) == 0
+    assert cache.add(digest(300), until=200.0, owner="fwknop:flood")
+
+
+def test_digests_read_back_without_owner_count_against_the_whole_cache() -> None:
+    cache = ReplayCache.load([(digest(n), 100.0) for n in range(4)], capacity=4, now=0.0)
+    cache.owners = 2
+    assert not cache.add(digest(9), until=100.0)  # no owner: the whole cache is full
+    assert cache.add(digest(9), until=100.0, owner="signed:alice")  # its own share is empty

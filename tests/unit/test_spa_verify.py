@@ -233,3 +233,29 @@ def test_signed_and_fwknop_packets_meet_one_verifier() -> None:
     # Each digest is kept while its packet's own timestamp is in the window, and no longer.
     assert len(v.replay.entries(now + 119)) == 2
     assert len(v.replay.entries(now + 121)) == 0
+
+
+def test_a_key_flooding_valid_packets_fills_its_share_and_another_key_still_gets_in() -> None:
+    now = 1_800_000_000
+    two = spa_config(door="    open: [22/tcp]\n    open_for: 30s\n")
+    other = replace(two.doors[0], name="other")
+    v = SpaVerifier(replace(two, doors=(*two.doors, other)), ReplayCache(4), signed_mode=None)
+    assert v.replay.share == 2
+    # Both stanzas hold the same keys: the first (ssh) takes every packet, as fwknopd would.
+    flood = [v.check(encrypt(plaintext(stamp=now)), CLIENT, now) for _ in range(5)]
+    assert [isinstance(r, SpaRequest) for r in flood] == [True, True, False, False, False]
+    assert v.refused_cache_full == 3
+    # The other key's share is untouched: a request of its own is accepted.
+    v.replace(replace(two, doors=(other, two.doors[0])))
+    accepted = v.check(encrypt(plaintext(stamp=now)), CLIENT, now)
+    assert isinstance(accepted, SpaRequest) and accepted.key == "other"
+
+
+def test_a_packet_accepted_after_the_clock_steps_back_is_not_replayed() -> None:
+    now = 1_800_000_000
+    v = verifier()
+    # A packet judged while the clock ran 10 minutes fast (stale, but the cache saw that time).
+    assert v.check(encrypt(plaintext(stamp=now)), CLIENT, now + 600) is Rejection.STALE
+    packet = encrypt(plaintext(stamp=now))
+    assert isinstance(v.check(packet, CLIENT, now), SpaRequest)
+    assert v.check(packet, OTHER, now + 1) is Rejection.REPLAY
