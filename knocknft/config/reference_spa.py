@@ -49,8 +49,10 @@ SPA_OPTIONS = (
     Key(
         "spa_replay_cache",
         str(DEFAULT_SPA_REPLAY_CACHE),
-        f"Accepted SPA packets remembered at most (1 to {MAX_SPA_REPLAY_CACHE}); when it is "
-        "full of packets still inside the window, new requests are refused.",
+        f"Accepted SPA packets remembered at most (1 to {MAX_SPA_REPLAY_CACHE}), shared "
+        "evenly among the keys (each fwknop stanza, each signed door's client); when a key's "
+        "share is full of packets still inside the window, its new requests are refused, and "
+        "the other keys' are not.",
         v.integer(1, MAX_SPA_REPLAY_CACHE),
     ),
 )
