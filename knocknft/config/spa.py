@@ -252,7 +252,16 @@ def _source(w: Walker, base: str, entries: Entries) -> tuple[IPNetwork, ...]:
     """SOURCE: networks, or `any` (the default): the empty tuple."""
     if "source" not in entries:
         return ()
-    listed = w.scalar_list(entries["source"][1], f"{base}.source", _parse_source)
+    node = entries["source"][1]
+    listed = w.scalar_list(node, f"{base}.source", _parse_source)
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        # The model's "any" is the empty tuple: an empty list must not silently become it.
+        w.error(
+            node,
+            f"{base}.source",
+            "source lists no network",
+            "list the networks that may send, or write any for every source",
+        )
     if "any" in listed and len(listed) > 1:
         w.error(
             entries["source"][1],

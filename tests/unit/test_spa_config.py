@@ -176,6 +176,8 @@ def test_keys_never_show_in_a_repr_or_an_error() -> None:
         (KEYS + "expires: next year\n", 6, "doors.ssh.fwknop.expires", "not a date"),
         (KEYS + "source: [any, 198.18.0.0/15]\n", 6, "doors.ssh.fwknop.source", "any is listed"),
         (KEYS + "source: [198.18.0.300]\n", 6, "doors.ssh.fwknop.source[0]", "not an address"),
+        # An empty list is no "any": it would take every source.
+        (KEYS + "source: []\n", 6, "doors.ssh.fwknop.source", "source lists no network"),
         (KEYS + "require_source_address: maybe\n", 6, "", "not true or false"),
         (KEYS + "keys: x\n", 6, "doors.ssh.fwknop.keys", "unknown key"),
         (f'key_base64: "{KEY}"\n', 3, "doors.ssh.fwknop.hmac_key_base64", "no hmac_key_base64"),
