@@ -7,12 +7,14 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import replace
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from knocknft.config import ClientKey, Door, IPAddress, PortSpec
-from knocknft.spa.fwknop import MAX_PAYLOAD
+from knocknft.spa import verify
+from knocknft.spa.fwknop import MAX_PAYLOAD, check_fwknop
 from knocknft.spa.replay import ReplayCache, replay_digest
 from knocknft.spa.request import Rejection, SpaRequest
 from knocknft.spa.signed import public_bytes, sign_request
@@ -259,3 +261,33 @@ def test_a_packet_accepted_after_the_clock_steps_back_is_not_replayed() -> None:
     packet = encrypt(plaintext(stamp=now))
     assert isinstance(v.check(packet, CLIENT, now), SpaRequest)
     assert v.check(packet, OTHER, now + 1) is Rejection.REPLAY
+
+
+def test_a_stale_authentic_packet_sent_again_costs_no_cryptography(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = 1_800_000_000
+    v = verifier()
+    calls: list[bytes] = []
+
+    def counted(payload: bytes, *args: object) -> SpaRequest | Rejection:
+        calls.append(payload)
+        return check_fwknop(payload, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(verify, "check_fwknop", counted)
+    stale = encrypt(plaintext(stamp=now - 600))
+    assert [v.check(stale, CLIENT, now) for _ in range(50)] == [Rejection.STALE] * 50
+    assert len(calls) == 1  # a flood of it is a lookup per packet
+    # From another source too: staleness is the packet's, not its sender's.
+    assert v.check(stale, OTHER, now) is Rejection.STALE
+    # Refused packets of other kinds are judged each time: the answer may depend on the sender.
+    forged = encrypt(plaintext(stamp=now), keys="other")
+    assert [v.check(forged, CLIENT, now) for _ in range(3)] == [Rejection.BAD_AUTH] * 3
+    assert len(calls) == 4
+    # Bounded: the oldest stale packet is forgotten first, and is then judged again.
+    for n in range(verify.STALE_REMEMBERED):
+        v.check(encrypt(plaintext(stamp=now - 600 - n)), CLIENT, now)
+    assert v.check(stale, CLIENT, now) is Rejection.STALE
+    assert len(calls) == 4 + verify.STALE_REMEMBERED + 1
+    # A fresh packet is judged as ever.
+    assert isinstance(v.check(encrypt(plaintext(stamp=now)), CLIENT, now), SpaRequest)
