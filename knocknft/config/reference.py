@@ -116,7 +116,7 @@ OPTIONS = Section(
         Key(
             "event_log",
             "off",
-            "Also append one JSON object per line for each door opened, grant, close and "
+            "Also append one JSON object per line for each door opened, grant, grant end and "
             "command run: an audit trail, never a line per knock.",
             v.abs_path(),
         ),

@@ -42,6 +42,10 @@ Key = tuple[IPAddress, PortSpec]
 
 # How long a removed element waits for the add that would make it a refresh.
 SETTLE_SECONDS = 0.25
+# Stale schedule entries tolerated beyond twice the grants known, before a rebuild.
+COMPACT_SLACK = 1024
+# Removals by the daemon whose announcement is awaited: a full set's worth of evictions.
+TAKEN_KEPT = 65536
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,9 @@ class GrantEnds:
         self._known: dict[Key, Known] = {}
         self._schedule: list[tuple[float, Key]] = []  # (ends, key), stale entries skipped
         self._removed: dict[Key, tuple[Known, float]] = {}  # reported at the float, unless re-added
-        self.expired = 0
-        self.revoked = 0
+        # Removed and reported by the daemon; their removal's announcement, which may come
+        # after a late announcement of their addition, says nothing. Oldest dropped first.
+        self._taken: dict[Key, None] = {}
 
     def seed(self, grants: Iterable[Grant]) -> None:
         """Start over from a listing of the sets, as an apply leaves them: no end reported."""
@@ -81,6 +86,7 @@ class GrantEnds:
         self._known.clear()
         self._schedule.clear()
         self._removed.clear()
+        self._taken.clear()
         for g in grants:
             left = g.expires if g.expires is not None else g.timeout
             self._remember((g.address, g.service), g.door, left, now)
@@ -90,6 +96,13 @@ class GrantEnds:
         self._known[key] = Known(door, ends)
         if ends is not None:
             heapq.heappush(self._schedule, (ends, key))
+            if len(self._schedule) > 2 * len(self._known) + COMPACT_SLACK:
+                # Each refresh leaves its old entry behind until its time: a flood of refreshes
+                # of long grants must not pile them up.
+                self._schedule = [
+                    (k.ends, key) for key, k in self._known.items() if k.ends is not None
+                ]
+                heapq.heapify(self._schedule)
 
     def on_events(self, events: Sequence[TableEvent]) -> None:
         now = self.clock()
@@ -103,7 +116,9 @@ class GrantEnds:
             elif isinstance(event, ElementDeleted):
                 key = (event.address, event.service)
                 known = self._known.pop(key, None)
-                if known is not None:
+                if key in self._taken:
+                    del self._taken[key]
+                elif known is not None:
                     self._removed[key] = (known, now + SETTLE_SECONDS)
             elif isinstance(event, EventsLost):
                 # Some news is gone: start over from the sets as read again, saying nothing of
@@ -119,6 +134,9 @@ class GrantEnds:
             known = self._known.pop(key, None) or self._removed.pop(key, (None, 0.0))[0]
             if known is not None:
                 doors[key] = known.door
+            self._taken[key] = None
+            if len(self._taken) > TAKEN_KEPT:
+                del self._taken[next(iter(self._taken))]
         return doors
 
     def close(self, nft: Nft, table: str, revocations: Sequence[Revocation]) -> None:
@@ -153,7 +171,6 @@ class GrantEnds:
         for key, (known, due) in list(self._removed.items()):
             if due <= now:
                 del self._removed[key]
-                self.revoked += 1
                 self._report(
                     key, known.door, "revoked", ": taken out of the set (knocknft close, nft)"
                 )
@@ -163,7 +180,6 @@ class GrantEnds:
             if current is None or current.ends != ends:
                 continue  # refreshed, removed or ended since: a stale entry
             del self._known[key]
-            self.expired += 1
             self._report(key, current.door, "expired")
 
     def _report(self, key: Key, door: str, reason: str, why: str = "") -> None:

@@ -13,7 +13,7 @@ import pytest
 from knocknft.config import PortSpec
 from knocknft.core.grants import Grant
 from knocknft.daemon.auditlog import EventLog
-from knocknft.daemon.grantends import SETTLE_SECONDS, GrantEnds
+from knocknft.daemon.grantends import COMPACT_SLACK, SETTLE_SECONDS, GrantEnds
 from knocknft.netlink.nftevents import ElementAdded, ElementDeleted, EventsLost
 
 A = ipaddress.ip_address("198.18.0.2")
@@ -126,3 +126,25 @@ def test_lost_announcements_start_over_from_the_sets_read_again(tmp_path: Path) 
     clock.now += 60
     ends.due(clock.now)
     assert [(e["source"], e["reason"]) for e in events(path)] == [("198.18.0.2", "expired")]
+
+
+def test_a_removal_announced_after_a_late_addition_is_still_the_daemons(tmp_path: Path) -> None:
+    """A grant that gives way in a full set (or a closing door's) is reported by the daemon at
+    once; the kernel's news of it, even of its addition, may come only afterwards."""
+    ends, clock, path = ends_with_log(tmp_path)
+    assert ends.taken([(A, SSH)]) == {}, "its addition not announced yet"
+    ends.on_events([ElementAdded(A, SSH, "ssh", 30.0), ElementDeleted(A, SSH)])
+    clock.now += 60
+    ends.due(clock.now)
+    assert not path.read_text()
+
+
+def test_refreshes_of_long_grants_do_not_pile_up(tmp_path: Path) -> None:
+    ends, clock, path = ends_with_log(tmp_path)
+    for _ in range(10_000):  # a flood of completions refreshing one week-long grant
+        ends.on_events([ElementDeleted(A, SSH), ElementAdded(A, SSH, "ssh", 7 * 86400.0)])
+        clock.now += 0.001
+    assert len(ends._schedule) <= 2 + COMPACT_SLACK
+    clock.now += 7 * 86400
+    ends.due(clock.now)
+    assert [e["reason"] for e in events(path)] == ["expired"]
