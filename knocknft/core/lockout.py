@@ -1,7 +1,7 @@
-"""Would this apply lock the admin out? The SSH session `apply` runs in (sshd's
-SSH_CONNECTION: client address, client port, server address, server port) is judged against
-the new config: a protected service on sshd's port, and a client address that always_allow does
-not cover, mean a new connection from there is dropped until it knocks.
+"""Would this table lock the admin out? The SSH session `apply` (or `run`, started by hand)
+runs in (sshd's SSH_CONNECTION: client address, client port, server address, server port) is
+judged against the new config: a protected service on sshd's port, and a client address that
+always_allow does not cover, mean a new connection from there is dropped until it knocks.
 
 Pure: the caller reads the environment and prints.
 """
@@ -23,17 +23,20 @@ class Lockout:
     service: PortSpec
     session_ends: bool  # close_sessions: the established session ends too, at its next grant end
 
-    def warning(self, confirming: bool) -> str:
+    def warning(self, confirming: bool | None) -> str:
+        """What to tell the admin: applying (`confirming` whether with --confirm), or None: the
+        daemon, started by hand over SSH, loading it now."""
         ends = (
             "; close_sessions ends this session too once it holds no grant"
             if self.session_ends
             else ""
         )
-        fix = (
-            "check from a NEW session before `knocknft confirm`"
-            if confirming
-            else "or apply with --confirm DURATION, so that a lockout rolls itself back"
-        )
+        if confirming is None:
+            fix = "or knock from a new session now to check that you get in"
+        elif confirming:
+            fix = "check from a NEW session before `knocknft confirm`"
+        else:
+            fix = "or apply with --confirm DURATION, so that a lockout rolls itself back"
         return (
             f"your SSH session comes from {self.address} to {self.service}, which the new table "
             f"drops for every source without a grant: {self.address} is not in always_allow, "

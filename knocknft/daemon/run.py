@@ -14,6 +14,7 @@ from knocknft.config import (
     HostInterfaces,
     Options,
 )
+from knocknft.core.lockout import ssh_lockout
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.commands import ShellRunner
 from knocknft.daemon.detach import DEFAULT_PID_FILE, Readiness, detach
@@ -244,6 +245,9 @@ def _serve_locked(
 ) -> int:
     resolver = NameResolver()
     config = resolve_config(loaded.config, resolver)  # before the loop: it may wait
+    lockout = ssh_lockout(config, os.environ.get("SSH_CONNECTION", ""))  # run by hand over SSH
+    if lockout is not None:
+        log.warning("%s", lockout.warning(confirming=None))
     event_log = config.options.event_log
     audit = EventLog(event_log) if event_log is not None else None
     commands = ShellRunner(on_done=audit.command if audit is not None else None)

@@ -161,3 +161,13 @@ def test_the_cli_under_systemd_gives_the_journal_its_priorities(lab: Lab, tmp_pa
     (state / "last-good.nft").chmod(0o600)
     code, text = guard()
     assert code == 1 and text.startswith("<3>knocknft: "), text
+
+
+def test_run_started_by_hand_over_ssh_warns_of_the_same_lockout(
+    lab: Lab, tmp_path: Path, ssh_listener: Listener
+) -> None:
+    cfg = write_config(tmp_path, config_text(tmp_path / "state"))
+    env = {"SSH_CONNECTION": f"{A} 52000 {SERVER} 22"}
+    with running(lab, cfg, tmp_path / "daemon.log", env=env) as daemon:
+        daemon.wait_for(f"warning: your SSH session comes from {A} to 22/tcp")
+        assert "knock from a new session now" in daemon.log()
