@@ -16,6 +16,7 @@ Skipped, saying why, when the fwknop packages are not installed; `make deps` ins
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ from knocklab.fwknop import (
 )
 from knocklab.fwknopd import FWKNOPD, Stanza, fwknopd_counts, start_fwknopd
 from knocklab.lab import Lab, Listener
+from knocknft import __version__
+from tests.integration.support import RunningDaemon, wait_reachable, write_config
 
 pytestmark = pytest.mark.skipif(
     not (FWKNOP.exists() and FWKNOPD.exists()),
@@ -63,8 +66,12 @@ class SpaServer(Protocol):
     def stop(self) -> None: ...
 
     def outcomes(self) -> dict[str, int]:
-        """`accepted`, and the refusals counted under each of REASONS, since the first start:
-        every packet it has judged is counted once, under one of them."""
+        """`accepted`, and the refusals under each of REASONS, since the first start, as it
+        logged them: every packet it has judged is there once, under one of them."""
+        ...
+
+    def counted(self) -> dict[str, int]:
+        """The same, from its counters, once it has stopped (since its last start)."""
         ...
 
 
@@ -93,6 +100,9 @@ class Fwknopd:
     def _counts(self) -> dict[str, int]:
         return fwknopd_counts("".join(self.logs) + self.daemon.log())
 
+    def counted(self) -> dict[str, int]:
+        return self.outcomes()  # fwknopd's only account of what it judged is its log
+
     def outcomes(self) -> dict[str, int]:
         counts = self._counts()
         return {
@@ -104,7 +114,58 @@ class Fwknopd:
         }
 
 
-SERVERS = {"fwknopd": Fwknopd}
+class Knocknft:
+    """`knocknft run` on the stanza as a door (its own table keeps 22/tcp shut), under -D so
+    that it logs each packet it judges; its counters are read from stats.json once stopped."""
+
+    name = "knocknft"
+
+    def __init__(self, lab: Lab, workdir: Path, stanza: Stanza) -> None:
+        self.lab = lab
+        workdir.mkdir(parents=True)
+        self.state = workdir / "state"
+        config = f"""\
+options:
+  state_dir: {self.state}
+  interfaces: [eth0]
+doors:
+{stanza.knocknft_door("ssh")}"""
+        self.config = write_config(workdir, config)
+        self.log_path = workdir / "knocknft.log"
+        self.logs: list[str] = []
+        self.daemon = self._start()
+
+    def _start(self) -> RunningDaemon:
+        daemon = RunningDaemon(self.lab, self.config, self.log_path, ("-D",))
+        # The SPA socket's line comes before the table is in: the knocks' line comes after.
+        daemon.wait_for(f"knocknft {__version__}: listening on NFLOG group")
+        return daemon
+
+    def restart(self) -> None:
+        # The replay cache stays in state_dir/spa-replay.json: the daemon reads it back at start.
+        self.stop()
+        self.logs.append(self.daemon.log())
+        self.log_path.write_text("")
+        self.daemon = self._start()
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def outcomes(self) -> dict[str, int]:
+        log = "".join(self.logs) + self.daemon.log()
+        counts = {reason: log.count(f"SPA packet refused: {reason}") for reason in REASONS}
+        return {"accepted": log.count("SPA request accepted"), **counts}
+
+    def counted(self) -> dict[str, int]:
+        stats = json.loads((self.state / "stats.json").read_text())
+        counts = {reason: stats[f"spa_rejected_{reason}"] for reason in REASONS}
+        return {"accepted": stats["spa_accepted"], **counts}
+
+
+SERVERS: dict[str, Callable[[Lab, Path, Stanza], SpaServer]] = {
+    "fwknopd": Fwknopd,
+    "knocknft": Knocknft,
+}
 
 
 Serve = Callable[[Stanza], SpaServer]
@@ -170,6 +231,12 @@ def reachable(lab: Lab, source: str = CLIENT) -> bool:
     return lab.client.tcp_reachable(SERVER, 22, timeout=0.3, source=source)
 
 
+def opens(lab: Lab, source: str = CLIENT) -> bool:
+    """Whether 22/tcp lets `source` in within a second: a server may say it accepted a request
+    a moment before its grant is in the kernel."""
+    return wait_reachable(lab, source, time.monotonic() + 1)
+
+
 def test_the_client_opens_the_port_for_its_address_only_until_the_timeout(
     lab: Lab, spa: SpaServer
 ) -> None:
@@ -177,7 +244,7 @@ def test_the_client_opens_the_port_for_its_address_only_until_the_timeout(
     before = spa.outcomes()
     send_spa(lab.client, fwknop_argv(KEYS, SERVER, allow=CLIENT))
     assert _changed(spa, before) == {"accepted": 1}
-    assert reachable(lab)
+    assert opens(lab)
     assert not reachable(lab, OTHER), "the grant is for the address inside the packet only"
     time.sleep(3.5)
     assert not reachable(lab), "the port closes after FW_ACCESS_TIMEOUT"
@@ -190,7 +257,7 @@ def test_every_hmac_digest_the_client_offers_opens(lab: Lab, serve: Serve, diges
     server = serve(Stanza(keys))
     argv = fwknop_argv(keys, SERVER, allow=CLIENT, extra=("-m", digest))
     assert judge(lab, server, build_spa(lab.client, argv)) == {"accepted": 1}
-    assert reachable(lab)
+    assert opens(lab)
 
 
 def test_a_captured_packet_is_refused_again_from_anywhere_also_after_a_restart(
@@ -235,7 +302,7 @@ def test_require_source_address_refuses_the_any_address_form(lab: Lab, strict: S
     assert judge(lab, strict, any_address) == {"not_allowed": 1}
     assert not reachable(lab)
     assert judge(lab, strict, packet(lab, KEYS, allow=CLIENT)) == {"accepted": 1}
-    assert reachable(lab)
+    assert opens(lab)
 
 
 def test_every_refusal_is_counted_under_its_reason(lab: Lab, spa: SpaServer) -> None:
@@ -250,4 +317,7 @@ def test_every_refusal_is_counted_under_its_reason(lab: Lab, spa: SpaServer) -> 
         packet(lab, KEYS, "udp/53", allow=CLIENT),
     ):
         judge(lab, spa, payload)
-    assert spa.outcomes() == {reason: 1 for reason in ("accepted", *REASONS)}
+    one_each = {reason: 1 for reason in ("accepted", *REASONS)}
+    assert spa.outcomes() == one_each
+    spa.stop()
+    assert spa.counted() == one_each
