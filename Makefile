@@ -1,8 +1,8 @@
 # The two commands of the README, for a fresh Debian 12 machine, as root:
 #   make demo   sets everything up and shows a knock opening a port, in network namespaces
 #   make test   sets everything up and runs the whole test suite
-#   make bench  knocknft against Debian's knockd, side by side (about 10 minutes; writes
-#               bench/results/ and docs/BENCHMARKS.md)
+#   make bench  knocknft against Debian's knockd and fwknopd, side by side (about 15 minutes;
+#               writes bench/results/ and docs/BENCHMARKS.md)
 # All are safe to run again.
 
 SHELL := /bin/bash

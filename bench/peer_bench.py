@@ -1,4 +1,5 @@
-"""knocknft against Debian's knockd, side by side, in namespaces: what `make bench` runs.
+"""knocknft against Debian's knockd (and fwknopd), side by side, in namespaces: what `make bench`
+runs.
 
     sudo .venv/bin/python bench/peer_bench.py [--publish docs] [options]
 
@@ -19,6 +20,7 @@ own; knockd's start command runs `nft add element`). The same traffic goes at bo
    are IPv6 (2001:db8:1::/48).
 4. Flood: legitimate sequences, each from an address of its own, while spoofed first-step knocks
    flood the server; a sequence succeeds when its grant appears within --legit-timeout.
+5. SPA: Debian's fwknopd against knocknft on one fwknop stanza (bench/spa_bench.py).
 
 Each run writes bench/results/<time>.json, .md and two PNG plots; --publish DIR also writes
 DIR/BENCHMARKS.md with the plots in DIR/bench/. Traffic stays inside the namespaces the run
@@ -368,7 +370,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--contenders", default="knockd,knocknft", help="who runs, in this order")
-    add("--sections", default="latency,throughput,memory,flood", help="what is measured (and spa)")
+    add("--sections", default="latency,throughput,memory,flood,spa", help="what is measured")
     add("--sequences", type=int, default=300, help="latency: sequences per daemon")
     add("--pause", type=float, default=0.005, help="latency: seconds between sequences")
     add("--warmup", type=int, default=10, help="latency: sequences first, not counted")
