@@ -84,7 +84,7 @@ def section(data: Result) -> list[str]:
     if any("latency_tmpfs" in r for r in data.values()):
         lines.append(
             _row(
-                "the same with its state on tmpfs (ms)",
+                "port 22 reachable, state on tmpfs, p50 / p99 / max (ms)",
                 data,
                 lambda r: _ms(r["latency_tmpfs"]["reachable_ms"]) if "latency_tmpfs" in r else "-",
             )

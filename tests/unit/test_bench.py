@@ -215,7 +215,10 @@ def test_the_spa_section_sets_fwknopd_and_knocknft_side_by_side_with_ratios() ->
     assert row + "1.5 / 3.0 / 3.0 | p50 100.0x, p99 100.0x |" in page
     assert "| **1000/s** (1.0) | **50000/s** (1.0) | 50.0x |" in page
     assert "| during 10000 junk/s: requests opened | 4/10 | 10/10 |  |" in page
-    assert "| the same with its state on tmpfs (ms) | - | 0.5 / 1.0 / 1.0 |  |" in page
+    assert (
+        "| port 22 reachable, state on tmpfs, p50 / p99 / max (ms) | - | 0.5 / 1.0 / 1.0 |  |"
+        in page
+    )
     assert "| 1000/s | 3000/3000 at 1000/s | - |" in page
     assert "5. **SPA**" in page
 
