@@ -243,12 +243,13 @@ class Daemon:
         if self._one_time:
             events = mark_first(events, self._mark_failed)
         self.carry_out(
-            decide(events, self.pending, native_grants=self.native_grants, refuse=self._refusal)
+            decide(events, self.pending, native_grants=self.native_grants, refuse=self.refusal)
         )
 
-    def _refusal(self, address: IPAddress) -> str | None:
+    def refusal(self, address: IPAddress) -> str | None:
         """source_check, but a loopback source is this host knocking itself when knocks are heard
-        on loopback (the one-machine lab); see knocknft.core.sources."""
+        on loopback (the one-machine lab); see knocknft.core.sources. For a packet's source only:
+        an address a packet names is the sender's word, not the kernel's."""
         if from_loopback(address) and hears_loopback(self.config.options.interfaces):
             return None
         return self.source_check(address)

@@ -5,7 +5,9 @@ through the knock doors' own path, every outcome counted.
 (knocknft.netlink.nflog.spa_socket), the verifier (knocknft.spa.verify.SpaVerifier) and its replay
 cache, kept on disk (knocknft.daemon.spa_replay). For each packet: `check`; a rejection is counted
 by its reason and shown at debug level (under the per-knock lines' rate limit); an accepted
-request is first written to the replay file (no grant for a packet a restart would forget: if
+request naming an address that is never granted (knocknft.core.sources) is refused as
+not_allowed, with a warning, before it is counted as accepted; any other accepted request is
+first written to the replay file (no grant for a packet a restart would forget: if
 the file cannot be written, the request opens nothing), then becomes one `SpaOpened` event for
 the executor (knocknft.core.decide): the same grants (timed set elements, room kept for
 knockers), start and stop commands with %IP%, log line and audit event as a knock door's
@@ -193,6 +195,24 @@ class SpaService:
             # The replay file was lost: this may be a packet accepted before it was.
             self._reject(Rejection.REPLAY, sender, f"{door.name}: replay file damaged at start")
             return None
+        address = request.address
+        # As a knock's source (knocknft.core.sources), but loopback only as the packet's own
+        # source: an address named inside a packet has no kernel behind it.
+        why = (
+            self.daemon.refusal(address) if address == sender else self.daemon.source_check(address)
+        )
+        if why is not None:
+            if self.daemon.grant_log.allow():
+                log.warning(
+                    "%s: %s: SPA request of key %s refused: it names %s, %s, never granted",
+                    as_shown(sender),
+                    door.name,
+                    request.key,
+                    as_shown(address),
+                    why,
+                )
+            self._reject(Rejection.NOT_ALLOWED, sender, f"{door.name}: {why}")
+            return None
         # The door as asked for: its grants are these services, for this long.
         asked = dataclasses.replace(door, open=request.services, open_for=request.open_for)
         return SpaOpened(request.address, asked, now, request.key, request.mode, sender)
@@ -229,8 +249,9 @@ class SpaService:
             self._cache_full_told = self._cache_full()
             if self.daemon.grant_log.allow():
                 log.warning(
-                    "%s: SPA request refused: the replay cache is full of packets still inside "
-                    "their window (options.spa_replay_cache); requests open again as they leave it",
+                    "%s: SPA request refused: its key's share of the replay cache is full of "
+                    "packets still inside their window (options.spa_replay_cache, shared among "
+                    "the keys); its requests open again as they leave it",
                     as_shown(sender),
                 )
         # Per packet, as knocks are: shown only under -D, and within the per-knock lines' limit.

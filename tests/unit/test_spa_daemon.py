@@ -16,6 +16,7 @@ import pytest
 
 from knocknft.config import Config, Door, PortSpec, parse_config
 from knocknft.config.model import FwknopKey
+from knocknft.core.sources import HostAddresses, refusal
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.hooks import source_stats
@@ -273,10 +274,61 @@ def test_a_request_whose_digest_cannot_be_saved_opens_nothing(
     assert [e["event"] for e in rig.audit()] == ["spa_unsaved"]
 
 
-def test_an_address_never_granted_is_refused_like_a_knocks(rig: Rig) -> None:
-    rig.send(request(address=ipaddress.ip_address("127.0.0.1")))
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "::1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "224.0.0.1",
+        "ff02::1",
+        "255.255.255.255",
+        "169.254.0.9",
+        "fe80::9",
+        "240.0.0.1",
+        "::ffff:127.0.0.1",
+        "::ffff:255.255.255.255",
+    ],
+)
+def test_an_address_never_granted_is_refused_like_a_knocks_and_counted_once(
+    rig: Rig, address: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="knocknft"):
+        rig.send(request(address=ipaddress.ip_address(address)))
     assert rig.nft.scripts == [] and rig.runner.commands == []
-    assert rig.daemon.counters.odd_addresses_refused == 1
+    stats = rig.spa.stats()
+    assert stats["spa_accepted"] == 0 and stats["spa_rejected_not_allowed"] == 1
+    assert rig.daemon.counters.odd_addresses_refused == 0  # not also counted as an opening's
+    assert "SPA request of key ssh-spa refused: it names" in caplog.text
+
+
+def test_the_host_s_own_address_is_never_granted(rig: Rig) -> None:
+    own = ipaddress.ip_address("198.18.0.1")
+    rig.daemon.source_check = lambda a: refusal(a, HostAddresses(own=frozenset({own})))
+    rig.send(request(address=own))
+    assert rig.nft.scripts == [] and rig.spa.stats()["spa_rejected_not_allowed"] == 1
+
+
+def test_loopback_is_granted_only_to_a_packet_sent_over_loopback_naming_itself(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    config = spa_config(state)
+    heard = dataclasses.replace(
+        config, options=dataclasses.replace(config.options, interfaces=("lo",))
+    )
+    rig = rig_for(heard, tmp_path)
+    loopback = ipaddress.ip_address("127.0.0.1")
+    # A remote key holder naming loopback: the packet's word, not the kernel's.
+    rig.send(request(b"\x01" * 32, address=loopback))
+    assert rig.nft.scripts == [] and rig.spa.stats()["spa_rejected_not_allowed"] == 1
+    # This host asking for itself, over loopback (the one-machine lab), as a knock may.
+    rig.verifier.answers.append(request(b"\x02" * 32, address=loopback))
+    rig.spa.handle([SpaDatagram(loopback, b"packet")])
+    assert rig.spa.stats()["spa_accepted"] == 1
+    assert "127.0.0.1 . tcp . 22" in rig.nft.scripts[-1]
 
 
 def test_a_reload_replaces_the_verifiers_config_and_keeps_the_cache(rig: Rig) -> None:
@@ -327,7 +379,7 @@ def test_a_full_replay_cache_is_said_once_and_counted(
     with caplog.at_level(logging.WARNING, logger="knocknft"):
         rig.verifier.refused_cache_full = 1  # as SpaVerifier counts it, before it answers
         rig.send(Rejection.NOT_ALLOWED, Rejection.NOT_ALLOWED)
-    assert caplog.text.count("the replay cache is full") == 1
+    assert caplog.text.count("share of the replay cache is full") == 1
     stats = rig.spa.stats()
     assert stats["spa_replay_cache_full"] == 1 and stats["spa_rejected_not_allowed"] == 2
 
