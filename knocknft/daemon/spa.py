@@ -122,7 +122,7 @@ class SpaService:
         # one is set aside only when its refusal period is kept).
         reader = self._open_reader(options.spa_nflog_group)
         now = self.daemon.clock()
-        loaded = load_replay(self._path, options.spa_window, now)
+        loaded = load_replay(self._path, options.spa_window, now, options.spa_replay_cache)
         self._refuse_until = loaded.refuse_until
         self._window = options.spa_window
         # Room for every digest read back, should spa_replay_cache have shrunk since: dropping

@@ -23,13 +23,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from knocknft.files import DamagedFile, finite, parse_json, read_state, set_aside, write_atomic
+from knocknft.config import DEFAULT_SPA_REPLAY_CACHE
+from knocknft.files import (
+    MAX_STATE_FILE,
+    DamagedFile,
+    finite,
+    parse_json,
+    read_state,
+    set_aside,
+    write_atomic,
+)
 
 log = logging.getLogger("knocknft")
 
 REPLAY_FILE = "spa-replay.json"
 # A digest is a hash (fwknop's SHA-256 of the packet, our own's): 64 bytes at most.
 _MAX_DIGEST = 64
+# One entry as save_replay writes it, at most: the digest in hex, a time, the JSON around them.
+_MAX_ENTRY_TEXT = 2 * _MAX_DIGEST + 32
 _MAX_TIME = float(1 << 40)
 _MAX_WINDOW = 1 << 31
 
@@ -49,10 +60,17 @@ def replay_path(state_dir: Path) -> Path:
     return state_dir / REPLAY_FILE
 
 
-def load_replay(path: Path, window: int, now: float) -> Loaded:
-    """The entries of `path` still to be kept at `now`, under `window`; see the module's text."""
+def load_replay(
+    path: Path, window: int, now: float, capacity: int = DEFAULT_SPA_REPLAY_CACHE
+) -> Loaded:
+    """The entries of `path` still to be kept at `now`, under `window`, for a cache of
+    `capacity`; see the module's text."""
+    # What a cache of `capacity` can write (twice: digests read back at start are kept beside
+    # a full cache's, knocknft.spa.replay), so that a big cache, full, is not read back as
+    # damaged and SPA shut for two windows.
+    limit = max(MAX_STATE_FILE, 2 * capacity * _MAX_ENTRY_TEXT)
     try:
-        entries = _parse(parse_json(read_state(path)), window)
+        entries = _parse(parse_json(read_state(path, limit)), window)
     except FileNotFoundError:
         return Loaded([])
     except (OSError, DamagedFile) as exc:

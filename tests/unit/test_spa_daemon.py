@@ -17,6 +17,7 @@ import pytest
 from knocknft.config import Config, Door, PortSpec, parse_config
 from knocknft.config.model import FwknopKey
 from knocknft.core.sources import HostAddresses, refusal
+from knocknft.daemon import spa_replay
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.hooks import source_stats
@@ -229,6 +230,22 @@ def test_a_digest_is_kept_longer_when_the_window_grew_and_dropped_once_out_of_it
     # Under a window 300 s longer, each packet stays valid 300 s longer.
     assert load_replay(path, 420, NOW).entries == [(b"\x01", NOW + 310), (b"\x02", NOW + 290)]
     assert load_replay(tmp_path / "absent.json", 120, NOW).entries == []
+
+
+def test_a_full_cache_of_any_configured_size_is_read_back_not_set_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # State files are read up to a size (files.MAX_STATE_FILE, 64 MiB: here 4 KiB); a big
+    # spa_replay_cache, full, writes more than that, and must not read back as damaged.
+    monkeypatch.setattr(spa_replay, "MAX_STATE_FILE", 4096)
+    path = tmp_path / REPLAY_FILE
+    full = [(bytes([n]) * 32, NOW + 60 + n) for n in range(200)]
+    save_replay(path, full, 120)
+    assert path.stat().st_size > 4096
+    loaded = load_replay(path, 120, NOW, capacity=200)
+    assert loaded.refuse_until is None and loaded.entries == full
+    # Beyond what the cache can write, it is damage: set aside, SPA shut for two windows.
+    assert load_replay(path, 120, NOW, capacity=10).refuse_until == NOW + 240
 
 
 @pytest.mark.parametrize(
