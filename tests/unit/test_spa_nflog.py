@@ -10,15 +10,12 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from knocklab.packets import spoofed_packet
 from knocknft.netlink.nflog_decoder import NflogCounters
-from knocknft.netlink.nflog_messages import NFULA_PAYLOAD, NFULA_SEQ, NFULNL_PACKET_TYPE
 from knocknft.netlink.packet import Discard
 from knocknft.netlink.spa_nflog import SpaDatagram, SpaNflogDecoder, decode_datagram
+from tests.unit.spa_nflog_support import CLIENT4, CLIENT6, message, udp4, udp6
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "nflog"
-CLIENT4, SERVER4 = "198.18.0.2", "198.18.0.1"
-CLIENT6, SERVER6 = "2001:db8::2", "2001:db8::1"
 SPA = b"9X3ShPtGVJWu1s/vJRRh0lq6NBETddeKSenFE+hW3VOScD98h2BZZXQNkdTlqt9JzCECBcWGJrQUCujMOR"
 
 
@@ -31,35 +28,6 @@ def decode_saved(case: str) -> tuple[list[SpaDatagram], NflogCounters]:
     decoder = SpaNflogDecoder()
     found = [d for buffer in saved(case) for d in decoder.decode(buffer, 0.0)]
     return found, decoder.counters
-
-
-def nla(kind: int, data: bytes) -> bytes:
-    raw = struct.pack("=HH", 4 + len(data), kind) + data
-    return raw + bytes(-len(raw) % 4)
-
-
-def message(payload: bytes | None, seq: int | None = None) -> bytes:
-    attrs = nla(NFULA_SEQ, struct.pack("!I", seq)) if seq is not None else b""
-    attrs += nla(NFULA_PAYLOAD, payload) if payload is not None else b""
-    body = struct.pack("!BBH", 2, 0, 8) + attrs
-    return struct.pack("=IHHII", 16 + len(body), NFULNL_PACKET_TYPE, 0, 0, 0) + body
-
-
-def udp4(payload: bytes, source: str = CLIENT4) -> bytes:
-    """An IPv4 UDP datagram to the SPA port holding `payload`."""
-    header = spoofed_packet(source, SERVER4, 62201, "udp")
-    ip, udp = bytearray(header[:20]), bytearray(header[20:])
-    struct.pack_into("!H", ip, 2, 28 + len(payload))
-    struct.pack_into("!H", udp, 4, 8 + len(payload))
-    return bytes(ip + udp) + payload
-
-
-def udp6(payload: bytes, extensions: bytes = b"", first: int = 17) -> bytes:
-    """An IPv6 UDP datagram, after `extensions` (whose first header is `first`)."""
-    udp = struct.pack("!HHHH", 40000, 62201, 8 + len(payload), 0) + payload
-    body = extensions + udp
-    fixed = struct.pack("!IHBB", 6 << 28, len(body), first, 64)
-    return fixed + IPv6Address(CLIENT6).packed + IPv6Address(SERVER6).packed + body
 
 
 # --- saved kernel messages ---------------------------------------------------------------
