@@ -62,7 +62,8 @@ def status(  # keyword-only, as typer passes them by name
         typer.Option(
             "--watch",
             "-w",
-            help="Show it again every SECONDS (e.g. 2, 10s) until Ctrl-C, which exits 0.",
+            help="Show it again every SECONDS (e.g. 2, 10s) until Ctrl-C, which exits 0; "
+            "with --stats too.",
             metavar="SECONDS",
         ),
     ] = None,
@@ -104,12 +105,11 @@ def status(  # keyword-only, as typer passes them by name
     --json then gives {"state": "running"|"stale"|"stopped"|"absent", "running", "reason",
     "path", "age", "stats": {...} or null}.
     """
-    if stats:
-        _daemon_stats(config, state_dir, as_json)
-        return
     every = None if watch is None else max(1, option_seconds_or_exit(watch, "--watch"))
 
     def show() -> int:
+        if stats:
+            return _daemon_stats(config, state_dir, as_json, compact=every is not None)
         return _show_status(
             config,
             state_dir,
@@ -131,7 +131,7 @@ def option_seconds_or_exit(text: str, option: str) -> int:
 
 def watch_until_interrupted(show: Callable[[], int], every: int, *, clear: bool) -> None:
     """`show` every `every` seconds until Ctrl-C (or SIGTERM), which ends it with exit 0."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             if clear:
@@ -140,6 +140,8 @@ def watch_until_interrupted(show: Callable[[], int], every: int, *, clear: bool)
             time.sleep(every)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _show_status(
@@ -189,17 +191,16 @@ def _show_status(
     return health.exit_code()
 
 
-def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool) -> None:
+def _daemon_stats(config: Path, state_dir: Path | None, as_json: bool, *, compact: bool) -> int:
     from knocknft.daemon.stats import format_status, read_status
 
     with exit_on_error():
         found = read_status(state_dir or options_for(config).state_dir)
     if as_json:
-        typer.echo(json.dumps(found.to_json(), indent=2))
+        typer.echo(json.dumps(found.to_json(), indent=None if compact else 2))
     else:
         typer.echo(format_status(found), nl=False)
-    if not found.running:
-        raise typer.Exit(EXIT_FAILURE)
+    return 0 if found.running else EXIT_FAILURE
 
 
 @contextmanager

@@ -200,3 +200,17 @@ def test_status_json_failing_is_still_json(
     assert result.exit_code == code
     assert json.loads(result.stdout)["exit"] == code
     assert "Traceback" not in result.output
+
+
+def test_watch_shows_the_stats_too_and_ctrl_c_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("knocknft.admin.cli_status.time.sleep", interrupted)
+    args = ["status", "--stats", "--watch", "1", "--json", "--state-dir", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()  # one object per line, each refresh
+    assert json.loads(line)["state"] == "absent"
