@@ -9,7 +9,6 @@ of the host's /etc/fwknop is read, and its systemd service is never started.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +132,3 @@ FWKNOPD_LOG: dict[str, tuple[str, ...]] = {
 def fwknopd_counts(log: str) -> dict[str, int]:
     """How many packets fwknopd logged under each of FWKNOPD_LOG's outcomes."""
     return {name: sum(log.count(text) for text in texts) for name, texts in FWKNOPD_LOG.items()}
-
-
-def fwknopd_granted(log: str) -> list[str]:
-    """The addresses fwknopd granted, in order (its `Added access rule to CHAIN for IP` lines)."""
-    return re.findall(r"Added access rule to \S+ for (\S+)", log)
