@@ -47,9 +47,10 @@ class Server:
 
     def __post_init__(self) -> None:
         # A config that names no state_dir (config.example.yaml, a knockd.conf) would have
-        # apply write the host's own /var/lib/knocknft, which the boot guard loads.
+        # apply write the host's own /var/lib/knocknft, which the boot guard loads. tempfile
+        # points into the test's tmp_path (tests/conftest.py), so this goes with the test's files.
         if self.state_dir is None and "state_dir" not in self.config.read_text(errors="replace"):
-            self.state_dir = Path(tempfile.mkdtemp(prefix="knocknft-test-state-"))
+            self.state_dir = Path(tempfile.mkdtemp(prefix="state-"))
 
     def knocknft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         has_config = any(a in ("-c", "--config") for a in args)

@@ -9,10 +9,8 @@ import ipaddress
 import itertools
 import logging
 import os
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -66,17 +64,13 @@ def granted(daemon: Daemon) -> int:
 
 
 # Hypothesis runs many examples in one test, so the state dir is the module's, not tmp_path's.
-STATE_DIR = Path(tempfile.mkdtemp(prefix="knocknft-unit-"))
+@pytest.fixture(scope="module")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _remove_state_dir() -> Iterator[None]:
-    yield
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
-
-
-def daemon_for(config: Config) -> Daemon:
-    config = with_state_dir(config, STATE_DIR)
+def daemon_for(config: Config, state_dir: Path) -> Daemon:
+    config = with_state_dir(config, state_dir)
     return Daemon(
         config, loaded_nft(config), RecordingRunner(), PendingStops(None), clock=lambda: 0
     )
@@ -106,9 +100,9 @@ def _raises(exc: BaseException) -> Callable[[], Config]:
     ids=lambda e: type(e).__name__,
 )
 def test_any_failure_of_a_reload_keeps_the_old_config(
-    exc: BaseException, caplog: pytest.LogCaptureFixture
+    exc: BaseException, caplog: pytest.LogCaptureFixture, state_dir: Path
 ) -> None:
-    daemon = daemon_for(parse_config(GOOD).config)
+    daemon = daemon_for(parse_config(GOOD).config, state_dir)
     before = daemon.config
     assert _reload(daemon, _raises(exc)) is False
     assert daemon.config is before
@@ -139,16 +133,16 @@ HOSTILE = st.one_of(
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=HOSTILE)
 def test_reload_fuzz_keeps_the_daemon_and_the_old_sequence(
-    tmp_path_factory: pytest.TempPathFactory, text: str
+    tmp_path_factory: pytest.TempPathFactory, state_dir: Path, text: str
 ) -> None:
     path = tmp_path_factory.mktemp("reload") / "knocknft.yaml"
     path.write_text(GOOD)
     # The host's interfaces as the shared config names them: the test runs on any machine.
     host = HostInterfaces(frozenset({"lo", "eth0", "wg0"}))
-    daemon = daemon_for(load_for_run(path, RunOptions(), host).config)
+    daemon = daemon_for(load_for_run(path, RunOptions(), host).config, state_dir)
     path.write_bytes(text.encode("utf-8", "surrogateescape") if text else b"")
     ok = _reload(
-        daemon, lambda: with_state_dir(load_for_run(path, RunOptions(), host).config, STATE_DIR)
+        daemon, lambda: with_state_dir(load_for_run(path, RunOptions(), host).config, state_dir)
     )
     if not ok:
         assert daemon.config.doors[0].sequence == parse_config(GOOD).config.doors[0].sequence
@@ -240,12 +234,12 @@ def test_errors_name_lines_never_the_files_text(tmp_path: Path) -> None:
 
 
 def test_a_sequence_whose_mark_fails_opens_nothing_and_shuts_the_door(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, state_dir: Path
 ) -> None:
     path = tmp_path / "otp"
     path.write_text("1000,1001\n2000,2001\n")
     path.chmod(0o600)
-    daemon = daemon_for(one_time_config(path))
+    daemon = daemon_for(one_time_config(path), state_dir)
     # Replaced by a link after start, as an attacker would: the mark must not land in the target.
     target = tmp_path / "target"
     target.write_text("1000,1001\n")
@@ -262,11 +256,13 @@ def test_a_sequence_whose_mark_fails_opens_nothing_and_shuts_the_door(
     assert granted(daemon) == 0
 
 
-def test_a_used_sequence_is_marked_before_its_grant_and_stays_used(tmp_path: Path) -> None:
+def test_a_used_sequence_is_marked_before_its_grant_and_stays_used(
+    tmp_path: Path, state_dir: Path
+) -> None:
     path = tmp_path / "otp"
     path.write_text("1000,1001\r2000,2001\r")
     path.chmod(0o600)
-    daemon = daemon_for(one_time_config(path))
+    daemon = daemon_for(one_time_config(path), state_dir)
     knock_all(daemon, ["1000", "1001"])
     assert granted(daemon) == 1
     assert path.read_bytes() == b"#000,1001\r2000,2001\r"
