@@ -2,8 +2,9 @@
 
 A test that asks tempfile for a directory (or runs a program that does) used to leave it in the
 host's /tmp for good, also when it passed. Pointing tempfile and TMPDIR at a fresh directory of
-pytest's (beside the test's tmp_path) puts all of them where pytest prunes old runs; tests/unit/test_temp_files.py keeps import-time
-temporary files (made before this fixture runs) out of the tree.
+pytest's (beside the test's tmp_path) puts all of them where pytest prunes old runs;
+tests/unit/test_temp_files.py keeps import-time temporary files (made before this fixture runs)
+out of the tree.
 """
 
 from __future__ import annotations
