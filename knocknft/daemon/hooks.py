@@ -66,6 +66,7 @@ class Hooks:
         self.open_grants = OpenGrants(daemon.nft, lambda: daemon.config.options.table)
         self.reload_failed = False
         self.lost_reported = 0
+        self.spa_lost_reported = 0
 
     def counters(self) -> SourceStats:
         return source_stats(self.nflog_counters, self.names, self.spa)
@@ -106,19 +107,31 @@ class Hooks:
             self.systemd.ready(self.status(self.daemon.stats(self.counters()), fresh=True))
 
     def stats_ticked(self, stats: DaemonStats) -> None:
-        lost = self.nflog_counters.lost
-        if lost > self.lost_reported:
-            # Knocks the kernel logged but could not queue to us: a sequence may break.
-            log.warning(
-                "NFLOG group %d: %d knock packet(s) lost in the last %gs (%d in all): "
-                "the daemon fell behind; see `knocknft status --stats`",
-                self.daemon.config.options.nflog_group,
-                lost - self.lost_reported,
-                STATS_INTERVAL,
-                lost,
-            )
-            self.lost_reported = lost
+        # Packets the kernel logged but could not queue to us: a knock sequence may break, an
+        # SPA client may have to send again.
+        options = self.daemon.config.options
+        self.lost_reported = report_lost(
+            "knock", options.nflog_group, self.nflog_counters.lost, self.lost_reported
+        )
+        self.spa_lost_reported = report_lost(
+            "SPA", options.spa_nflog_group, stats["spa_packets_lost"], self.spa_lost_reported
+        )
         if self.metrics is not None:
             self.metrics.publish(stats)
         if self.systemd.enabled:
             self.systemd.status(self.status(stats))
+
+
+def report_lost(what: str, group: int, lost: int, reported: int) -> int:
+    """A warning when more `what` packets were lost since the last one; the count reported."""
+    if lost > reported:
+        log.warning(
+            "NFLOG group %d: %d %s packet(s) lost in the last %gs (%d in all): "
+            "the daemon fell behind; see `knocknft status --stats`",
+            group,
+            lost - reported,
+            what,
+            STATS_INTERVAL,
+            lost,
+        )
+    return max(lost, reported)

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from knocknft.config import Config, Door, PortSpec, parse_config
-from knocknft.config.model import FwknopKey
+from knocknft.config import Config, Door, FwknopKey, PortSpec, parse_config
 from knocknft.core.sources import HostAddresses, refusal
 from knocknft.daemon import spa_replay
 from knocknft.daemon.auditlog import EventLog
 from knocknft.daemon.executor import Daemon
-from knocknft.daemon.hooks import source_stats
+from knocknft.daemon.hooks import report_lost, source_stats
 from knocknft.daemon.spa import SpaReader, SpaService
 from knocknft.daemon.spa_replay import REPLAY_FILE, load_replay, save_replay
 from knocknft.daemon.stops import PendingStops
@@ -426,3 +425,13 @@ def test_a_group_that_cannot_be_bound_on_reload_leaves_a_damaged_file_to_refuse_
     rig.nft.scripts.clear()
     rig.send(request())
     assert rig.spa.stats()["spa_rejected_replay"] == 1 and rig.nft.scripts == []
+
+
+def test_spa_packets_the_kernel_lost_are_warned_of_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="knocknft"):
+        reported = report_lost("SPA", 8, 3, 0)
+        reported = report_lost("SPA", 8, 3, reported)
+    assert reported == 3
+    assert caplog.text.count("NFLOG group 8: 3 SPA packet(s) lost") == 1
