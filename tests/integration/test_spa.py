@@ -2,7 +2,8 @@
 opens for the address inside the packet only and closes after open_for, with the door's start
 and stop commands; a wrong HMAC key, junk and a replay open nothing and are counted, in
 stats.json, the metrics and `status --stats`; a reload adds the first SPA door and keeps the
-replay cache; a damaged replay file keeps SPA shut (fail closed) while knock doors work.
+replay cache; a damaged replay file keeps SPA shut (fail closed) while knock doors work; a flood
+of spoofed junk is judged and counted, packet for packet, while the client still gets in.
 
 The broader interop matrix (stale timestamps, REQUIRE_SOURCE_ADDRESS, ports outside OPEN_PORTS,
 every digest, a replay after a restart, fwknopd side by side) is test_spa_interop.py's.
@@ -10,6 +11,7 @@ every digest, a replay after a restart, fwknopd side by side) is test_spa_intero
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -20,8 +22,17 @@ from typing import Any
 
 import pytest
 
-from knocklab.fwknop import FWKNOP, FwknopKeys, build_spa, fwknop_argv, send_payload, send_spa
+from knocklab.fwknop import (
+    FWKNOP,
+    SPA_PORT,
+    FwknopKeys,
+    build_spa,
+    fwknop_argv,
+    send_payload,
+    send_spa,
+)
 from knocklab.lab import Lab, Listener
+from knocklab.packets import SPOOFED_V4, BackgroundFlood, spoofed_packet
 from tests.integration.support import (
     BIN,
     OTHER_V4,
@@ -197,3 +208,38 @@ def test_a_damaged_replay_file_keeps_spa_shut_and_knock_doors_open(
             assert wait_reachable(lab, Lab.CLIENT_V4, time.monotonic() + 3), daemon.log()
     finally:
         listener.close()
+
+
+FLOOD_RATE = 3000  # junk packets per second, for at most FLOOD_SECONDS
+FLOOD_SECONDS = 6.0
+
+
+def test_a_junk_flood_is_judged_and_counted_while_the_client_still_gets_in(
+    lab: Lab, served: tuple[RunningDaemon, Path]
+) -> None:
+    """Behaviour, not speed: spoofed junk that passes the length and character checks, each
+    packet judged by its HMAC; the real client's packet in the middle of it opens the port."""
+    daemon, _ = served
+    junk = [
+        spoofed_packet(
+            str(SPOOFED_V4 + i),
+            Lab.SERVER_V4,
+            SPA_PORT,
+            "udp",
+            base64.b64encode(os.urandom(150)).rstrip(b"="),
+        )
+        for i in range(2000)
+    ]
+    with BackgroundFlood(lab.client, Lab.SERVER_V4, junk, FLOOD_RATE, FLOOD_SECONDS) as flood:
+        send_spa(lab.client, fwknop_argv(KEYS, Lab.SERVER_V4, allow=Lab.CLIENT_V4))
+        assert wait_reachable(lab, Lab.CLIENT_V4, time.monotonic() + 3), daemon.log()[-2000:]
+    assert flood.sent > 0
+    deadline = time.monotonic() + 12
+    while True:
+        stats = wait_stats(daemon, spa_accepted=1)
+        judged = stats["spa_rejected_bad_auth"] + stats["spa_packets_lost"]
+        if judged == flood.sent or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert judged == flood.sent, stats
+    assert stats["spa_rejected_malformed"] == 0
