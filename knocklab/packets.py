@@ -283,6 +283,19 @@ def spoofed_packet(
     return _ip_header(src.packed, dst.packed, number, len(segment)) + segment
 
 
+def udp6_after_extensions(
+    source: str, destination: str, dport: int, payload: bytes, *, extensions: bytes, first: int
+) -> bytes:
+    """One whole IPv6 packet (for an IPPROTO_RAW socket): a UDP datagram carrying `payload`
+    after the extension headers `extensions` (the first of type `first`, the last naming UDP),
+    checksums right: an SPA packet as a router that adds options would pass it on."""
+    src, dst = ipaddress.IPv6Address(source), ipaddress.IPv6Address(destination)
+    segment = _udp_header(SOURCE_PORT, dport, payload)
+    segment = _with_checksum(_pseudo_header(src.packed, dst.packed, len(segment), 17), segment, 6)
+    body = extensions + segment
+    return _ip_header(src.packed, dst.packed, first, len(body)) + body
+
+
 def spoofed_sequence(
     source: str, destination: str, steps: Sequence[tuple[int, str]]
 ) -> list[bytes]:

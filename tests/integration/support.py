@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from knocklab.daemons import LabDaemon
+from knocklab.fwknop import FWKNOP
 from knocklab.lab import Lab, run_in_netns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +33,11 @@ EXAMPLE_CONFIG = REPO / "config.example.yaml"
 FIREWALLS = REPO / "tests" / "data" / "firewalls"
 # A second client on the client's link: a source that never knocked.
 OTHER_V4, OTHER_V6 = "198.18.0.3", "2001:db8::3"
+
+# The tests that talk to Debian's fwknop client: skipped where it is missing.
+NEEDS_FWKNOP = pytest.mark.skipif(
+    not FWKNOP.exists(), reason="Debian's fwknop client is missing (make deps installs it)"
+)
 
 # Commands that keep the last-known-good table in a state dir.
 STATE_DIR_COMMANDS = ("apply", "guard")
@@ -243,3 +251,19 @@ def exchange(sock: socket.socket) -> bytes | str:
         return sock.recv(16)
     except OSError as exc:
         return type(exc).__name__
+
+
+def wait_stats(daemon: RunningDaemon, **wanted: int) -> dict[str, Any]:
+    """`status --stats --json`'s counters once they show `wanted` (the daemon writes them every
+    few seconds)."""
+    state = daemon.config.parent / "state"
+    deadline = time.monotonic() + 12
+    while True:
+        answer = daemon.lab.server.run(
+            str(BIN / "knocknft"), "status", "--stats", "--json", "--state-dir", str(state)
+        )
+        stats: dict[str, Any] = json.loads(answer.stdout)["stats"]
+        if all(stats.get(key) == value for key, value in wanted.items()):
+            return stats
+        assert time.monotonic() < deadline, f"status --stats never showed {wanted}: {stats}"
+        time.sleep(0.3)

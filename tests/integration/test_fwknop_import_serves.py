@@ -10,15 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from knocklab.fwknop import FWKNOP, FwknopKeys, fwknop_argv, send_spa
+from knocklab.fwknop import FwknopKeys, fwknop_argv, send_spa
 from knocklab.lab import Lab, Listener
-from tests.integration.support import BIN, OTHER_V4, running, wait_reachable
+from tests.integration.support import BIN, NEEDS_FWKNOP, OTHER_V4, running, wait_reachable
 
-pytestmark = pytest.mark.skipif(
-    not FWKNOP.exists(), reason="Debian's fwknop client is missing (make deps installs it)"
-)
+pytestmark = NEEDS_FWKNOP
 
 SPA_PORT = 40001
 

@@ -12,18 +12,15 @@ every digest, a replay after a restart, fwknopd side by side) is test_spa_intero
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from knocklab.fwknop import (
-    FWKNOP,
     SPA_PORT,
     FwknopKeys,
     build_spa,
@@ -34,18 +31,17 @@ from knocklab.fwknop import (
 from knocklab.lab import Lab, Listener
 from knocklab.packets import SPOOFED_V4, BackgroundFlood, spoofed_packet
 from tests.integration.support import (
-    BIN,
+    NEEDS_FWKNOP,
     OTHER_V4,
     RunningDaemon,
     running,
     scrape,
     wait_reachable,
+    wait_stats,
     write_config,
 )
 
-pytestmark = pytest.mark.skipif(
-    not FWKNOP.exists(), reason="Debian's fwknop client is missing (make deps installs it)"
-)
+pytestmark = NEEDS_FWKNOP
 
 KEYS = FwknopKeys.random()
 METRICS = "198.18.0.1:9101"
@@ -82,22 +78,6 @@ def served(lab: Lab, tmp_path: Path) -> Iterator[tuple[RunningDaemon, Path]]:
             yield daemon, out
     finally:
         listener.close()
-
-
-def wait_stats(daemon: RunningDaemon, **wanted: int) -> dict[str, Any]:
-    """`status --stats --json`'s counters once they show `wanted` (the daemon writes them every
-    few seconds)."""
-    state = daemon.config.parent / "state"
-    deadline = time.monotonic() + 12
-    while True:
-        answer = daemon.lab.server.run(
-            str(BIN / "knocknft"), "status", "--stats", "--json", "--state-dir", str(state)
-        )
-        stats: dict[str, Any] = json.loads(answer.stdout)["stats"]
-        if all(stats.get(key) == value for key, value in wanted.items()):
-            return stats
-        assert time.monotonic() < deadline, f"status --stats never showed {wanted}: {stats}"
-        time.sleep(0.3)
 
 
 def reachable(lab: Lab, source: str = Lab.CLIENT_V4) -> bool:
