@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -267,3 +268,47 @@ def wait_stats(daemon: RunningDaemon, **wanted: int) -> dict[str, Any]:
             return stats
         assert time.monotonic() < deadline, f"status --stats never showed {wanted}: {stats}"
         time.sleep(0.3)
+
+
+def on_small_disk(tmp_path: Path, script: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the Python `script` with a small tmpfs (256 KiB, a `state` dir in it) as its argv[1],
+    mounted in a mount namespace of its own (`unshare -m`), so that a test can fill a disk without
+    filling the host's; the repository's modules (tests' too) importable. The process's result,
+    and the mount point, which outside that namespace stays an empty directory."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (tmp_path / "full.py").write_text(script)
+    # Private propagation: the tmpfs exists in the new mount namespace only, and goes with it.
+    result = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f'mount -t tmpfs -o size=256k,mode=0700 knocknft-test "{disk}" && '
+            f'mkdir -m 0700 "{disk}/state" && '
+            f'exec "{sys.executable}" "{tmp_path / "full.py"}" "{disk}"',
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result, disk
+
+
+def fill(disk: Path) -> int:
+    """Write a file on `disk` until the disk is full (for on_small_disk's scripts); the errno
+    that stopped it (ENOSPC)."""
+    filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(filler, b"x" * 4096)
+    except OSError as exc:
+        return exc.errno or 0
+    finally:
+        os.close(filler)

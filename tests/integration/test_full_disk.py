@@ -5,15 +5,14 @@ run again after a restart, even when nothing new could be written."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.support import on_small_disk
 
 SCRIPT = """\
 import ipaddress, json, logging, os, sys
 from pathlib import Path
+from tests.integration.support import fill
 from knocknft.daemon.stops import STATE_FILE, PendingStops
 
 logging.basicConfig(level=logging.ERROR, format="%(message)s")
@@ -24,13 +23,7 @@ stops = PendingStops(state / STATE_FILE)
 stops.load(NOW)
 for n in range(3):
     assert stops.schedule("ssh", ipaddress.ip_address(f"198.18.0.{10 + n}"), NOW + 10, "stop")
-filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)  # the disk, full
-try:
-    while True:
-        os.write(filler, b"x" * 4096)
-except OSError as exc:
-    full = exc.errno
-os.close(filler)
+full = fill(disk)  # the disk, full
 # The journal's last page may still hold a few lines; past it, nothing can be written.
 saved = [
     stops.schedule("ssh", ipaddress.ip_address(f"198.18.1.{n}"), NOW + 10, "stop")
@@ -44,28 +37,7 @@ print(json.dumps({"full": full, "saved": saved, "ran": ran, "after_restart": len
 
 
 def test_on_a_full_disk_a_stop_runs_once_and_never_again_after_a_restart(tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    (tmp_path / "full.py").write_text(SCRIPT)
-    # Private propagation: the tmpfs exists in the new mount namespace only, and goes with it.
-    result = subprocess.run(
-        [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f'mount -t tmpfs -o size=256k,mode=0700 knocknft-test "{disk}" && '
-            f'mkdir -m 0700 "{disk}/state" && '
-            f'exec "{sys.executable}" "{tmp_path / "full.py"}" "{disk}"',
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result, disk = on_small_disk(tmp_path, SCRIPT)
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)
     assert outcome["full"] == 28, "ENOSPC: the disk really was full"
