@@ -1,22 +1,29 @@
 """An attacker's packets at `knocknft run`'s SPA port, in namespaces: the same packet over IPv4
 and IPv6 opens once; a request naming the server itself or loopback opens nothing; hostile
 datagrams (lying UDP lengths, extension headers, oversize, empty, a bounded junk flood) never
-stop the daemon, are each counted, and a key holder still gets in after them."""
+stop the daemon, are each counted, and a key holder still gets in after them; a client key
+revoked or expired by a reload opens nothing more."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import signal
 import socket
 import struct
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from knocklab.fwknop import FwknopKeys, build_spa, fwknop_argv, send_payload, send_spa
 from knocklab.lab import Lab, Listener
 from knocklab.packets import send_spoofed, spoofed_packet, udp6_after_extensions
+from knocknft.spa.keys import public_key_line
+from knocknft.spa.signed import sign_request
 from tests.integration.support import (
     NEEDS_FWKNOP,
     OTHER_V4,
@@ -129,3 +136,50 @@ def test_hostile_datagrams_never_stop_the_daemon_and_each_is_counted(
     # Every junk packet is counted somewhere: judged (hex is base64, and matches no key's
     # HMAC), or lost in the kernel's queue, which the NFLOG sequence numbers count.
     assert stats["spa_rejected_bad_auth"] + stats["spa_packets_lost"] == JUNK_FLOOD, stats
+
+
+def _signed(key: Ed25519PrivateKey, address: str | None = None) -> bytes:
+    named = ipaddress.ip_address(address) if address is not None else None
+    return sign_request(key, "ssh-keys", named, 0, now=time.time(), nonce=os.urandom(16))
+
+
+def test_a_key_revoked_or_expired_by_a_reload_opens_nothing_more(lab: Lab, tmp_path: Path) -> None:
+    alice, bob = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+
+    def config_text(alice_extra: str = "", bob_extra: str = "") -> str:
+        return f"""\
+options:
+  state_dir: {tmp_path / "state"}
+  interfaces: [eth0]
+doors:
+  ssh-keys:
+    clients:
+      alice:
+        public_key: "{public_key_line(alice)}"{alice_extra}
+      bob:
+        public_key: "{public_key_line(bob)}"{bob_extra}
+    open: [22/tcp]
+    open_for: 30s
+"""
+
+    config = write_config(tmp_path, config_text())
+    listener = Listener(lab.server, 22)
+    lab.client.add_address(OTHER_V4)
+    try:
+        with running(lab, config, tmp_path / "daemon.log", ("-D",)) as daemon:
+            daemon.wait_for("SPA: udp port 62201 read from NFLOG group 8")
+            send_payload(lab.client, Lab.SERVER_V4, _signed(alice))
+            assert wait_reachable(lab, Lab.CLIENT_V4, time.monotonic() + 3), daemon.log()
+            config.write_text(
+                config_text("\n        revoked: true", f"\n        expires: {yesterday}")
+            )
+            daemon.send(signal.SIGHUP)
+            daemon.wait_for("reloaded: 1 door(s)")
+            for key in (alice, bob):
+                send_payload(lab.client, Lab.SERVER_V4, _signed(key, OTHER_V4))
+            daemon.wait_for("SPA packet refused: not_allowed", count=2)
+            assert not lab.client.tcp_reachable(Lab.SERVER_V4, 22, timeout=0.5, source=OTHER_V4)
+            wait_stats(daemon, spa_accepted=1, spa_rejected_not_allowed=2)
+    finally:
+        listener.close()
