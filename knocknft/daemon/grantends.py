@@ -19,6 +19,7 @@ grant: neither is an end. With `-D`, every announcement is logged too.
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -74,7 +75,10 @@ class GrantEnds:
         self._audit = audit
         self._who = who
         self._known: dict[Key, Known] = {}
-        self._schedule: list[tuple[float, Key]] = []  # (ends, key), stale entries skipped
+        # (ends, n, key), stale entries skipped. `n` numbers the entries: two grants ending at
+        # the same time are never compared by key (an IPv4 and an IPv6 address do not compare).
+        self._schedule: list[tuple[float, int, Key]] = []
+        self._numbering = itertools.count()
         self._removed: dict[Key, tuple[Known, float]] = {}  # reported at the float, unless re-added
         # Removed and reported by the daemon; their removal's announcement, which may come
         # after a late announcement of their addition, says nothing. Oldest dropped first.
@@ -95,12 +99,14 @@ class GrantEnds:
         ends = None if expires_in is None else now + expires_in
         self._known[key] = Known(door, ends)
         if ends is not None:
-            heapq.heappush(self._schedule, (ends, key))
+            heapq.heappush(self._schedule, (ends, next(self._numbering), key))
             if len(self._schedule) > 2 * len(self._known) + COMPACT_SLACK:
                 # Each refresh leaves its old entry behind until its time: a flood of refreshes
                 # of long grants must not pile them up.
                 self._schedule = [
-                    (k.ends, key) for key, k in self._known.items() if k.ends is not None
+                    (k.ends, next(self._numbering), key)
+                    for key, k in self._known.items()
+                    if k.ends is not None
                 ]
                 heapq.heapify(self._schedule)
 
@@ -175,7 +181,7 @@ class GrantEnds:
                     key, known.door, "revoked", ": taken out of the set (knocknft close, nft)"
                 )
         while self._schedule and self._schedule[0][0] <= now:
-            ends, key = heapq.heappop(self._schedule)
+            ends, _, key = heapq.heappop(self._schedule)
             current = self._known.get(key)
             if current is None or current.ends != ends:
                 continue  # refreshed, removed or ended since: a stale entry

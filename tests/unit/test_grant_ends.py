@@ -148,3 +148,24 @@ def test_refreshes_of_long_grants_do_not_pile_up(tmp_path: Path) -> None:
     clock.now += 7 * 86400
     ends.due(clock.now)
     assert [e["reason"] for e in events(path)] == ["expired"]
+
+
+def test_grants_of_both_families_ending_together_are_each_reported(tmp_path: Path) -> None:
+    # One batch of news, one timeout: the same end for an IPv4 and an IPv6 address, which do
+    # not compare (TypeError): the schedule must never need to.
+    ends, clock, path = ends_with_log(tmp_path)
+    v6 = ipaddress.ip_address("2001:db8::2")
+    ends.on_events(
+        [
+            ElementAdded(A, SSH, "ssh", 30.0),
+            ElementAdded(v6, SSH, "ssh", 30.0),
+            ElementAdded(A, PortSpec(53, "udp"), "ssh", 30.0),
+        ]
+    )
+    clock.now += 30
+    ends.due(clock.now)
+    assert sorted((e["source"], e["service"]) for e in events(path)) == [
+        ("198.18.0.2", "22/tcp"),
+        ("198.18.0.2", "53/udp"),
+        ("2001:db8::2", "22/tcp"),
+    ]
