@@ -87,8 +87,9 @@ def run(  # one parameter per knockd flag; keyword-only since typer passes them 
         typer.Option(
             "--only-ip-v4",
             "-4",
-            help="Ignore IPv6 knocks: they are still dropped by the table, but never open a "
-            "door (counted as ipv6_ignored in stats.json).",
+            help="Ignore IPv6 knocks and SPA requests: they are still dropped by the table, but "
+            "never open a door (counted as ipv6_ignored, or spa_rejected_not_allowed, in "
+            "stats.json).",
         ),
     ] = False,
     verbose: Annotated[

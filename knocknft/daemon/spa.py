@@ -171,7 +171,12 @@ class SpaService:
             return
         clock = self.daemon.clock
         accepted: list[SpaOpened] = []
+        only_ipv4 = self.daemon.only_ipv4
         for datagram in datagrams:
+            if only_ipv4 and datagram.source.version == 6:
+                # -4: IPv6 opens nothing, an SPA packet no more than a knock (before any work).
+                self._reject(Rejection.NOT_ALLOWED, datagram.source, "IPv6 ignored (-4)")
+                continue
             now = clock()
             result = verifier.check(datagram.payload, datagram.source, now)
             if isinstance(result, SpaRequest):
@@ -201,6 +206,8 @@ class SpaService:
         why = (
             self.daemon.refusal(address) if address == sender else self.daemon.source_check(address)
         )
+        if why is None and address.version == 6 and self.daemon.only_ipv4:
+            why = "an IPv6 address, and -4 ignores IPv6"
         if why is not None:
             if self.daemon.grant_log.allow():
                 log.warning(

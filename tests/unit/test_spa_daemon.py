@@ -435,3 +435,16 @@ def test_spa_packets_the_kernel_lost_are_warned_of_once_each(
         reported = report_lost("SPA", 8, 3, reported)
     assert reported == 3
     assert caplog.text.count("NFLOG group 8: 3 SPA packet(s) lost") == 1
+
+
+def test_under_minus_4_ipv6_opens_nothing_by_spa_either(rig: Rig) -> None:
+    rig.daemon.only_ipv4 = True
+    v6 = ipaddress.ip_address("2001:db8::2")
+    rig.verifier.answers.append(request(b"\x01" * 32))
+    rig.spa.handle([SpaDatagram(v6, b"packet")])
+    assert rig.verifier.answers != [], "an IPv6 packet is refused before it is judged"
+    rig.verifier.answers.clear()
+    rig.send(request(b"\x02" * 32, address=v6))  # sent over IPv4, naming an IPv6 address
+    assert rig.nft.scripts == [] and rig.runner.commands == []
+    stats = rig.spa.stats()
+    assert stats["spa_accepted"] == 0 and stats["spa_rejected_not_allowed"] == 2
