@@ -291,3 +291,29 @@ def test_a_stale_authentic_packet_sent_again_costs_no_cryptography(
     assert len(calls) == 4 + verify.STALE_REMEMBERED + 1
     # A fresh packet is judged as ever.
     assert isinstance(v.check(encrypt(plaintext(stamp=now)), CLIENT, now), SpaRequest)
+
+
+def test_each_stanza_s_source_and_ports_hold_whatever_the_order() -> None:
+    now = 1_800_000_000
+    base = spa_config(door="    open: [22/tcp]\n    open_for: 30s\n")
+    stanza = base.doors[0].fwknop
+    assert stanza is not None
+    inside = replace(
+        base.doors[0],
+        name="inside",
+        fwknop=replace(stanza, source=(ipaddress.ip_network("198.18.5.0/24"),)),
+    )
+    anywhere = replace(base.doors[0], name="anywhere", open=(PortSpec(53, "udp"),))
+    near = ipaddress.ip_address("198.18.5.7")
+    for doors in ((inside, anywhere), (anywhere, inside)):
+        v = SpaVerifier(replace(base, doors=doors), ReplayCache(10), signed_mode=None)
+        # Outside inside's SOURCE, for inside's port: no stanza may grant it.
+        ssh = encrypt(plaintext(stamp=now))
+        assert v.check(ssh, CLIENT, now) is Rejection.NOT_ALLOWED
+        # Within it: inside grants its own port, and only anywhere grants its own.
+        granted = v.check(encrypt(plaintext(stamp=now)), near, now)
+        assert isinstance(granted, SpaRequest) and granted.door == "inside"
+        dns = v.check(encrypt(plaintext("198.18.0.2,udp/53", stamp=now)), near, now)
+        assert isinstance(dns, SpaRequest) and dns.door == "anywhere"
+        both = encrypt(plaintext("198.18.0.2,tcp/22,udp/53", stamp=now))
+        assert v.check(both, near, now) is Rejection.NOT_ALLOWED, "no stanza holds both"
