@@ -448,3 +448,12 @@ def test_under_minus_4_ipv6_opens_nothing_by_spa_either(rig: Rig) -> None:
     assert rig.nft.scripts == [] and rig.runner.commands == []
     stats = rig.spa.stats()
     assert stats["spa_accepted"] == 0 and stats["spa_rejected_not_allowed"] == 2
+
+
+@pytest.mark.parametrize("sender", ["169.254.0.9", "127.0.0.1", "::ffff:127.0.0.1", "224.0.0.9"])
+def test_the_any_address_form_grants_no_odd_source_either(rig: Rig, sender: str) -> None:
+    # fwknop -s (0.0.0.0) without require_source_address: the grant is the packet's source.
+    source = ipaddress.ip_address(sender)
+    rig.verifier.answers.append(request(address=source))
+    rig.spa.handle([SpaDatagram(source, b"packet")])
+    assert rig.nft.scripts == [] and rig.spa.stats()["spa_rejected_not_allowed"] == 1
