@@ -135,7 +135,7 @@ class Daemon:
         before the kernel is touched."""
         self.pending.load(self.clock())
         result = apply_config(self.nft, self.config)
-        self.keeper.seed(result.grants)
+        self.keeper.seed(result.grants, self.config.options.table)
         self.granter.seed(result.grants)
         self.ends.seed(result.grants)
         log.info(
@@ -153,7 +153,8 @@ class Daemon:
         """Switch to a new, already validated config: re-apply the table, keep attempts."""
         result = apply_config(self.nft, config)
         warn_if_unsaved(result)
-        self.keeper.seed(result.grants)  # the kernel's word; the table may have a new name
+        # The kernel's word; the table may have a new name.
+        self.keeper.seed(result.grants, config.options.table)
         self.granter.seed(result.grants)
         self.ends.seed(result.grants)
         self.config = config

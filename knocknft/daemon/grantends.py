@@ -29,9 +29,12 @@ from knocknft.core.decide import Revocation
 from knocknft.core.grants import Grant, revoke_transaction
 from knocknft.errors import KnocknftError
 from knocknft.netlink.nftevents import (
+    BanAdded,
+    BanDeleted,
     ElementAdded,
     ElementDeleted,
     EventsLost,
+    RulesDeleted,
     TableDeleted,
     TableEvent,
 )
@@ -197,12 +200,23 @@ class GrantEnds:
 
 def describe(event: TableEvent) -> str:
     """An announcement as -D shows it."""
-    if isinstance(event, ElementAdded):
+    if isinstance(event, (ElementAdded, BanAdded)):
         expiry = "" if event.expires_in is None else f", expires in {event.expires_in:g}s"
-        return f"element added: {event.address} {event.service} (door {event.door}{expiry})"
+        what = (
+            f"element added: {event.address} {event.service}"
+            if isinstance(event, ElementAdded)
+            else f"ban added: {event.address} from {event.scope}"
+        )
+        return f"{what} (door {event.door}{expiry})"
     if isinstance(event, ElementDeleted):
         return f"element deleted: {event.address} {event.service}"
-    if isinstance(event, TableDeleted):
-        return "our table was deleted"
-    assert isinstance(event, EventsLost)
-    return "announcements lost (socket overflow): the sets are read again"
+    if isinstance(event, BanDeleted):
+        return f"ban deleted: {event.address} from {event.scope}"
+    return _PLAIN_NEWS[type(event)]
+
+
+_PLAIN_NEWS: dict[type[TableEvent], str] = {
+    TableDeleted: "our table was deleted",
+    RulesDeleted: "rules of our table were deleted",
+    EventsLost: "announcements lost (socket overflow): the sets are read again",
+}

@@ -30,6 +30,7 @@ __all__ = [
     "NFNL_SUBSYS_NFTABLES",
     "NFNL_SUBSYS_ULOG",
     "NFPROTO_INET",
+    "NFT_MSG_DELRULE",
     "NFT_MSG_DELSETELEM",
     "NFT_MSG_DELTABLE",
     "NFT_MSG_NEWSETELEM",
@@ -104,6 +105,7 @@ NFNL_MSG_BATCH_END: Final = 0x11
 # --- include/uapi/linux/netfilter/nf_tables.h, netfilter.h ---
 
 NFT_MSG_DELTABLE: Final[int] = _nftsocket.NFT_MSG_DELTABLE
+NFT_MSG_DELRULE: Final[int] = _nftsocket.NFT_MSG_DELRULE
 NFT_MSG_NEWSETELEM: Final[int] = _nftsocket.NFT_MSG_NEWSETELEM
 NFT_MSG_DELSETELEM: Final[int] = _nftsocket.NFT_MSG_DELSETELEM
 NFPROTO_INET: Final[int] = _nftsocket.NFPROTO_INET

@@ -1,10 +1,11 @@
-"""One allowlist element in nf_tables' binary form, both ways: the only place that knows the layout.
+"""One set element in nf_tables' binary form, both ways: the only place that knows the layout.
 
-An element of `allow4`/`allow6` travels as the body of an NFT_MSG_NEWSETELEM or
-NFT_MSG_DELSETELEM message: table, set, and a list of elements, each a key (address . protocol .
-port), an optional timeout, expiration and comment. :mod:`knocknft.netlink.setelem` encodes it to
-grant; :mod:`knocknft.netlink.nftevents` decodes what the kernel announces. Keeping both
-directions here means they cannot drift apart; the round trip is tested.
+An element of `allow4`/`allow6` (or of a deny set) travels as the body of an NFT_MSG_NEWSETELEM
+or NFT_MSG_DELSETELEM message: table, set, and a list of elements, each a key (address .
+protocol . port, or a deny set's address alone), an optional timeout, expiration and comment.
+:mod:`knocknft.netlink.setelem` encodes it to grant; :mod:`knocknft.netlink.nftevents` decodes
+what the kernel announces. Keeping both directions here means they cannot drift apart; the
+round trip is tested.
 
 Pure: bytes in, values out.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,14 +54,15 @@ _UDATA: Final = struct.Struct("=BB")  # type, length
 
 @dataclass(frozen=True)
 class SetElement:
-    """One allowlist element: its key, and the fields the kernel keeps with it.
+    """One element: its key, and the fields the kernel keeps with it. `service` is None for a
+    key of an address alone (a deny set's).
 
     `timeout_ms` is what the element was given, `expiration_ms` what is left of it (the kernel
     reports that; a request does not send it), `comment` the door's name; None when absent.
     """
 
     address: IPAddress
-    service: PortSpec
+    service: PortSpec | None
     timeout_ms: int | None = None
     expiration_ms: int | None = None
     comment: str | None = None
@@ -77,8 +80,10 @@ class ElementList:
 # --- encoding ---
 
 
-def encode_key(address: IPAddress, service: PortSpec) -> bytes:
-    """The set key `address . inet_proto . inet_service`."""
+def encode_key(address: IPAddress, service: PortSpec | None) -> bytes:
+    """The set key `address . inet_proto . inet_service`, or the address alone."""
+    if service is None:
+        return address.packed
     return (
         address.packed
         + _PROTOCOL_FIELD.pack(_PROTOCOL_NUMBERS[service.protocol])
@@ -118,8 +123,13 @@ def encode_element_list(elements: ElementList) -> bytes:
 # --- decoding ---
 
 
-def decode_key(key: bytes) -> tuple[IPAddress, PortSpec] | None:
-    """The address and service in a key, or None if it is not an allowlist key."""
+def decode_key(
+    key: bytes, *, address_only: bool = False
+) -> tuple[IPAddress, PortSpec | None] | None:
+    """The address and service in an allowlist key, or with `address_only` the address in a
+    deny set's key (service None); None for any other key."""
+    if address_only:
+        return (ipaddress.ip_address(key), None) if len(key) in (4, 16) else None
     width = len(key) - _KEY_TAIL
     if width not in (4, 16):
         return None
@@ -150,10 +160,10 @@ def _be64(payload: bytes | None) -> int | None:
     return value
 
 
-def _decode_element(payload: bytes) -> SetElement | None:
+def _decode_element(payload: bytes, *, address_only: bool) -> SetElement | None:
     fields = dict(iter_attrs(payload))
     key = dict(iter_attrs(fields.get(NFTA_SET_ELEM_KEY, b""))).get(NFTA_DATA_VALUE, b"")
-    decoded = decode_key(key)
+    decoded = decode_key(key, address_only=address_only)
     if decoded is None:
         return None
     userdata = fields.get(NFTA_SET_ELEM_USERDATA)
@@ -165,8 +175,12 @@ def _decode_element(payload: bytes) -> SetElement | None:
     )
 
 
-def decode_element_list(body: bytes, *, table: str | None = None) -> ElementList | None:
-    """The table, set and allowlist elements in a message body; other elements are left out.
+def decode_element_list(
+    body: bytes, *, table: str | None = None, address_sets: Collection[str] = ()
+) -> ElementList | None:
+    """The table, set and allowlist elements in a message body, or for a set named in
+    `address_sets` its elements keyed by an address alone; other elements are left out (a key's
+    length alone cannot tell an address from the rules' anonymous sets' ports).
 
     With `table`, None for a body about another table, whose elements are not even read: another
     firewall's sets can hold many thousands.
@@ -175,11 +189,13 @@ def decode_element_list(body: bytes, *, table: str | None = None) -> ElementList
     table_name = decode_string(fields.get(NFTA_SET_ELEM_LIST_TABLE, b""))
     if table is not None and table_name != table:
         return None
+    set_name = decode_string(fields.get(NFTA_SET_ELEM_LIST_SET, b""))
+    address_only = set_name in address_sets
     elements = []
     for kind, payload in iter_attrs(fields.get(NFTA_SET_ELEM_LIST_ELEMENTS, b"")):
-        element = _decode_element(payload) if kind == NFTA_LIST_ELEM else None
+        element = (
+            _decode_element(payload, address_only=address_only) if kind == NFTA_LIST_ELEM else None
+        )
         if element is not None:
             elements.append(element)
-    return ElementList(
-        table_name, decode_string(fields.get(NFTA_SET_ELEM_LIST_SET, b"")), tuple(elements)
-    )
+    return ElementList(table_name, set_name, tuple(elements))

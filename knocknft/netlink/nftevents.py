@@ -2,10 +2,10 @@
 
 The kernel multicasts every committed ruleset change to the netlink group NFNLGRP_NFTABLES (what
 `nft monitor` reads). The daemon listens to learn two things without polling: that our table was
-deleted (`nft flush ruleset`, a firewall reload that starts with one), and which grants our sets
-hold, whoever added or removed them (the daemon, `knocknft open`/`close`, a closing door), so
-it can put them back. Elements that expire are not announced; their end is known from the
-announced expiration.
+deleted (`nft flush ruleset`, a firewall reload that starts with one) or lost rules (`nft flush
+table`), and which grants and bans our sets hold, whoever added or removed them (the daemon,
+`knocknft open`/`close`, a closing door), so it can put them back. Elements that expire are not
+announced; their end is known from the announced expiration.
 
 `decode_events` is pure; `TableEvents` is the thin adapter around the netlink socket. An element's
 bytes are read by `knocknft.netlink.element`, the same codec that writes them for setelem.
@@ -18,7 +18,8 @@ import socket
 from dataclasses import dataclass
 from typing import Final
 
-from knocknft.config import IPAddress, PortSpec
+from knocknft.config import DenyScope, IPAddress, PortSpec
+from knocknft.core.bans import DENY_SETS
 from knocknft.core.grants import ALLOW4, ALLOW6, set_for
 from knocknft.errors import NftError
 from knocknft.netlink.base import (
@@ -27,6 +28,7 @@ from knocknft.netlink.base import (
     NFNL_SUBSYS_NFTABLES,
     NFNLGRP_NFTABLES,
     NFPROTO_INET,
+    NFT_MSG_DELRULE,
     NFT_MSG_DELSETELEM,
     NFT_MSG_DELTABLE,
     NFT_MSG_NEWSETELEM,
@@ -38,8 +40,11 @@ from knocknft.netlink.base import (
 )
 from knocknft.netlink.element import ElementList, decode_element_list
 
-# include/uapi/linux/netfilter/nf_tables.h; pyroute2 0.9.7 has no constant for it.
+# include/uapi/linux/netfilter/nf_tables.h; pyroute2 0.9.7 has no constant for them.
 NFTA_TABLE_NAME: Final = 1
+NFTA_RULE_TABLE: Final = 1
+# (set name) -> scope, for the deny sets' elements.
+_DENY_SCOPES: Final = {name: scope for (scope, _), name in DENY_SETS.items()}
 
 _HEADERS: Final = NLMSG_HDRLEN + NFGENMSG_LEN
 _RECV_SIZE: Final = 1 << 16
@@ -68,11 +73,32 @@ class ElementDeleted:
 
 
 @dataclass(frozen=True)
+class RulesDeleted:
+    """Rules of our table were deleted: by our own reapply, or by `nft flush table`."""
+
+
+@dataclass(frozen=True)
+class BanAdded:
+    address: IPAddress
+    scope: DenyScope
+    door: str  # the element's comment
+    expires_in: float | None  # seconds; None when the kernel did not say
+
+
+@dataclass(frozen=True)
+class BanDeleted:
+    address: IPAddress
+    scope: DenyScope
+
+
+@dataclass(frozen=True)
 class EventsLost:
     """The socket overflowed: some announcements are lost, so the kernel must be asked."""
 
 
-TableEvent = TableDeleted | ElementAdded | ElementDeleted | EventsLost
+TableEvent = (
+    TableDeleted | RulesDeleted | ElementAdded | ElementDeleted | BanAdded | BanDeleted | EventsLost
+)
 
 
 def decode_events(data: bytes, table: str) -> list[TableEvent]:
@@ -88,26 +114,43 @@ def decode_events(data: bytes, table: str) -> list[TableEvent]:
         if kind == NFT_MSG_DELTABLE:
             if decode_string(dict(iter_attrs(body)).get(NFTA_TABLE_NAME, b"")) == table:
                 events.append(TableDeleted())
+        elif kind == NFT_MSG_DELRULE:
+            named = decode_string(dict(iter_attrs(body)).get(NFTA_RULE_TABLE, b""))
+            # A flush of the table announces each rule: one event says it.
+            if named == table and not (events and isinstance(events[-1], RulesDeleted)):
+                events.append(RulesDeleted())
         elif kind in (NFT_MSG_NEWSETELEM, NFT_MSG_DELSETELEM):
-            found = decode_element_list(body, table=table)
+            found = decode_element_list(body, table=table, address_sets=_DENY_SCOPES)
             if found is not None:
                 events += _element_events(found, added=kind == NFT_MSG_NEWSETELEM)
     return events
 
 
 def _element_events(found: ElementList, *, added: bool) -> list[TableEvent]:
-    if found.set_name not in (ALLOW4, ALLOW6):
+    scope = _DENY_SCOPES.get(found.set_name)
+    if found.set_name not in (ALLOW4, ALLOW6) and scope is None:
         return []  # the rules' anonymous sets
     events: list[TableEvent] = []
     for element in found.elements:
-        if set_for(element.address) != found.set_name:
+        expiration = element.expiration_ms
+        expires_in = None if expiration is None else expiration / 1000
+        door = element.comment or ""
+        if scope is not None:
+            if element.service is not None or DENY_SETS[scope, element.address.version] != (
+                found.set_name
+            ):
+                continue
+            events.append(
+                BanAdded(element.address, scope, door, expires_in)
+                if added
+                else BanDeleted(element.address, scope)
+            )
+            continue
+        if element.service is None or set_for(element.address) != found.set_name:
             continue
         if not added:
             events.append(ElementDeleted(element.address, element.service))
             continue
-        expiration = element.expiration_ms
-        expires_in = None if expiration is None else expiration / 1000
-        door = element.comment or ""
         events.append(ElementAdded(element.address, element.service, door, expires_in))
     return events
 

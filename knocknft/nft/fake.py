@@ -164,6 +164,17 @@ class FakeNft:
             items = [{"table": _table_json(table)}]
             items += [{"set": self._set_json(table, s)} for s in table.sets.values()]
             items += [{"chain": _chain_json(table, c)} for c in table.chains.values()]
+        elif words[:2] == ["list", "chain"] and len(words) == 5:
+            table = self._table(self.tables, words[2], words[3])
+            if words[4] not in table.chains:
+                raise TableMissing(ENOENT)
+            chain = table.chains[words[4]]
+            items = [{"chain": _chain_json(table, chain)}]
+            # The rule as text: the fake keeps no expressions.
+            items += [
+                {"rule": {"table": words[3], "chain": words[4], "expr": rule}}
+                for rule in chain.rules
+            ]
         elif words[:2] == ["list", "set"] and len(words) == 5:
             table = self._table(self.tables, words[2], words[3])
             if words[4] not in table.sets:

@@ -1,5 +1,5 @@
-"""Reads through an `Nft`: our table (its grants, whether it is there, its chains) and the whole
-ruleset, as `knocknft doctor` judges it.
+"""Reads through an `Nft`: our table (its grants, whether it is there, its chains and how many
+rules they hold) and the whole ruleset, as `knocknft doctor` judges it.
 
 Every command is built from checked names (knocknft.core.transaction), so a table name from a
 marker file or the command line cannot widen a listing to something else.
@@ -62,6 +62,19 @@ def chain_names(nft: Nft, table: str) -> list[str]:
         and isinstance(item.get("chain"), dict)
         and item["chain"].get("table") == t.name
     ]
+
+
+def rule_counts(nft: Nft, table: str) -> dict[str, int]:
+    """How many rules each chain of our table holds; listed chain by chain, as a listing of the
+    table would read every element of its sets."""
+    t = Table(table)
+    counts: dict[str, int] = {}
+    for name in chain_names(nft, table):
+        listing = nft.list_json(f"list chain {t.family} {t.name} {check_name(name, 'chain name')}")
+        counts[name] = sum(
+            isinstance(item, dict) and "rule" in item for item in listing.get("nftables", [])
+        )
+    return counts
 
 
 def table_listed(nft: Nft, table: str) -> bool:

@@ -147,3 +147,35 @@ def test_deny_host_drops_every_packet_of_the_knocker_both_families(
         server.knocknft("close", A6)
         assert reaches(lab, WEB, A6, SERVER6), "close lifts the ban"
         assert blocked(lab, WEB, A), "and only that address's"
+
+
+@pytest.mark.parametrize(
+    "removal",
+    [("flush", "table", "inet", "knocknft"), ("delete", "table", "inet", "knocknft")],
+    ids=["flush-table", "delete-table"],
+)
+def test_a_ban_outlives_our_table_flushed_or_deleted_behind_our_back(
+    lab: Lab, tmp_path: Path, ssh_listener: Listener, removal: tuple[str, ...]
+) -> None:
+    """A ban that vanished with the table (or whose rules did) would let the knocker in."""
+    stranger = "198.18.0.5"
+    lab.client.add_address(stranger)
+    with banning(lab, tmp_path, "services") as (server, daemon):
+        for source in (A, BYSTANDER):
+            lab.client.knock(SERVER, *RIGHT, source=source)
+            daemon.wait_for(f"{source}: ssh: OPEN SESAME")
+            lab.client.knock(SERVER, *BAN, source=source)
+            daemon.wait_for(f"{source}: banned: banned from the protected services")
+        server.knocknft("close", BYSTANDER)  # lifted: it must stay lifted
+        lab.client.knock(SERVER, *RIGHT, source=BYSTANDER)
+        daemon.wait_for(f"{BYSTANDER}: ssh: OPEN SESAME", count=2)
+        assert blocked(lab, 22, A) and reaches(lab, 22, BYSTANDER)
+
+        server.nft(*removal)
+        daemon.wait_for("restored", timeout=2)
+        assert blocked(lab, 22, A), "the banned knocker is still dropped"
+        assert blocked(lab, 22, stranger), "the gate is back for strangers"
+        assert reaches(lab, 22, BYSTANDER), "a lifted ban is not put back, the grant is"
+        (ban,) = bans_of(server)
+        assert (ban["address"], ban["door"]) == (A, "banned")
+        assert 3500 < ban["expires_in"] <= 3600, "with the time it had left"

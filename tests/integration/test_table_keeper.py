@@ -51,7 +51,7 @@ def test_a_removed_table_comes_back_with_its_grants(
             removed = time.monotonic()
             log = daemon.wait_for(VANISHED, timeout=2)
             assert time.monotonic() - removed < 1.0, "restored at once, not at the next poll"
-            assert f"{VANISHED}, 1 grant(s) put back" in log
+            assert f"{VANISHED}, 1 grant(s) and 0 ban(s) put back" in log
 
             assert not lab.client.tcp_reachable(SERVER, 22, source=B), "strangers are out again"
             assert lab.client.tcp_reachable(SERVER, 22, source=A), "the knocker's grant is back"

@@ -1,18 +1,30 @@
 """The table keeper without a kernel: what it remembers from the kernel's news, and what it puts
-back when our table vanishes."""
+back when our table, or its rules, vanish."""
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from knocknft.config import PortSpec, parse_config
+from knocknft.core.bans import Ban, ban_transaction
 from knocknft.core.grants import Grant, render_grant
 from knocknft.daemon.executor import Daemon
 from knocknft.daemon.keeper import GrantMemory
 from knocknft.daemon.stops import PendingStops
-from knocknft.netlink.nftevents import ElementAdded, ElementDeleted, EventsLost, TableDeleted
+from knocknft.netlink.nftevents import (
+    BanAdded,
+    BanDeleted,
+    ElementAdded,
+    ElementDeleted,
+    EventsLost,
+    RulesDeleted,
+    TableDeleted,
+)
 from knocknft.nft.fake import FakeNft
+from knocknft.nft.queries import read_bans
 from tests.unit.fakes import RecordingRunner, loaded_nft
+from tests.unit.support import with_state_dir
 
 CONFIG = parse_config(
     "doors:\n  ssh:\n    sequence: [7000, 9000/udp, 8000]\n    open: [22]\n    open_for: 1m\n"
@@ -97,3 +109,66 @@ def test_lost_news_rereads_the_grants_from_the_kernel() -> None:
     daemon.on_table_events([ElementAdded(A, SSH, "ssh", 60.0)])
     daemon.on_table_events([EventsLost()])  # the kernel's sets (empty here) are the truth
     assert len(daemon.keeper.memory) == 0
+
+
+BANNED = ipaddress.ip_address("198.18.0.9")
+
+
+def test_a_deleted_table_gets_back_the_bans_in_force_with_their_time_left() -> None:
+    clock = Clock()
+    daemon, nft = daemon_for(clock)
+    daemon.on_table_events(
+        [
+            BanAdded(BANNED, "services", "banned", 3600.0),
+            BanAdded(B, "host", "banned", 600.0),
+            BanAdded(C, "services", "banned", 5.0),  # ends before the flush
+            BanAdded(A, "services", "banned", 3600.0),
+            BanDeleted(A, "services"),  # lifted by `knocknft close`
+        ]
+    )
+    clock.now += 20
+    nft.flush_ruleset()
+    daemon.on_table_events([TableDeleted()])
+    (script,) = nft.scripts  # one transaction: no moment without the bans
+    assert script.endswith(
+        ban_transaction(
+            "knocknft", [Ban(BANNED, "banned", 3580, "services"), Ban(B, "banned", 580, "host")]
+        ).render()
+    )
+
+
+def test_the_bans_in_the_kernel_at_start_are_remembered(tmp_path: Path) -> None:
+    config = with_state_dir(CONFIG, tmp_path)
+    nft = loaded_nft(config)
+    nft.apply(ban_transaction("knocknft", [Ban(BANNED, "banned", 3600)]))
+    clock = Clock()
+    daemon = Daemon(config, nft, RecordingRunner(), PendingStops(None), clock=clock)
+    daemon.start()
+    nft.flush_ruleset()
+    daemon.check_table()
+    assert [(b.address, b.timeout) for b in daemon.keeper.bans.live(clock())] == [(BANNED, 3600)]
+    assert nft.scripts[-1].endswith(
+        ban_transaction("knocknft", [Ban(BANNED, "banned", 3600)]).render()
+    )
+
+
+def test_rules_flushed_behind_our_back_are_put_back_and_the_sets_kept() -> None:
+    daemon, nft = daemon_for(Clock())
+    nft.apply(ban_transaction("knocknft", [Ban(BANNED, "banned", 3600)]))
+    nft.scripts.clear()
+    table = nft.tables["inet", "knocknft"]
+    for chain in table.chains.values():
+        chain.rules.clear()  # what `nft flush table inet knocknft` leaves
+    daemon.on_table_events([RulesDeleted()])
+    (script,) = nft.scripts
+    assert "add rule" in script and "delete table" not in script
+    assert daemon.keeper.restores == 1
+    table = nft.tables["inet", "knocknft"]
+    assert any(chain.rules for chain in table.chains.values()), "the gate is back"
+    assert [b.address for b in read_bans(nft, "knocknft")] == [BANNED], "the ban stayed"
+
+
+def test_rules_deleted_by_our_own_reapply_are_no_reason_to_restore() -> None:
+    daemon, nft = daemon_for(Clock())
+    daemon.on_table_events([RulesDeleted()])  # the table is complete, as a reapply leaves it
+    assert nft.scripts == [] and daemon.keeper.restores == 0

@@ -12,6 +12,7 @@ from knocknft.config import PortSpec
 from knocknft.netlink.nftevents import (
     ElementAdded,
     ElementDeleted,
+    RulesDeleted,
     TableDeleted,
     TableEvent,
     decode_events,
@@ -51,7 +52,7 @@ def test_close_ends_with_a_delete() -> None:
 
 
 def test_flush_ruleset_deletes_the_table_without_deleting_each_element() -> None:
-    assert events("flush-ruleset") == [TableDeleted()]
+    assert events("flush-ruleset") == [RulesDeleted(), TableDeleted()]
 
 
 @pytest.mark.parametrize("name", ["open-v4-default-timeout", "flush-ruleset"])
