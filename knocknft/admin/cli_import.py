@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path, PurePosixPath
 from typing import Annotated
@@ -9,7 +10,7 @@ from typing import Annotated
 import typer
 
 from knocknft.admin.cli_common import EXIT_FAILURE, EXIT_INVALID, exit_on_error, fail
-from knocknft.config import MAX_CONFIG_BYTES, read_config_text
+from knocknft.config import MAX_CONFIG_BYTES, read_config_text, read_regular_file
 from knocknft.files import write_atomic
 from knocknft.fwknop.daemonconf import FWKNOPD_CONF, looks_like_fwknopd_conf, read_fwknopd_conf
 from knocknft.fwknop.grammar import looks_like_access_conf, read_access_conf
@@ -160,7 +161,10 @@ class _UnreadFiles:
 
     def read(self, path: Path) -> str:
         try:
-            return path.read_text(encoding="utf-8")
+            data = read_regular_file(path, MAX_CONFIG_BYTES)
+            if len(data) > MAX_CONFIG_BYTES:
+                raise OSError(errno.EFBIG, f"it is bigger than {MAX_CONFIG_BYTES} bytes")
+            return data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             self.reasons[path] = (
                 exc.strerror or str(exc) if isinstance(exc, OSError) else "not UTF-8 text"
@@ -172,8 +176,7 @@ class _IncludedFiles:
     """The files an access.conf includes, read as its own text is (UTF-8, bounded)."""
 
     def read(self, path: PurePosixPath) -> str:
-        with Path(path).open("rb") as included:
-            data = included.read(MAX_CONFIG_BYTES + 1)
+        data = read_regular_file(Path(path), MAX_CONFIG_BYTES)
         if len(data) > MAX_CONFIG_BYTES:
             raise ValueError(f"bigger than {MAX_CONFIG_BYTES} bytes")
         try:

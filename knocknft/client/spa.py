@@ -33,7 +33,7 @@ from knocknft.client.profiles import (
     parse_spa_address,
     parse_spa_port,
 )
-from knocknft.config import Invalid, IPAddress
+from knocknft.config import Invalid, IPAddress, read_regular_file
 from knocknft.errors import UsageError
 from knocknft.spa.keys import MAX_KEY_FILE, load_private_key
 from knocknft.spa.signed import NONCE_BYTES, sign_request
@@ -162,8 +162,7 @@ def _given(flag: int | None, from_profile: int | None, default: int) -> int:
 
 def read_key(path: Path) -> Ed25519PrivateKey:
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_KEY_FILE + 1)
+        data = read_regular_file(path, MAX_KEY_FILE)
     except OSError as exc:
         hint = " (write one with knocknft keygen)" if isinstance(exc, FileNotFoundError) else ""
         raise UsageError(f"cannot read the SPA key {path}: {exc.strerror or exc}{hint}") from None

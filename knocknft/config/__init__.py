@@ -8,7 +8,8 @@ keeping every key's line number, so each error can say file:line and how to fix 
 - `options`, `doors`: the two sections' parsers and the checks across them.
 - `spa`: SPA doors' keys (an fwknop stanza, public-key clients) and the SPA options' checks.
 - `trusted`: always_allow's entries (address, network or host name) and always_allow_file's lines.
-- `loader`: parse_config, load_config, read_config_text.
+- `loader`: parse_config, load_config, read_config_text, read_regular_file (no FIFO, device or
+  directory is read).
 - `reference` (with `reference_spa`, and `keydoc` for its types): each key's default, meaning
   and value schema (what knocknft.yaml(5) says); `valueschema`, the JSON Schema of each kind of
   value; `schema`, the whole config's JSON Schema.
@@ -25,6 +26,7 @@ from knocknft.config.loader import (
     open_one_time_file,
     parse_config,
     read_config_text,
+    read_regular_file,
     read_text_file,
 )
 from knocknft.config.model import (
@@ -185,6 +187,7 @@ __all__ = [
     "parse_rate",
     "parse_tcpflags",
     "read_config_text",
+    "read_regular_file",
     "read_text_file",
     "unused_one_time_lines",
 ]

@@ -1,6 +1,11 @@
 """Reading config files: the config itself, and through `read_text_file` the one-time-sequences
 files its doors name. The one module of knocknft.config that does I/O; `parse_config` does only
 when it is given no `read_file`.
+
+Every read of a file an admin names goes through `open_regular_file`: a FIFO, a device (such as
+/dev/zero) or a directory given as a config, a key or an include would block the command, or
+feed it without end, so only a regular file is read. `read_regular_file` is that read, bounded,
+for the other readers of named files (the importers' includes, the SPA client's key).
 """
 
 from __future__ import annotations
@@ -41,6 +46,41 @@ def read_text_file(path: Path) -> str:
         raise OSError(errno.EILSEQ, f"line {line} is not UTF-8 text") from None
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular_file(path: Path, flags: int = os.O_RDONLY, *, follow_symlinks: bool = True) -> int:
+    """A descriptor of `path`, which must be a regular file (checked on the descriptor). Raises
+    OSError saying why not: EINVAL naming what it is instead, ELOOP for a symbolic link when
+    `follow_symlinks` is False."""
+    nofollow = 0 if follow_symlinks else os.O_NOFOLLOW
+    # O_NONBLOCK: open() of a FIFO would wait for a writer, for ever.
+    fd = os.open(path, flags | nofollow | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "no regular file")
+            raise OSError(errno.EINVAL, f"it is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """Up to `limit` + 1 bytes of regular file `path` (one more than allowed tells the caller it
+    is too big). Raises OSError as `open_regular_file` does."""
+    with os.fdopen(open_regular_file(path), "rb") as handle:
+        return handle.read(limit + 1)
+
+
 def open_one_time_file(path: Path, writable: bool = False) -> int:
     """A one-time-sequences file's descriptor. Like sshd's StrictModes: the file must be a
     regular file of root's or this process's user that nobody else may write, and a symbolic
@@ -48,16 +88,13 @@ def open_one_time_file(path: Path, writable: bool = False) -> int:
     another user cannot choose which sequences open the door. Raises OSError saying why not."""
     flags = os.O_RDWR if writable else os.O_RDONLY
     try:
-        # O_NONBLOCK: a FIFO planted in the file's place must not hang the daemon in open().
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular_file(path, flags, follow_symlinks=False)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(errno.ELOOP, "it is a symbolic link; name the file itself") from None
         raise
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise OSError(errno.EINVAL, "it is not a regular file")
         if info.st_uid not in (0, os.geteuid()):
             raise OSError(errno.EPERM, f"it is owned by uid {info.st_uid}, not by root")
         if info.st_mode & 0o022:
@@ -66,7 +103,6 @@ def open_one_time_file(path: Path, writable: bool = False) -> int:
                 f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
                 "chmod go-w it",
             )
-        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
@@ -131,10 +167,10 @@ def read_config_text(
     what: str = "the config",
     hint: str = "check the path (-c FILE) and that you may read it",
 ) -> str:
-    """A config file's text (YAML or knockd.conf): UTF-8, at most MAX_CONFIG_BYTES."""
+    """A config file's text (YAML or knockd.conf): a regular file, UTF-8, at most
+    MAX_CONFIG_BYTES."""
     try:
-        with path.open("rb") as file:
-            data = file.read(MAX_CONFIG_BYTES + 1)
+        data = read_regular_file(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(
             [

@@ -20,11 +20,15 @@ import time
 from pathlib import Path
 
 from knocknft.errors import KnocknftError
-from knocknft.files import write_atomic
+from knocknft.files import DamagedFile, read_state, write_atomic
 
 DEFAULT_PID_FILE = Path("/run/knocknft.pid")
 READY_TIMEOUT = 60.0
 _READY = b"ready\n"
+# A pidfile is one line of digits; more is not a pidfile.
+_PID_FILE_LIMIT = 64
+# The kernel's largest pid (PID_MAX_LIMIT on 64-bit): a bigger number names no process.
+_PID_MAX = 1 << 22
 
 
 class DaemonFailed(KnocknftError):
@@ -147,11 +151,19 @@ def write_pid_file(path: Path) -> None:
 
 
 def read_pid_file(path: Path) -> int | None:
+    """The pid in `path`, or None when there is none to trust: the file is absent, a symbolic
+    link (never followed: root would act on whatever file it names), a FIFO or device (which
+    would block the read or never end it), longer than a pid's line, or not a pid the kernel
+    could have given."""
     try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
+        data = read_state(path, _PID_FILE_LIMIT)
+    except (OSError, DamagedFile):
         return None
-    return int(text) if text.isdigit() else None
+    text = data.strip()
+    if not (text.isdigit() and text.isascii()):
+        return None
+    pid = int(text)
+    return pid if 0 < pid <= _PID_MAX else None
 
 
 def remove_pid_file(path: Path) -> None:
