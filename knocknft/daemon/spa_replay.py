@@ -13,12 +13,17 @@ accepted, and any packet accepted before it was lost could be replayed while sti
 window. The damaged file is set aside (NAME.damaged-<time>) and, for two windows from the start,
 no SPA request opens anything: a packet is valid for one window either side of its timestamp, so
 every packet accepted before the start is out of its window by then. Knock doors work as ever.
+That refusal is written in a new file at once (`refuse_until`), so a restart within it keeps it;
+if the new file cannot be written, the damaged one is put back, and refuses again at the next
+start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +75,12 @@ def load_replay(
     # damaged and SPA shut for two windows.
     limit = max(MAX_STATE_FILE, 2 * capacity * _MAX_ENTRY_TEXT)
     try:
-        entries = _parse(parse_json(read_state(path, limit)), window)
+        entries, refuse_until = _parse(parse_json(read_state(path, limit)), window)
     except FileNotFoundError:
         return Loaded([])
     except (OSError, DamagedFile) as exc:
-        aside = set_aside(path) if isinstance(exc, DamagedFile) else None
         until = now + 2 * window
+        aside = _replace_damaged(path, window, until) if isinstance(exc, DamagedFile) else None
         log.error(
             "%s cannot be trusted (%s)%s: a packet accepted before it was lost could be replayed, "
             "so no SPA request opens anything for %ds (two windows); knock doors are not affected",
@@ -86,18 +91,52 @@ def load_replay(
         )
         return Loaded([], until)
     # Kept through `until` itself, as the cache keeps them (knocknft.spa.replay).
-    return Loaded([(digest, until) for digest, until in entries if until >= now])
+    live = [(digest, until) for digest, until in entries if until >= now]
+    if refuse_until is not None and refuse_until > now:
+        log.error(
+            "%s: a damaged replay file was set aside at a start before; no SPA request opens "
+            "anything for %ds more; knock doors are not affected",
+            path,
+            refuse_until - now,
+        )
+        return Loaded(live, refuse_until)
+    return Loaded(live)
 
 
-def save_replay(path: Path, entries: Sequence[Entry], window: int) -> None:
-    """Write the cache whole, atomically; OSError if it cannot be (the caller refuses the grant)."""
+def save_replay(
+    path: Path, entries: Sequence[Entry], window: int, refuse_until: float | None = None
+) -> None:
+    """Write the cache whole, atomically; OSError if it cannot be (the caller refuses the grant).
+    `refuse_until`: the end of a damaged file's refusal, for a restart before it."""
     digests = [[digest.hex(), round(until, 3)] for digest, until in entries]
-    write_atomic(path, json.dumps({"window": window, "digests": digests}, separators=(",", ":")))
+    content: dict[str, object] = {"window": window, "digests": digests}
+    if refuse_until is not None:
+        content["refuse_until"] = round(refuse_until, 3)
+    write_atomic(path, json.dumps(content, separators=(",", ":")))
 
 
-def _parse(raw: object, window: int) -> list[Entry]:
+def _replace_damaged(path: Path, window: int, until: float) -> Path | None:
+    """Set the damaged file aside and write one that refuses until `until`; where it was set
+    aside, or None. If the new file cannot be written, the damaged one goes back in place: a
+    missing file would be trusted as a first start."""
+    aside = set_aside(path)
+    if aside is None:
+        return None  # left in place: it refuses again at the next start
+    try:
+        save_replay(path, [], window, refuse_until=until)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.rename(aside, path)
+        return None
+    return aside
+
+
+def _parse(raw: object, window: int) -> tuple[list[Entry], float | None]:
     if not isinstance(raw, dict) or not isinstance(raw.get("digests"), list):
         raise DamagedFile("not an object with a list of digests")
+    refuse_until = None
+    if "refuse_until" in raw:
+        refuse_until = finite(raw["refuse_until"], 0, _MAX_TIME)
     written = finite(raw.get("window"), 1, _MAX_WINDOW)
     # Each packet is valid for longer under a longer window: remember it longer by as much.
     longer = max(0.0, window - written)
@@ -112,4 +151,4 @@ def _parse(raw: object, window: int) -> list[Entry]:
         if not 0 < len(digest) <= _MAX_DIGEST:
             raise DamagedFile(f"{item[0]!r:.80} is not a digest")
         entries.append((digest, finite(item[1], 0, _MAX_TIME) + longer))
-    return entries
+    return entries, refuse_until

@@ -267,11 +267,18 @@ def test_a_damaged_replay_file_refuses_every_request_for_two_windows(
     with caplog.at_level(logging.ERROR, logger="knocknft"):
         rig = rig_for(spa_config(state), tmp_path)
     assert "cannot be trusted" in caplog.text and "for 240s" in caplog.text
-    assert [p.name.startswith(f"{REPLAY_FILE}.damaged-") for p in state.iterdir()] == [True]
+    names = sorted(p.name for p in state.iterdir())
+    assert names[0] == REPLAY_FILE and names[1].startswith(f"{REPLAY_FILE}.damaged-")
+    assert len(names) == 2
     rig.send(request(b"\x01" * 32))
     rig.clock.now = NOW + 239
     rig.send(request(b"\x02" * 32))
     assert rig.spa.stats()["spa_rejected_replay"] == 2 and rig.nft.scripts == []
+    # A restart within the two windows keeps the refusal: the new file holds it.
+    again = rig_for(spa_config(state), tmp_path)
+    again.clock.now = NOW + 239
+    again.send(request(b"\x04" * 32))
+    assert again.spa.stats()["spa_rejected_replay"] == 1 and again.nft.scripts == []
     rig.clock.now = NOW + 240  # every packet accepted before the start is out of its window
     rig.send(request(b"\x03" * 32))
     assert rig.spa.stats()["spa_accepted"] == 1 and len(rig.nft.scripts) == 1
@@ -457,3 +464,22 @@ def test_the_any_address_form_grants_no_odd_source_either(rig: Rig, sender: str)
     rig.verifier.answers.append(request(address=source))
     rig.spa.handle([SpaDatagram(source, b"packet")])
     assert rig.nft.scripts == [] and rig.spa.stats()["spa_rejected_not_allowed"] == 1
+
+
+def test_a_damaged_file_stays_in_place_when_its_refusal_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A missing file is trusted as a first start: the damaged one must not just vanish.
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / REPLAY_FILE).write_bytes(b"[]")
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spa_replay, "save_replay", full_disk)
+    rig = rig_for(spa_config(state), tmp_path)
+    assert sorted(p.name for p in state.iterdir()) == [REPLAY_FILE]
+    assert (state / REPLAY_FILE).read_bytes() == b"[]"
+    rig.send(request())
+    assert rig.spa.stats()["spa_rejected_replay"] == 1
