@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from knocknft.config import MAX_BAN_SECONDS, DenyScope, IPAddress
-from knocknft.core.transaction import Element, Set, Table, Transaction, check_seconds
+from knocknft.core.nftvalues import check_seconds
+from knocknft.core.transaction import Element, Set, Table, Transaction
 
 # (scope, family) -> set name. knocknft.core.ruleset declares them and writes their rules.
 DENY_SETS: dict[tuple[DenyScope, int], str] = {

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from knocknft.config import MAX_GRANT_SECONDS, IPAddress, PortSpec
-from knocknft.core.transaction import Element, Table, Transaction, check_seconds
+from knocknft.core.nftvalues import check_seconds
+from knocknft.core.transaction import Element, Table, Transaction
 from knocknft.errors import NftError
 
 # The allowlist sets, one per family, in our table (knocknft.core.ruleset declares them).

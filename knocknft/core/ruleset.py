@@ -31,21 +31,10 @@ from knocknft.config import (
 )
 from knocknft.core.bans import DENY_SETS, deny_sets
 from knocknft.core.grants import ALLOW4, ALLOW6
+from knocknft.core.nftvalues import address, check_count, check_interface, networks, quoted, service
 from knocknft.core.sources import hears_loopback
 from knocknft.core.spa_rules import spa_rules
-from knocknft.core.transaction import (
-    Chain,
-    Rule,
-    Set,
-    Table,
-    Transaction,
-    address,
-    check_count,
-    check_interface,
-    networks,
-    quoted,
-    service,
-)
+from knocknft.core.transaction import Chain, Rule, Set, Table, Transaction
 from knocknft.core.trusted import ALWAYS_ALLOW4, ALWAYS_ALLOW6, always_allow_transaction
 from knocknft.errors import InvalidValue
 

@@ -12,7 +12,7 @@ The services SPA doors open are gated with every door's (Config.protected holds 
 from __future__ import annotations
 
 from knocknft.config import MAX_COMMENT_LENGTH, MAX_NFLOG_GROUP, MAX_PORT, Config, IPAddress
-from knocknft.core.transaction import address, check_count, quoted
+from knocknft.core.nftvalues import address, check_count, quoted
 
 # fwknop's largest SPA packet is 1500 bytes of payload (MAX_SPA_PACKET_LEN); the copy also holds
 # the IPv4 or IPv6 header, extension headers and the UDP header, with room to spare.

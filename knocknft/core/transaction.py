@@ -5,124 +5,47 @@ typed objects (`Table`, `Chain`, `Set`, `Rule`, `Element`, `SavedTable`), and `T
 is the one place that turns them into nft script text. The adapter (knocknft.nft) only ever runs
 what was rendered here; the stateful fake (knocknft.nft.fake) applies the objects themselves.
 
-Every value is checked when its object is built, so no config value, knockd.conf line or file can
-put foreign text into a script: names are nft identifiers, interface names are what the kernel
-allows, addresses carry no IPv6 scope id, quoted text holds no quote, backslash or control
-character, timeouts are whole seconds within the kernel's range. A bad value raises InvalidValue
-(a ValueError, and a KnocknftError, so the CLI and the daemon report it as they report any
-refusal; TypeError for a value of the wrong type) at construction, never at the kernel.
+Every value is checked when its object is built (by knocknft.core.nftvalues), so no config value,
+knockd.conf line or file can put foreign text into a script. A bad value raises InvalidValue (a
+ValueError, and a KnocknftError, so the CLI and the daemon report it as they report any refusal;
+TypeError for a value of the wrong type) at construction, never at the kernel.
 
 The invariant for rule bodies: a `Rule` holds its body as text, built by knocknft.core.ruleset
-only from values that went through this module's checks (`quoted`, `address`, `check_name`,
-`service`) or from its own constants. `Rule` itself refuses a body that could end its command or
-start another (a newline or other control character, `;`, `#`, an unbalanced quote), so a value
-that slipped past the renderer could still not add a command of its own.
+only from values that went through knocknft.core.nftvalues' checks (`quoted`, `address`,
+`check_name`, `service`) or from its own constants. `Rule` itself refuses a body that could end
+its command or start another (a newline or other control character, `;`, `#`, an unbalanced
+quote), so a value that slipped past the renderer could still not add a command of its own.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from knocknft.config import (
-    IFNAME_RE,
-    MAX_COMMENT_LENGTH,
-    MAX_PORT,
-    MAX_TIMEOUT_SECONDS,
-    TABLE_NAME_RE,
-    IPAddress,
-    IPNetwork,
-    PortSpec,
+from knocknft.config import IPAddress, PortSpec
+from knocknft.core.nftvalues import (
+    CONTROL_RE,
+    address,
+    check_count,
+    check_name,
+    check_seconds,
+    check_text,
+    quoted,
+    service,
 )
 from knocknft.errors import InvalidValue
 
 Verb = Literal["add", "create", "delete", "flush"]
 Family = Literal["inet", "ip", "ip6"]
 FAMILIES = ("inet", "ip", "ip6")
-PROTOCOLS = ("tcp", "udp")
-# Table, chain and set names: the same rule as options.table, so one check serves them all.
-NAME_RE = TABLE_NAME_RE
 MAX_SET_SIZE = 2**32 - 1
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PRIORITY_RE = re.compile(r"^(?:-?\d+|(?:raw|mangle|dstnat|filter|security|srcnat)(?: [+-] \d+)?)$")
 _HOOKS = ("prerouting", "input", "forward", "output", "postrouting", "ingress")
 _CHAIN_TYPES = ("filter", "nat", "route")
 _POLICIES = ("accept", "drop")
 _KEY_TYPES = ("ipv4_addr", "ipv6_addr", "inet_proto", "inet_service", "ifname")
 _SET_FLAGS = ("constant", "dynamic", "interval", "timeout")
-
-
-def check_name(text: object, what: str = "name") -> str:
-    """A table, chain or set name: a letter, then letters, digits or `_`, at most 32."""
-    if not isinstance(text, str) or not NAME_RE.match(text):
-        raise InvalidValue(f"{text!r} is not a usable nft {what}")
-    return text
-
-
-def check_text(text: object, what: str = "comment") -> str:
-    """Text nft reads between double quotes, or a script's `#` line: nothing that ends it."""
-    if not isinstance(text, str):
-        raise TypeError(f"a {what} must be text, not {text!r}")
-    if '"' in text or "\\" in text or _CONTROL.search(text):
-        raise InvalidValue(f"{what} {text!r} holds a quote, backslash or control character")
-    return text
-
-
-def quoted(text: str, what: str = "comment") -> str:
-    """Text between double quotes, as long as nft takes it (a comment, an interface name)."""
-    if len(check_text(text, what).encode()) > MAX_COMMENT_LENGTH:
-        raise InvalidValue(f"{what} {text[:40]!r}... is longer than nft's {MAX_COMMENT_LENGTH}")
-    return f'"{text}"'
-
-
-def check_interface(text: object) -> str:
-    if not isinstance(text, str) or not IFNAME_RE.match(text):
-        raise InvalidValue(f"{text!r} is not an interface name")
-    return text
-
-
-def address(value: object) -> str:
-    """An address or network as nft reads it; IPv6 scope ids (fe80::1%eth0) mean nothing there."""
-    if not isinstance(
-        value,
-        ipaddress.IPv4Address
-        | ipaddress.IPv6Address
-        | ipaddress.IPv4Network
-        | ipaddress.IPv6Network,
-    ):
-        raise TypeError(f"{value!r} is not an IP address or network")
-    text = str(value)
-    if "%" in text:
-        raise InvalidValue(f"{text}: an address with a scope id cannot go into a ruleset")
-    return text
-
-
-def check_seconds(value: object, maximum: int = MAX_TIMEOUT_SECONDS) -> int:
-    """A timeout: whole seconds (never a float or text, which libnftables may take as none)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"a timeout must be whole seconds (int), not {value!r}")
-    if not 1 <= value <= maximum:
-        raise InvalidValue(f"a timeout must be 1..{maximum} s, not {value}")
-    return value
-
-
-def check_count(value: object, what: str, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise InvalidValue(f"{what} must be a whole number 0..{maximum}, not {value!r}")
-    return value
-
-
-def service(spec: object) -> str:
-    """`proto . port`, the service half of an allowlist key."""
-    if not isinstance(spec, PortSpec):
-        raise TypeError(f"{spec!r} is not a PortSpec")
-    if spec.protocol not in PROTOCOLS:
-        raise InvalidValue(f"{spec.protocol!r} is not a protocol knocknft matches")
-    check_count(spec.port, "a port", MAX_PORT)
-    return f"{spec.protocol} . {spec.port}"
 
 
 def _one_of(value: object, allowed: tuple[str, ...], what: str) -> str:
@@ -269,7 +192,7 @@ class Rule:
         body = self.body
         if not isinstance(body, str) or not body.strip():
             raise InvalidValue("a rule needs a body")
-        if _CONTROL.search(body) or ";" in body or "#" in body or body.count('"') % 2:
+        if CONTROL_RE.search(body) or ";" in body or "#" in body or body.count('"') % 2:
             raise InvalidValue(f"rule body {body!r} could end its command or start another")
 
     def reference(self) -> str:
@@ -308,7 +231,7 @@ def _one_block(text: str, table: Table) -> bool:
     """Whether `text` is one `table ... { }` block for `table`, as nft itself would read it."""
     depth = blocks = 0
     for line in text.splitlines():
-        if _CONTROL.search(line.replace("\t", "")) or line.count('"') % 2:
+        if CONTROL_RE.search(line.replace("\t", "")) or line.count('"') % 2:
             return False
         code = _code(line)
         if depth == 0:
@@ -399,8 +322,3 @@ def render_op(op: Op) -> str:
         return obj.declaration()  # a listing declares without a verb: nft reads it as `add`
     text = obj.reference() if verb in ("delete", "flush") else obj.declaration()
     return f"{verb} {text}"
-
-
-def networks(nets: Iterable[IPAddress | IPNetwork]) -> str:
-    """An anonymous set of addresses or networks: `{ 198.18.0.0/15, 2001:db8::/32 }`."""
-    return "{ " + ", ".join(address(n) for n in nets) + " }"

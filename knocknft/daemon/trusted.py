@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from knocknft.config import Config, IPAddress
-from knocknft.core.transaction import address
+from knocknft.core.nftvalues import address
 from knocknft.core.trusted import always_allow_transaction
 from knocknft.errors import InvalidValue, KnocknftError
 from knocknft.nft.libnft import Nft

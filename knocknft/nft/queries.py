@@ -13,7 +13,8 @@ from knocknft.config import Config
 from knocknft.core.bans import DENY_SETS, Ban, parse_deny_listing
 from knocknft.core.doctor import describe, diagnose
 from knocknft.core.grants import ALLOW4, ALLOW6, Grant, parse_set_listing, sort_grants
-from knocknft.core.transaction import Table, check_name
+from knocknft.core.nftvalues import check_name
+from knocknft.core.transaction import Table
 from knocknft.errors import NftError, TableMissing
 from knocknft.nft.libnft import Nft
 

@@ -9,17 +9,9 @@ import pytest
 
 from knocknft.config import PortSpec
 from knocknft.core.grants import Grant, grant_transaction
+from knocknft.core.nftvalues import quoted
 from knocknft.core.ruleset import input_chain, render_ruleset
-from knocknft.core.transaction import (
-    Chain,
-    Element,
-    Rule,
-    SavedTable,
-    Set,
-    Table,
-    Transaction,
-    quoted,
-)
+from knocknft.core.transaction import Chain, Element, Rule, SavedTable, Set, Table, Transaction
 from knocknft.nft.script import parse_script
 from tests.scenarios import SCENARIOS, load_scenario, scenario_names
 
