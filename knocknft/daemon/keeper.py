@@ -16,8 +16,8 @@ the kernel has none in (or has not at all) is what a flush leaves. (A chain that
 other rules is left alone: that is `knocknft apply` of another config, not a flush.)
 
 Notice comes two ways: the notification that the table (or its rules) was deleted, at once; and
-a look at the kernel's list of tables every few seconds (`check`), for when notifications were
-lost.
+a look at the kernel's list of tables and the rule counts of our chains every few seconds
+(`check`; neither lists a set element), for when notifications were lost.
 """
 
 from __future__ import annotations
@@ -181,11 +181,11 @@ class TableKeeper:
             else:
                 self.memory.note(event, now)
         if gone or lost or rules:
-            self.check(config, reread=lost, rules=rules or lost)
+            self.check(config, reread=lost)
 
-    def check(self, config: Config, reread: bool = False, rules: bool = False) -> None:
-        """Restore the table if it is missing; with `rules`, its rules if some are missing; with
-        `reread`, relearn the grants and bans if it is there."""
+    def check(self, config: Config, reread: bool = False) -> None:
+        """Restore the table if it is missing, its rules if a chain lost them; with `reread`,
+        relearn the grants and bans if it is there."""
         table = config.options.table
         now = self.clock()
         self.memory.forget_ended(now)
@@ -196,7 +196,7 @@ class TableKeeper:
                 return
             if reread:
                 self.seed(read_grants(self.nft, table), table)
-            if rules and _emptied(config, rule_counts(self.nft, table)):
+            if _emptied(config, rule_counts(self.nft, table)):
                 self._restore_rules(config)
         except KnocknftError as exc:
             log.error(

@@ -172,3 +172,12 @@ def test_rules_deleted_by_our_own_reapply_are_no_reason_to_restore() -> None:
     daemon, nft = daemon_for(Clock())
     daemon.on_table_events([RulesDeleted()])  # the table is complete, as a reapply leaves it
     assert nft.scripts == [] and daemon.keeper.restores == 0
+
+
+def test_the_periodic_check_puts_back_rules_whose_news_was_lost() -> None:
+    daemon, nft = daemon_for(Clock())
+    for chain in nft.tables["inet", "knocknft"].chains.values():
+        chain.rules.clear()
+    daemon.check_table()
+    assert daemon.keeper.restores == 1
+    assert any(c.rules for c in nft.tables["inet", "knocknft"].chains.values())
