@@ -62,9 +62,9 @@ TARGET_P99_MS = 2.0
 TARGET_P99_RATIO = 10.0
 TARGET_RATE = 100_000
 TARGET_SUCCESS = 0.99
-# The bound the flood work documents for the default cap of 65536 attempts (README, "Floods",
-# and tests/integration/test_flood.py, which holds the daemon to it): under 96 MiB resident,
-# however many sources.
+# The bound the flood work documents for the default cap of 65536 attempts (README, "Under a
+# flood", and docs/FLOODS.md; tests/integration/test_flood.py holds the daemon to it): under
+# 96 MiB resident, however many sources.
 MEMORY_BOUND_MIB = 96
 
 

@@ -26,7 +26,8 @@ from tests.integration.support import (
 )
 
 SERVER = Lab.SERVER_V4
-# The README's promise, checked here: the daemon's resident memory at the default cap.
+# The promise of the README and docs/FLOODS.md, checked here: the daemon's resident memory at
+# the default cap.
 RSS_CAP_MIB = 96
 FLOOD_RATE = 30_000
 # The most the flood may last; it is stopped as soon as the knockers are through (a few s).
@@ -45,9 +46,10 @@ def knock_until_open(daemon: RunningDaemon, client: str, tries: int = 3) -> int:
     raise AssertionError(f"{client} did not get in after {tries} knocks:\n{daemon.log()[-2000:]}")
 
 
-def test_the_readme_documents_the_rss_cap_this_test_checks() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert f"under {RSS_CAP_MIB} MiB at the default cap of {DEFAULT_MAX_ATTEMPTS}" in readme
+def test_the_readme_and_the_floods_page_document_the_rss_cap_this_test_checks() -> None:
+    for page in ("README.md", "docs/FLOODS.md"):
+        text = (REPO / page).read_text()
+        assert f"under {RSS_CAP_MIB} MiB at the default cap of {DEFAULT_MAX_ATTEMPTS}" in text, page
 
 
 def test_a_spoofed_flood_is_bounded_and_real_knockers_still_get_in(

@@ -1,4 +1,5 @@
-"""The README's layout drawing names every module of knocknft and knocklab, and nothing else."""
+"""The layout drawing in docs/DEVELOPMENT.md names every module of knocknft and knocklab, and
+nothing else."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+DEVELOPMENT = REPO / "docs" / "DEVELOPMENT.md"
 DRAWN = ("knocknft", "knocklab")
 
 
 def drawn_files() -> set[str]:
-    """Paths in the fenced block under `### Layout`, folders known by their indentation."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text.split("### Layout", 1)[1]
+    """Paths in the fenced block under `## Layout`, folders known by their indentation."""
+    text = DEVELOPMENT.read_text(encoding="utf-8")
+    section = text.split("\n## Layout\n", 1)[1]
     block = section.split("```", 2)[1]
     files: set[str] = set()
     folders: list[tuple[int, str]] = []
@@ -39,9 +41,8 @@ def tree_files() -> set[str]:
     }
 
 
-def test_the_readme_layout_matches_the_tree() -> None:
+def test_the_layout_drawing_matches_the_tree() -> None:
     drawn, tree = drawn_files(), tree_files()
-    assert not tree - drawn, f"modules missing from the README's layout: {sorted(tree - drawn)}"
-    assert not drawn - tree, (
-        f"the README's layout names modules that do not exist: {sorted(drawn - tree)}"
-    )
+    where = "the layout in docs/DEVELOPMENT.md"
+    assert not tree - drawn, f"modules missing from {where}: {sorted(tree - drawn)}"
+    assert not drawn - tree, f"{where} names modules that do not exist: {sorted(drawn - tree)}"
