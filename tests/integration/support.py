@@ -10,12 +10,13 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from knocklab.daemons import LabDaemon
 from knocklab.fwknop import FWKNOP
 from knocklab.lab import Lab, run_in_netns
+from knocknft.admin.confirm import watcher_alive
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -99,6 +101,24 @@ class Server:
     def status(self) -> list[dict[str, Any]]:
         grants: list[dict[str, Any]] = self.status_report()["grants"]
         return grants
+
+
+def wait_for(condition: str, check: Callable[[], bool], timeout: float = 6.0) -> None:
+    """Poll `check` until it holds; fail naming `condition` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {condition}"
+        time.sleep(0.1)
+
+
+def kill_rollback_watcher(state: Path) -> None:
+    """After an `apply --confirm` test: a watcher left by a failed test must not act on a
+    namespace that is being deleted."""
+    marker = state / "confirm.json"
+    if marker.exists():
+        pid = json.loads(marker.read_text())["watcher"]
+        if watcher_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def write_config(tmp_path: Path, text: str) -> Path:

@@ -8,14 +8,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from knocklab.lab import Lab, Listener
 from knocknft.admin.confirm import watcher_alive
-from tests.integration.support import BIN, Server
+from tests.integration.support import BIN, Server, kill_rollback_watcher, wait_for
 
 SERVER = Lab.SERVER_V4
 A = Lab.CLIENT_V4
@@ -46,23 +46,11 @@ def configs(lab: Lab, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     yield a, b
     for listener in listeners:
         listener.close()
-    # A watcher left by a failed test must not act on a namespace that is being deleted.
-    marker = state / "confirm.json"
-    if marker.exists():
-        pid = json.loads(marker.read_text())["watcher"]
-        if watcher_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    kill_rollback_watcher(state)
 
 
 def chain(server: Server) -> str:
     return server.nft("list", "chain", "inet", "knocknft", "input").stdout
-
-
-def wait_for(condition: str, check: Callable[[], bool], timeout: float = 6.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {condition}"
-        time.sleep(0.1)
 
 
 def test_an_unconfirmed_apply_rolls_back_and_keeps_the_grants(
