@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from knocknft.admin.cli_common import EXIT_FAILURE, EXIT_INVALID, fail
 from knocknft.client.profiles import default_key_path
 from knocknft.config import DOOR_NAME_RE
 from knocknft.files import write_atomic
-from knocknft.spa.keys import fingerprint, private_key_pem, public_key_line
 
 # Merged into knocknft.admin.cli.app, which lists every command in one order.
 commands = typer.Typer()
@@ -103,6 +101,12 @@ def keygen(
         for existing in (path, public):
             if os.path.lexists(existing):
                 fail(EXIT_INVALID, f"{existing} exists: give --force to replace it, or -o PATH")
+    # Here, not at the top: every knocknft command (the daemon's `run` too) loads this module,
+    # and cryptography costs a few MiB of memory that only keygen and SPA doors need.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from knocknft.spa.keys import fingerprint, private_key_pem, public_key_line
+
     private_key = Ed25519PrivateKey.generate()
     line = public_key_line(private_key)
     try:

@@ -38,7 +38,6 @@ from knocknft.netlink.nflog_decoder import NflogCounters
 from knocknft.netlink.spa_nflog import SpaDatagram
 from knocknft.spa.replay import ReplayCache
 from knocknft.spa.request import Rejection, SpaRequest
-from knocknft.spa.verify import SpaVerifier
 
 log = logging.getLogger("knocknft")
 
@@ -70,6 +69,14 @@ class SpaCheck(Protocol):
     refused_cache_full: int
 
 
+def _verifier(config: Config, replay: ReplayCache) -> SpaCheck:
+    # Imported only once a config has SPA doors: the verifier brings in cryptography, a few MiB
+    # of memory a daemon with knock doors alone has no use for.
+    from knocknft.spa.verify import SpaVerifier
+
+    return SpaVerifier(config, replay)
+
+
 class SpaService:
     """The SPA reader, verifier and replay file of one daemon; see the module's text."""
 
@@ -78,11 +85,11 @@ class SpaService:
         daemon: Daemon,
         open_reader: Callable[[int], SpaReader],
         state_dir: Path | None = None,
-        verifier: Callable[[Config, ReplayCache], SpaCheck] = SpaVerifier,
+        verifier: Callable[[Config, ReplayCache], SpaCheck] | None = None,
     ) -> None:
         self.daemon = daemon
         self._open_reader = open_reader
-        self._verifier_for = verifier
+        self._verifier_for = verifier or _verifier
         # The replay file's directory: the one the daemon started with (a reload keeps it).
         self._state_dir = state_dir or daemon.config.options.state_dir
         self.reader: SpaReader | None = None

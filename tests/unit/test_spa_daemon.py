@@ -9,6 +9,8 @@ import ipaddress
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -483,3 +485,17 @@ def test_a_damaged_file_stays_in_place_when_its_refusal_cannot_be_written(
     assert (state / REPLAY_FILE).read_bytes() == b"[]"
     rig.send(request())
     assert rig.spa.stats()["spa_rejected_replay"] == 1
+
+
+def test_a_daemon_without_spa_doors_does_not_load_cryptography() -> None:
+    # cryptography costs the daemon a few MiB of memory (make bench's 1M-source row): every
+    # command loads the CLI and the daemon's modules, and only SPA doors and keygen need it.
+    code = (
+        "import sys\n"
+        "import knocknft.admin.cli, knocknft.daemon.run, knocknft.daemon.spa\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
